@@ -1,0 +1,1 @@
+"""Slate policies (PPO with a Plackett–Luce pointer head, SlateQ) and the baselines they face."""

@@ -1,0 +1,1 @@
+"""Item and shopper-state encoders (BERT text + structured attributes), fine-tuned offline and cached."""

@@ -1,0 +1,1 @@
+"""Experiment scripts, the ``shopsim`` command line, evaluation and reporting."""

@@ -1,0 +1,200 @@
+"""The ``shopsim`` command line.
+
+User errors (:class:`~shopsim.errors.ShopsimError`, bad arguments) print one line to stderr
+and exit with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from shopsim import __version__
+from shopsim.errors import ShopsimError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the default prints the whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _parse_map(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        canon, sep, source = pair.partition("=")
+        if not sep or not canon or not source:
+            raise ShopsimError(f"--map {pair!r}: expected canonical=source, e.g. --map item_id=sku")
+        out[canon.strip()] = source.strip()
+    return out
+
+
+def _parse_split(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ShopsimError(f"--split {text!r}: expected three fractions, e.g. 0.8,0.1,0.1") from None
+    if len(parts) != 3:
+        raise ShopsimError(f"--split {text!r}: expected three fractions, e.g. 0.8,0.1,0.1")
+    return (parts[0], parts[1], parts[2])
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    from shopsim.envs.data import FORMATS
+
+    p.add_argument("src", type=Path, metavar="SRC", help="source log file or folder")
+    p.add_argument("--format", required=True, choices=list(FORMATS), help="source log format")
+    p.add_argument("--items", type=Path, help="item table (hm: articles.csv; events: any CSV/Parquet)")
+    p.add_argument(
+        "--map",
+        dest="column_map",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="CANONICAL=SOURCE",
+        help="events only: name the source column of a canonical one, e.g. item_id=sku",
+    )
+    p.add_argument("--default-event", help="events only: event type for rows without one")
+    p.add_argument("--text-cols", help="events only: comma-separated columns forming item text")
+    p.add_argument(
+        "--duplicates", choices=["drop", "keep"], help="exact duplicate rows (default per format)"
+    )
+    p.add_argument(
+        "--missing-items",
+        choices=["drop", "keep"],
+        help="events whose item is not in the item table (default per format)",
+    )
+    p.add_argument("--session-gap", type=float, default=30.0, metavar="MINUTES",
+                   help="inactivity gap that starts a new derived session (default 30)")
+    p.add_argument("--timestamp-format", help="strptime format tried first, e.g. %%d/%%m/%%Y %%H:%%M")
+    p.add_argument("--timestamp-unit", choices=["s", "ms", "us"],
+                   help="read integer timestamps as Unix time in this unit")
+    p.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test session fractions")
+
+
+def _options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from shopsim.envs.data import PrepareOptions
+
+    return PrepareOptions(
+        format=args.format,
+        items=args.items,
+        column_map=_parse_map(args.column_map),
+        default_event=args.default_event,
+        text_cols=[c.strip() for c in args.text_cols.split(",") if c.strip()] if args.text_cols else None,
+        duplicates=args.duplicates,
+        missing_items=args.missing_items,
+        session_gap_minutes=args.session_gap,
+        timestamp_format=args.timestamp_format,
+        timestamp_unit=args.timestamp_unit,
+        split=_parse_split(args.split),
+    )
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    """``shopsim data prepare``."""
+    from shopsim.envs.data import format_summary, prepare
+
+    result = prepare(args.src, _options(args), args.out)
+    print(format_summary(result.to_json()))
+    print(f"  wrote {args.out}/events.parquet, items.parquet, report.json ({result.timing_s:.2f} s)")
+    return 0
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    """``shopsim data inspect``."""
+    from shopsim.envs.data import format_summary, prepare
+
+    result = prepare(args.src, _options(args), None)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        print(format_summary(result.to_json()))
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    """``shopsim quickstart``: the bundled samples, end to end (currently: the log layer)."""
+    from shopsim.envs.data import PrepareOptions, format_summary, prepare, sample_format, sample_path
+
+    out: Path = args.out
+    for name in ("rees46", "uci"):
+        result = prepare(sample_path(name), PrepareOptions(format=sample_format(name)), out / name)
+        print(format_summary(result.to_json()))
+        print(f"  wrote {out / name} ({result.timing_s:.2f} s)\n")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``shopsim bench``: performance figures as one JSON object."""
+    from shopsim.experiments.bench import run_benchmarks
+
+    figures = run_benchmarks(rows=args.rows)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        for k, v in figures.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``shopsim`` argument parser (every command has ``--help``)."""
+    parser = _Parser(prog="shopsim", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"shopsim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data = sub.add_parser("data", help="prepare and inspect shop logs")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    prep = data_sub.add_parser(
+        "prepare",
+        help="write canonical events.parquet, items.parquet and report.json",
+        description="Read a shop's log, validate it and write canonical tables plus a report "
+        "counting every dropped row by reason.",
+    )
+    _add_source_args(prep)
+    prep.add_argument("--out", type=Path, required=True, help="output folder")
+    prep.set_defaults(func=cmd_data_prepare)
+    insp = data_sub.add_parser(
+        "inspect", help="print the prepare summary without writing anything",
+        description="Run the prepare pipeline and print its summary; nothing is written.",
+    )
+    _add_source_args(insp)
+    insp.add_argument("--json", action="store_true", help="print the full report as JSON")
+    insp.set_defaults(func=cmd_data_inspect)
+
+    qs = sub.add_parser(
+        "quickstart", help="run shopsim on the bundled sample logs",
+        description="Prepare and summarize the bundled REES46 and UCI samples.",
+    )
+    qs.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
+    qs.set_defaults(func=cmd_quickstart)
+
+    bench = sub.add_parser("bench", help="measure performance", description="Measure prepare throughput and memory.")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--rows", type=int, default=0,
+                       help="also prepare a generated log of this many rows (e.g. 10000000)")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``shopsim`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ShopsimError as exc:
+        print(f"shopsim: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shopsim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

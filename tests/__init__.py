@@ -1,0 +1,1 @@
+"""shopsim's test-suite (run from a checkout: ``make test``)."""

@@ -1,0 +1,105 @@
+"""Performance figures for ``shopsim bench`` (benchmarks, never timed tests).
+
+- prepare throughput on the bundled REES46 sample (best of 3 runs);
+- optionally, prepare on a generated N-row event log in a child process, reporting wall time
+  and the child's peak resident memory — the bounded-memory check for large logs.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+
+def bench_prepare_sample(repeats: int = 3) -> dict[str, Any]:
+    """Prepare the bundled REES46 sample ``repeats`` times; report the best wall time."""
+    from shopsim.envs.data import PrepareOptions, prepare, sample_path
+
+    times = []
+    rows = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            r = prepare(sample_path("rees46"), PrepareOptions(format="rees46"), Path(tmp) / str(i))
+            times.append(time.perf_counter() - t0)
+            rows = r.rows_in
+    best = min(times)
+    return {
+        "prepare_rees46_sample_s": round(best, 3),
+        "prepare_rees46_sample_rows": rows,
+        "prepare_rees46_rows_per_s": round(rows / best),
+    }
+
+
+def write_generated_log(path: Path, rows: int, seed: int = 0, block: int = 1_000_000) -> None:
+    """Write a synthetic event log (user_id, item_id, timestamp, event, price) as CSV."""
+    rng = np.random.default_rng(seed)
+    events = np.array(["view", "view", "view", "view", "cart", "purchase"])
+    start = np.datetime64("2024-01-01T00:00:00")
+    written = 0
+    with pa.OSFile(str(path), "wb") as sink:
+        first = True
+        while written < rows:
+            n = min(block, rows - written)
+            secs = np.sort(rng.integers(0, 30 * 24 * 3600, n)) + written  # roughly increasing
+            table = pa.table(
+                {
+                    "user_id": rng.integers(0, max(rows // 20, 1), n).astype(str),
+                    "item_id": rng.integers(0, 200_000, n).astype(str),
+                    "timestamp": (start + secs.astype("timedelta64[s]")).astype(str),
+                    "event": events[rng.integers(0, len(events), n)],
+                    "price": np.round(rng.gamma(2.0, 20.0, n), 2),
+                }
+            )
+            pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=first))
+            first = False
+            written += n
+
+
+def bench_prepare_generated(rows: int) -> dict[str, Any]:
+    """Prepare a generated ``rows``-row log in a child process; time and peak memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "log.csv"
+        t0 = time.perf_counter()
+        write_generated_log(src, rows)
+        gen_s = time.perf_counter() - t0
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "shopsim.experiments.cli", "data", "prepare", str(src),
+             "--format", "events", "--out", str(Path(tmp) / "out")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        wall = time.perf_counter() - t0
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        if proc.returncode != 0:
+            raise RuntimeError(f"prepare failed: {proc.stderr.strip()[-500:]}")
+        return {
+            "generated_rows": rows,
+            "generated_csv_mb": round(src.stat().st_size / 2**20, 1),
+            "generate_s": round(gen_s, 1),
+            "prepare_generated_s": round(wall, 1),
+            "prepare_generated_rows_per_s": round(rows / wall),
+            # ru_maxrss of children is the max over all children so far: only this one here.
+            "prepare_generated_peak_rss_mb": round(max(peak_kb, before) / 1024, 1),
+        }
+
+
+def run_benchmarks(rows: int = 0) -> dict[str, Any]:
+    """All benchmark figures as one flat dict."""
+    figures: dict[str, Any] = {}
+    figures.update(bench_prepare_sample())
+    if rows > 0:
+        figures.update(bench_prepare_generated(rows))
+    return figures

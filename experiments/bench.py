@@ -75,8 +75,18 @@ def bench_prepare_generated(rows: int) -> dict[str, Any]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "shopsim.experiments.cli", "data", "prepare", str(src),
-             "--format", "events", "--out", str(Path(tmp) / "out")],
+            [
+                sys.executable,
+                "-m",
+                "shopsim.experiments.cli",
+                "data",
+                "prepare",
+                str(src),
+                "--format",
+                "events",
+                "--out",
+                str(Path(tmp) / "out"),
+            ],
             capture_output=True,
             text=True,
             check=False,

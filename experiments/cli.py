@@ -61,19 +61,25 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--default-event", help="events only: event type for rows without one")
     p.add_argument("--text-cols", help="events only: comma-separated columns forming item text")
-    p.add_argument(
-        "--duplicates", choices=["drop", "keep"], help="exact duplicate rows (default per format)"
-    )
+    p.add_argument("--duplicates", choices=["drop", "keep"], help="exact duplicate rows (default per format)")
     p.add_argument(
         "--missing-items",
         choices=["drop", "keep"],
         help="events whose item is not in the item table (default per format)",
     )
-    p.add_argument("--session-gap", type=float, default=30.0, metavar="MINUTES",
-                   help="inactivity gap that starts a new derived session (default 30)")
+    p.add_argument(
+        "--session-gap",
+        type=float,
+        default=30.0,
+        metavar="MINUTES",
+        help="inactivity gap that starts a new derived session (default 30)",
+    )
     p.add_argument("--timestamp-format", help="strptime format tried first, e.g. %%d/%%m/%%Y %%H:%%M")
-    p.add_argument("--timestamp-unit", choices=["s", "ms", "us"],
-                   help="read integer timestamps as Unix time in this unit")
+    p.add_argument(
+        "--timestamp-unit",
+        choices=["s", "ms", "us"],
+        help="read integer timestamps as Unix time in this unit",
+    )
     p.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test session fractions")
 
 
@@ -119,7 +125,13 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """``shopsim quickstart``: the bundled samples, end to end (currently: the log layer)."""
-    from shopsim.envs.data import PrepareOptions, format_summary, prepare, sample_format, sample_path
+    from shopsim.envs.data import (
+        PrepareOptions,
+        format_summary,
+        prepare,
+        sample_format,
+        sample_path,
+    )
 
     out: Path = args.out
     for name in ("rees46", "uci"):
@@ -160,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", type=Path, required=True, help="output folder")
     prep.set_defaults(func=cmd_data_prepare)
     insp = data_sub.add_parser(
-        "inspect", help="print the prepare summary without writing anything",
+        "inspect",
+        help="print the prepare summary without writing anything",
         description="Run the prepare pipeline and print its summary; nothing is written.",
     )
     _add_source_args(insp)
@@ -168,16 +181,23 @@ def build_parser() -> argparse.ArgumentParser:
     insp.set_defaults(func=cmd_data_inspect)
 
     qs = sub.add_parser(
-        "quickstart", help="run shopsim on the bundled sample logs",
+        "quickstart",
+        help="run shopsim on the bundled sample logs",
         description="Prepare and summarize the bundled REES46 and UCI samples.",
     )
     qs.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
     qs.set_defaults(func=cmd_quickstart)
 
-    bench = sub.add_parser("bench", help="measure performance", description="Measure prepare throughput and memory.")
+    bench = sub.add_parser(
+        "bench", help="measure performance", description="Measure prepare throughput and memory."
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.add_argument("--rows", type=int, default=0,
-                       help="also prepare a generated log of this many rows (e.g. 10000000)")
+    bench.add_argument(
+        "--rows",
+        type=int,
+        default=0,
+        help="also prepare a generated log of this many rows (e.g. 10000000)",
+    )
     bench.set_defaults(func=cmd_bench)
     return parser
 

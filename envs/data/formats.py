@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-
 from shopsim.envs.data.schema import EVENT_TYPES
 from shopsim.envs.data.staging import StagedTable, is_parquet, stage_file
+
 from shopsim.errors import ShopsimError
 
 RAW_COLUMNS: tuple[str, ...] = (
@@ -110,9 +110,7 @@ class PrepareOptions:
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise ShopsimError(
-                f"unknown format {self.format!r}; choose one of: {', '.join(FORMATS)}"
-            )
+            raise ShopsimError(f"unknown format {self.format!r}; choose one of: {', '.join(FORMATS)}")
         if self.duplicates is not None and self.duplicates not in DUPLICATE_POLICIES:
             raise ShopsimError(f"--duplicates must be drop or keep, not {self.duplicates!r}")
         if self.missing_items is not None and self.missing_items not in MISSING_ITEM_POLICIES:
@@ -134,8 +132,7 @@ class PrepareOptions:
         for key in self.column_map:
             if key not in MAPPABLE:
                 raise ShopsimError(
-                    f"--map {key}=…: {key!r} is not a canonical column; "
-                    f"use one of: {', '.join(MAPPABLE)}"
+                    f"--map {key}=…: {key!r} is not a canonical column; use one of: {', '.join(MAPPABLE)}"
                 )
         if self.format != "events":
             given = [
@@ -209,9 +206,7 @@ class StageContext:
                 + (f"; {fix}" if fix else "")
             )
         src = str(path).replace("'", "''")
-        self.con.execute(
-            f"CREATE VIEW {view} AS SELECT *, '{src}' AS _src FROM read_parquet('{dest}')"
-        )
+        self.con.execute(f"CREATE VIEW {view} AS SELECT *, '{src}' AS _src FROM read_parquet('{dest}')")
         self.staged[view] = table
         return table
 
@@ -278,19 +273,22 @@ def plan_rees46(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     need = ["event_time", "event_type", "product_id", "user_id", "user_session", "price"]
     st = ctx.stage("src", path, required=need, fix="is this a REES46 events file?")
     c = st.columns
-    raw = _raw_select(
-        session="NULLIF(TRIM(user_session), '')",
-        user="NULLIF(TRIM(user_id), '')",
-        ts="event_time",
-        item="NULLIF(TRIM(product_id), '')",
-        event="event_type",
-        price="price",
-        extras={
-            "category_id": col_or_null("category_id", c),
-            "category_code": col_or_null("category_code", c),
-            "brand": col_or_null("brand", c),
-        },
-    ) + " FROM src"
+    raw = (
+        _raw_select(
+            session="NULLIF(TRIM(user_session), '')",
+            user="NULLIF(TRIM(user_id), '')",
+            ts="event_time",
+            item="NULLIF(TRIM(product_id), '')",
+            event="event_type",
+            price="price",
+            extras={
+                "category_id": col_or_null("category_id", c),
+                "category_code": col_or_null("category_code", c),
+                "brand": col_or_null("brand", c),
+            },
+        )
+        + " FROM src"
+    )
     items = """
         SELECT item_id,
                concat_ws(' ', replace(mode(category_code), '.', ' '), mode(brand)) AS text,
@@ -327,14 +325,11 @@ def plan_hm(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     items_path = opts.items or path.parent / "articles.csv"
     if not items_path.exists():
         raise ShopsimError(
-            f"{items_path}: no such file; H&M needs articles.csv beside the transactions "
-            "or --items PATH"
+            f"{items_path}: no such file; H&M needs articles.csv beside the transactions or --items PATH"
         )
     need = ["t_dat", "customer_id", "article_id", "price"]
     st = ctx.stage("src", path, required=need, fix="is this H&M transactions_train.csv?")
-    ctx.stage(
-        "src_items", items_path, required=["article_id"], fix="is this H&M articles.csv?"
-    )
+    ctx.stage("src_items", items_path, required=["article_id"], fix="is this H&M articles.csv?")
     ic = ctx.staged["src_items"].columns
     text_parts = [
         col_or_null(n, ic)
@@ -357,16 +352,19 @@ def plan_hm(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
         "garment_group_name",
         "detail_desc",
     ]
-    raw = _raw_select(
-        session="NULLIF(TRIM(customer_id), '') || ':' || TRIM(t_dat)",
-        user="NULLIF(TRIM(customer_id), '')",
-        ts="t_dat",
-        item="NULLIF(TRIM(article_id), '')",
-        event="'purchase'",
-        price="price",
-        quantity="'1'",
-        extras={"sales_channel_id": col_or_null("sales_channel_id", st.columns)},
-    ) + " FROM src"
+    raw = (
+        _raw_select(
+            session="NULLIF(TRIM(customer_id), '') || ':' || TRIM(t_dat)",
+            user="NULLIF(TRIM(customer_id), '')",
+            ts="t_dat",
+            item="NULLIF(TRIM(article_id), '')",
+            event="'purchase'",
+            price="price",
+            quantity="'1'",
+            extras={"sales_channel_id": col_or_null("sales_channel_id", st.columns)},
+        )
+        + " FROM src"
+    )
     items = (
         "SELECT NULLIF(TRIM(article_id), '') AS item_id, "
         f"concat_ws('. ', {', '.join(text_parts)}) AS text, "
@@ -423,27 +421,30 @@ def plan_uci(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     need = ["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"]
     st = ctx.stage("src", path, required=need, fix="is this the UCI Online Retail CSV?")
     codes = ", ".join(f"'{c}'" for c in NON_PRODUCT_CODES)
-    raw = _raw_select(
-        session="NULLIF(TRIM(InvoiceNo), '')",
-        # No CustomerID (guest checkout): a placeholder user per invoice, so guests are
-        # neither dropped nor merged into one giant user.
-        user="COALESCE(regexp_replace(NULLIF(TRIM(CustomerID), ''), '\\.0+$', ''), "
-        "'guest-' || TRIM(InvoiceNo))",
-        ts="InvoiceDate",
-        item="NULLIF(TRIM(StockCode), '')",
-        event="'purchase'",
-        price="UnitPrice",
-        quantity="Quantity",
-        reason=(
-            "CASE WHEN upper(TRIM(InvoiceNo)) LIKE 'C%' THEN 'cancellation' "
-            f"WHEN upper(TRIM(StockCode)) IN ({codes}) THEN 'non_product_line' "
-            "WHEN TRY_CAST(Quantity AS BIGINT) <= 0 THEN 'nonpositive_quantity' END"
-        ),
-        extras={
-            "description": col_or_null("Description", st.columns),
-            "country": col_or_null("Country", st.columns),
-        },
-    ) + " FROM src"
+    raw = (
+        _raw_select(
+            session="NULLIF(TRIM(InvoiceNo), '')",
+            # No CustomerID (guest checkout): a placeholder user per invoice, so guests are
+            # neither dropped nor merged into one giant user.
+            user="COALESCE(regexp_replace(NULLIF(TRIM(CustomerID), ''), '\\.0+$', ''), "
+            "'guest-' || TRIM(InvoiceNo))",
+            ts="InvoiceDate",
+            item="NULLIF(TRIM(StockCode), '')",
+            event="'purchase'",
+            price="UnitPrice",
+            quantity="Quantity",
+            reason=(
+                "CASE WHEN upper(TRIM(InvoiceNo)) LIKE 'C%' THEN 'cancellation' "
+                f"WHEN upper(TRIM(StockCode)) IN ({codes}) THEN 'non_product_line' "
+                "WHEN TRY_CAST(Quantity AS BIGINT) <= 0 THEN 'nonpositive_quantity' END"
+            ),
+            extras={
+                "description": col_or_null("Description", st.columns),
+                "country": col_or_null("Country", st.columns),
+            },
+        )
+        + " FROM src"
+    )
     items = """
         SELECT item_id, mode(description) AS text, CAST(NULL AS VARCHAR) AS category,
                CAST(median(price) AS VARCHAR) AS price_raw, min(_row) AS _row
@@ -514,7 +515,7 @@ def plan_mind(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
                           CAST(0 AS BIGINT) AS _row
                    WHERE false"""
     ctx.con.execute(
-        f"""CREATE VIEW mind_imp AS
+        """CREATE VIEW mind_imp AS
             SELECT _row, _src, imp_id, user_id, time,
                    unnest(toks) AS tok, unnest(range(1, len(toks) + 1)) AS pos
             FROM (SELECT *, string_split(TRIM(impressions), ' ') AS toks FROM src
@@ -532,36 +533,45 @@ def plan_mind(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     )
     tok_item = "regexp_extract(tok, '^(.+)-[01]$', 1)"
     tok_label = "regexp_extract(tok, '-([01])$', 1)"
-    imp = _raw_select(
-        session="TRIM(imp_id)",
-        user="NULLIF(TRIM(user_id), '')",
-        ts="time",
-        item=f"NULLIF({tok_item}, '')",
-        event="'impression'",
-        position="pos",
-        slate="TRIM(imp_id)",
-        sub="pos",
-        reason=f"CASE WHEN {tok_label} = '' THEN 'bad_impression_token' END",
-    ) + " FROM mind_imp"
-    clk = _raw_select(
-        session="TRIM(imp_id)",
-        user="NULLIF(TRIM(user_id), '')",
-        ts="time",
-        item=f"NULLIF({tok_item}, '')",
-        event="'click'",
-        position="pos",
-        slate="TRIM(imp_id)",
-        sub="1000000 + pos",
-    ) + f" FROM mind_imp WHERE {tok_label} = '1'"
-    hist = _raw_select(
-        session="'hist-' || TRIM(user_id)",
-        user="NULLIF(TRIM(user_id), '')",
-        ts="strftime(first_time - to_seconds(n - hpos + 1), '%Y-%m-%d %H:%M:%S')",
-        item="NULLIF(TRIM(item), '')",
-        event="'click'",
-        sub="-1000000 + hpos",
-        reason="CASE WHEN rank_in_user > 1 THEN 'repeated_history' END",
-    ) + " FROM mind_hist"
+    imp = (
+        _raw_select(
+            session="TRIM(imp_id)",
+            user="NULLIF(TRIM(user_id), '')",
+            ts="time",
+            item=f"NULLIF({tok_item}, '')",
+            event="'impression'",
+            position="pos",
+            slate="TRIM(imp_id)",
+            sub="pos",
+            reason=f"CASE WHEN {tok_label} = '' THEN 'bad_impression_token' END",
+        )
+        + " FROM mind_imp"
+    )
+    clk = (
+        _raw_select(
+            session="TRIM(imp_id)",
+            user="NULLIF(TRIM(user_id), '')",
+            ts="time",
+            item=f"NULLIF({tok_item}, '')",
+            event="'click'",
+            position="pos",
+            slate="TRIM(imp_id)",
+            sub="1000000 + pos",
+        )
+        + f" FROM mind_imp WHERE {tok_label} = '1'"
+    )
+    hist = (
+        _raw_select(
+            session="'hist-' || TRIM(user_id)",
+            user="NULLIF(TRIM(user_id), '')",
+            ts="strftime(first_time - to_seconds(n - hpos + 1), '%Y-%m-%d %H:%M:%S')",
+            item="NULLIF(TRIM(item), '')",
+            event="'click'",
+            sub="-1000000 + hpos",
+            reason="CASE WHEN rank_in_user > 1 THEN 'repeated_history' END",
+        )
+        + " FROM mind_hist"
+    )
     return Plan(
         raw_sql=f"{hist} UNION ALL {imp} UNION ALL {clk}",
         extras=[],
@@ -600,9 +610,7 @@ def plan_obd(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     elif (src / "all.csv").is_file():
         folders = [(src.name, src / "all.csv")]
     else:
-        folders = sorted(
-            (d.name, d / "all.csv") for d in src.iterdir() if (d / "all.csv").is_file()
-        )
+        folders = sorted((d.name, d / "all.csv") for d in src.iterdir() if (d / "all.csv").is_file())
         if not folders:
             raise ShopsimError(
                 f"{src}: no all.csv found (looked in the folder and its sub-folders); "
@@ -677,9 +685,7 @@ def plan_obd(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
         duplicates="drop",
         missing_items="keep",
         notes={"logging_policies": ",".join(p for p, _ in folders)},
-        notes_sql={
-            f"impressions[{p}]": f"SELECT count(*) FROM src_{i}" for i, (p, _) in enumerate(folders)
-        }
+        notes_sql={f"impressions[{p}]": f"SELECT count(*) FROM src_{i}" for i, (p, _) in enumerate(folders)}
         | {
             f"clicks[{p}]": f"SELECT count(*) FROM src_{i} WHERE TRIM(click) = '1'"
             for i, (p, _) in enumerate(folders)
@@ -731,20 +737,23 @@ def plan_events(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
                 f"{src}: --text-cols {', '.join(bad)}: no such column(s) "
                 f"(found: {', '.join(cols[:12])}{', …' if len(cols) > 12 else ''})"
             )
-    raw = _raw_select(
-        session=m("session_id"),
-        user=m("user_id"),
-        ts=m("timestamp"),
-        item=m("item_id"),
-        event=event,
-        price=m("price"),
-        quantity=m("quantity"),
-        position=m("position"),
-        slate=m("slate_id"),
-        propensity=m("propensity"),
-        extras={c: f"NULLIF(TRIM({q(c)}), '')" for c in extras}
-        | ({"category": m("category")} if "category" in mapping else {}),
-    ) + " FROM src"
+    raw = (
+        _raw_select(
+            session=m("session_id"),
+            user=m("user_id"),
+            ts=m("timestamp"),
+            item=m("item_id"),
+            event=event,
+            price=m("price"),
+            quantity=m("quantity"),
+            position=m("position"),
+            slate=m("slate_id"),
+            propensity=m("propensity"),
+            extras={c: f"NULLIF(TRIM({q(c)}), '')" for c in extras}
+            | ({"category": m("category")} if "category" in mapping else {}),
+        )
+        + " FROM src"
+    )
     event_extras = extras + (["category"] if "category" in mapping else [])
     if opts.items is not None:
         it = ctx.stage("src_items", opts.items)

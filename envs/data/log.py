@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
 from shopsim.envs.data.schema import SPLITS, validate_events, validate_items
+
 from shopsim.errors import ShopsimError
 
 
@@ -31,8 +31,7 @@ class SessionLog:
         for name in ("events.parquet", "items.parquet", "report.json"):
             if not (d / name).exists():
                 raise ShopsimError(
-                    f"{d}: no {name}; create the folder with `shopsim data prepare SRC "
-                    f"--format … --out {d}`"
+                    f"{d}: no {name}; create the folder with `shopsim data prepare SRC --format … --out {d}`"
                 )
         events = pd.read_parquet(d / "events.parquet")
         items = pd.read_parquet(d / "items.parquet")
@@ -53,19 +52,13 @@ def format_summary(report: dict[str, Any]) -> str:
     s = report["summary"]
     lines = [f"{report['format']} ← {report['source']}"]
     dropped = report["dropped"]
-    drop_txt = (
-        "; dropped " + ", ".join(f"{r} {n:,}" for r, n in dropped.items()) if dropped else ""
-    )
-    lines.append(
-        f"  rows in {report['rows_in']:,} → events out {report['rows_out']:,}{drop_txt}"
-    )
+    drop_txt = "; dropped " + ", ".join(f"{r} {n:,}" for r, n in dropped.items()) if dropped else ""
+    lines.append(f"  rows in {report['rows_in']:,} → events out {report['rows_out']:,}{drop_txt}")
     lines.append(
         f"  sessions {s['sessions']:,} · users {s['users']:,} · items {s['items']:,} "
         f"({s['items_with_events']:,} with events)"
     )
-    lines.append(
-        "  events: " + " · ".join(f"{e} {n:,}" for e, n in s["events_by_type"].items())
-    )
+    lines.append("  events: " + " · ".join(f"{e} {n:,}" for e, n in s["events_by_type"].items()))
     in_types = {k: v for k, v in report.get("events_in_by_type", {}).items()}
     if in_types and in_types != s["events_by_type"]:
         lines.append("  source rows by type: " + " · ".join(f"{e} {n:,}" for e, n in in_types.items()))

@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-
-from shopsim import __version__
 from shopsim.envs.data.formats import (
     FORMATS,
     RAW_COLUMNS,
@@ -34,6 +32,8 @@ from shopsim.envs.data.formats import (
     q,
 )
 from shopsim.envs.data.schema import EVENT_SYNONYMS, EVENT_TYPES
+
+from shopsim import __version__
 from shopsim.errors import ShopsimError
 
 DROP_REASONS: dict[str, str] = {
@@ -148,17 +148,18 @@ def _run(
 ) -> PrepareResult:
     con.execute(f"CREATE TABLE raw AS {plan.raw_sql}")
     malformed = sum(len(t.malformed_rows) for t in ctx.staged.values() if t.source == plan.main_file)
-    first_malformed = next(
-        (t.malformed_rows[0] for t in ctx.staged.values() if t.malformed_rows), None
-    )
+    first_malformed = next((t.malformed_rows[0] for t in ctx.staged.values() if t.malformed_rows), None)
     rows_raw = _scalar(con, "SELECT count(*) FROM raw")
     rows_in = rows_raw + malformed
     if rows_in == 0:
-        raise ShopsimError(
-            f"{plan.main_file}: no data rows (only a header?); nothing to prepare"
-        )
+        raise ShopsimError(f"{plan.main_file}: no data rows (only a header?); nothing to prepare")
     integer_ts = _integer_timestamps(con, opts)
-    ts_sql = _timestamp_sql("ts_raw", [*([opts.timestamp_format] if opts.timestamp_format else []), *plan.ts_formats], integer_ts, opts.timestamp_unit)
+    ts_sql = _timestamp_sql(
+        "ts_raw",
+        [*([opts.timestamp_format] if opts.timestamp_format else []), *plan.ts_formats],
+        integer_ts,
+        opts.timestamp_unit,
+    )
     event_sql = _event_sql("event_raw")
     con.execute(
         f"""CREATE TABLE parsed AS SELECT *,
@@ -179,6 +180,7 @@ def _run(
         items_in = _build_external_items(con, plan, item_drops)
     missing_items = opts.missing_items or plan.missing_items
     check_item = plan.external_items and missing_items == "drop"
+    unknown_item_rule = "WHEN item_id NOT IN (SELECT item_id FROM items_src) THEN 'unknown_item'"
     con.execute(
         f"""CREATE TABLE classified AS SELECT p.*, CASE
               WHEN _reason IS NOT NULL THEN _reason
@@ -195,7 +197,7 @@ def _run(
               WHEN propensity_raw IS NOT NULL
                    AND (propensity IS NULL OR propensity <= 0 OR propensity > 1)
                 THEN 'bad_propensity'
-              {"WHEN item_id NOT IN (SELECT item_id FROM items_src) THEN 'unknown_item'" if check_item else ""}
+              {unknown_item_rule if check_item else ""}
             END AS reason
             FROM parsed p"""
     )
@@ -211,8 +213,20 @@ def _run(
     if first_malformed is not None:
         examples["malformed_row"] = {"file": str(plan.main_file), "row": first_malformed}
 
-    key = ["session_id", "user_id", "ts", "item_id", "event", "price", "position", "slate_id",
-           "propensity", "quantity", *plan.extras, *plan.item_attrs]
+    key = [
+        "session_id",
+        "user_id",
+        "ts",
+        "item_id",
+        "event",
+        "price",
+        "position",
+        "slate_id",
+        "propensity",
+        "quantity",
+        *plan.extras,
+        *plan.item_attrs,
+    ]
     duplicates = opts.duplicates or plan.duplicates
     if duplicates == "drop":
         con.execute(
@@ -229,7 +243,10 @@ def _run(
                 "SELECT min(_row) FROM classified c WHERE reason IS NULL AND NOT EXISTS "
                 "(SELECT 1 FROM kept k WHERE k._row = c._row AND k._sub = c._sub AND k._src = c._src)"
             ).fetchone()
-            examples["duplicate_row"] = {"file": str(plan.main_file), "row": first[0] if first else None}
+            examples["duplicate_row"] = {
+                "file": str(plan.main_file),
+                "row": first[0] if first else None,
+            }
     else:
         con.execute("CREATE TABLE kept AS SELECT * FROM classified WHERE reason IS NULL")
     rows_out = _scalar(con, "SELECT count(*) FROM kept")
@@ -238,7 +255,12 @@ def _run(
     if rows_out == 0:
         reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(dropped.items(), key=lambda x: -x[1]))
         ex = next(iter(examples.values()), {})
-        where = f" (first: {ex.get('file')} row {ex.get('row')}, column {ex.get('column')!r} = {ex.get('value')!r})" if ex else ""
+        where = (
+            f" (first: {ex.get('file')} row {ex.get('row')}, "
+            f"column {ex.get('column')!r} = {ex.get('value')!r})"
+            if ex
+            else ""
+        )
         raise ShopsimError(
             f"{plan.main_file}: no usable rows — all {rows_in:,} dropped ({reasons}){where}; "
             "fix the column or pass the right --format/--map"
@@ -250,7 +272,8 @@ def _run(
     if not plan.external_items:
         items_in = _build_derived_items(con, plan)
     items_added = _scalar(
-        con, "SELECT count(DISTINCT item_id) FROM kept WHERE item_id NOT IN (SELECT item_id FROM items_src)"
+        con,
+        "SELECT count(DISTINCT item_id) FROM kept WHERE item_id NOT IN (SELECT item_id FROM items_src)",
     )
     con.execute(
         """CREATE TABLE items AS
@@ -265,9 +288,20 @@ def _run(
            ORDER BY i.item_id"""
     )
     _split_sessions(con, opts.split)
-    event_cols = ["session_id", "user_id", "ts AS timestamp", "item_id", "event", "price",
-                  "position", "slate_id", "propensity", "quantity", "split",
-                  *(q(c) for c in plan.extras)]
+    event_cols = [
+        "session_id",
+        "user_id",
+        "ts AS timestamp",
+        "item_id",
+        "event",
+        "price",
+        "position",
+        "slate_id",
+        "propensity",
+        "quantity",
+        "split",
+        *(q(c) for c in plan.extras),
+    ]
     order = "s.start, s.first_row, s.session_id, e.ts, e._row, e._sub"
     final_sql = (
         f"SELECT {', '.join(event_cols)} FROM (SELECT e.* FROM kept e JOIN sess s USING (session_id) "
@@ -299,7 +333,11 @@ def _run(
         ev_path, it_path = out_dir / "events.parquet", out_dir / "items.parquet"
         con.execute(f"COPY ({final_sql}) TO '{ev_path}' (FORMAT parquet, COMPRESSION zstd)")
         con.execute(f"COPY (SELECT * FROM items) TO '{it_path}' (FORMAT parquet, COMPRESSION zstd)")
-        outputs = {"events": str(ev_path), "items": str(it_path), "report": str(out_dir / "report.json")}
+        outputs = {
+            "events": str(ev_path),
+            "items": str(it_path),
+            "report": str(out_dir / "report.json"),
+        }
     counts = dict(
         con.execute("SELECT COALESCE(event, 'unknown'), count(*) FROM parsed GROUP BY 1").fetchall()
     )
@@ -346,7 +384,9 @@ def _timestamp_sql(col: str, formats: list[str], integer: bool, unit: str | None
         div = {"s": 1, "ms": 1_000, "us": 1_000_000}[unit]
         unix = f"CAST(to_timestamp(TRY_CAST(TRIM({col}) AS DOUBLE) / {div}) AT TIME ZONE 'UTC' AS TIMESTAMP)"
         return f"CASE WHEN regexp_full_match(TRIM({col}), '-?[0-9.]+') THEN {unix} END"
-    tries = [f"CAST(try_strptime(TRIM({col}), '{f.replace(chr(39), chr(39) * 2)}') AS TIMESTAMP)" for f in formats]
+    tries = [
+        f"CAST(try_strptime(TRIM({col}), '{f.replace(chr(39), chr(39) * 2)}') AS TIMESTAMP)" for f in formats
+    ]
     # ISO 8601 with or without a zone ('… UTC', '+00:00', 'Z'), read as UTC.
     tries.append(f"CAST(TRY_CAST(TRIM({col}) AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS TIMESTAMP)")
     return "COALESCE(" + ", ".join(tries) + ")"
@@ -360,10 +400,18 @@ def _event_sql(col: str) -> str:
 def _fail_if_unusable(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     """Whole-column failures are mistakes (wrong format or mapping), not bad rows."""
     checks = [
-        ("ts_raw", "ts", "timestamp",
-         "pass --timestamp-format (strptime, e.g. %d/%m/%Y %H:%M) or map the right column"),
-        ("event_raw", "event", "event type",
-         f"use event names {', '.join(EVENT_TYPES)} (or synonyms), or --default-event EVENT"),
+        (
+            "ts_raw",
+            "ts",
+            "timestamp",
+            "pass --timestamp-format (strptime, e.g. %d/%m/%Y %H:%M) or map the right column",
+        ),
+        (
+            "event_raw",
+            "event",
+            "event type",
+            f"use event names {', '.join(EVENT_TYPES)} (or synonyms), or --default-event EVENT",
+        ),
         ("price_raw", "price", "price", "map a numeric price column or none"),
     ]
     for raw_col, parsed_col, what, fix in checks:
@@ -393,7 +441,9 @@ def _fail_if_unusable(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
             )
 
 
-def _examples(con: duckdb.DuckDBPyConnection, plan: Plan, dropped: dict[str, int]) -> dict[str, dict[str, Any]]:
+def _examples(
+    con: duckdb.DuckDBPyConnection, plan: Plan, dropped: dict[str, int]
+) -> dict[str, dict[str, Any]]:
     """The first source row of each drop reason, with the offending column and value."""
     out: dict[str, dict[str, Any]] = {}
     for reason in dropped:
@@ -407,7 +457,7 @@ def _examples(con: duckdb.DuckDBPyConnection, plan: Plan, dropped: dict[str, int
         ).fetchone()
         if row is None:
             continue
-        file, column = plan.source_columns.get(raw_col or "", (row[0], raw_col))
+        _file, column = plan.source_columns.get(raw_col or "", (row[0], raw_col))
         ex: dict[str, Any] = {"file": row[0], "row": int(row[1])}
         if raw_col:
             ex["column"] = column
@@ -481,9 +531,7 @@ def _split_sessions(con: duckdb.DuckDBPyConnection, fractions: tuple[float, floa
 
 
 def _summary(con: duckdb.DuckDBPyConnection, integer_ts: bool) -> dict[str, Any]:
-    by_type = dict(
-        con.execute("SELECT event, count(*) FROM kept GROUP BY event").fetchall()
-    )
+    by_type = dict(con.execute("SELECT event, count(*) FROM kept GROUP BY event").fetchall())
     row = con.execute(
         "SELECT count(DISTINCT session_id), count(DISTINCT user_id), count(DISTINCT item_id), "
         "min(ts), max(ts) FROM kept"
@@ -510,4 +558,4 @@ def _summary(con: duckdb.DuckDBPyConnection, integer_ts: bool) -> dict[str, Any]
     }
 
 
-__all__ = ["DROP_REASONS", "PrepareResult", "prepare", "RAW_COLUMNS"]
+__all__ = ["DROP_REASONS", "RAW_COLUMNS", "PrepareResult", "prepare"]

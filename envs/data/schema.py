@@ -110,9 +110,7 @@ def validate_events(events: pd.DataFrame, *, where: str = "events") -> None:
         raise ShopsimError(f"{where}: unknown split {events['split'].iloc[row]!r} at row {row}")
     ts = events["timestamp"]
     if not (pd.api.types.is_datetime64_any_dtype(ts) or pd.api.types.is_integer_dtype(ts)):
-        raise ShopsimError(
-            f"{where}: column 'timestamp' has dtype {ts.dtype}; expected datetime or integer"
-        )
+        raise ShopsimError(f"{where}: column 'timestamp' has dtype {ts.dtype}; expected datetime or integer")
     per_session = events.groupby("session_id", sort=False)["split"].nunique()
     if (per_session > 1).any():
         sid = per_session.index[int((per_session > 1).to_numpy().argmax())]
@@ -130,15 +128,12 @@ def validate_items(items: pd.DataFrame, *, where: str = "items") -> None:
     dup = items["item_id"].duplicated()
     if dup.any():
         row = int(dup.to_numpy().argmax())
-        raise ShopsimError(
-            f"{where}: item_id {items['item_id'].iloc[row]!r} appears twice (row {row})"
-        )
+        raise ShopsimError(f"{where}: item_id {items['item_id'].iloc[row]!r} appears twice (row {row})")
 
 
 def _require_columns(df: pd.DataFrame, columns: Sequence[str], where: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ShopsimError(
-            f"{where}: missing column(s) {', '.join(missing)}; "
-            "re-create it with `shopsim data prepare`"
+            f"{where}: missing column(s) {', '.join(missing)}; re-create it with `shopsim data prepare`"
         )

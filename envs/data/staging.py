@@ -107,6 +107,9 @@ def stage_file(
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(colnames, pa.string()),
+                # Only an empty field is missing: pyarrow's default list would also turn
+                # text such as "NA", "null" or "n/a" into missing values silently.
+                null_values=[""],
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),
@@ -160,18 +163,12 @@ def _stage_parquet(path: Path, dest: Path) -> StagedTable:
     rows = 0
     with pq.ParquetWriter(str(dest), schema) as writer:
         for batch in source.iter_batches(batch_size=1 << 16):
-            cols = [_as_text(batch.column(i)) for i in range(batch.num_columns)]
+            # Arrow's text form of timestamps is ISO 8601 with the zone, which the parser reads.
+            cols = [batch.column(i).cast(pa.string()) for i in range(batch.num_columns)]
             cols.append(pa.array(np.arange(rows + 1, rows + batch.num_rows + 1, dtype=np.int64)))
             rows += batch.num_rows
             writer.write_table(pa.Table.from_arrays(cols, schema=schema))
     return StagedTable(path, dest, names, rows)
-
-
-def _as_text(col: pa.Array) -> pa.Array:
-    if pa.types.is_timestamp(col.type):
-        # ISO text keeps full precision and the time zone, which the parser reads back.
-        return pa.compute.strftime(col, format="%Y-%m-%d %H:%M:%S.%f%z" if col.type.tz else "%Y-%m-%d %H:%M:%S.%f")
-    return col.cast(pa.string())
 
 
 def _first_line(exc: BaseException) -> str:

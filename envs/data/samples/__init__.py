@@ -27,9 +27,7 @@ def sample_path(name: str) -> Path:
     :return: the file's path inside the installed package.
     """
     if name not in SAMPLES:
-        raise ShopsimError(
-            f"unknown sample {name!r}; bundled samples are: {', '.join(sorted(SAMPLES))}"
-        )
+        raise ShopsimError(f"unknown sample {name!r}; bundled samples are: {', '.join(sorted(SAMPLES))}")
     return Path(str(resources.files(__name__).joinpath(SAMPLES[name][0])))
 
 

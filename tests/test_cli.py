@@ -1,0 +1,45 @@
+"""The ``shopsim`` command line: help everywhere, summaries, inspect writes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from shopsim.envs.data import sample_path
+
+CliRunner = Callable[..., tuple[int, str, str]]
+
+COMMANDS = [[], ["data"], ["data", "prepare"], ["data", "inspect"], ["quickstart"], ["bench"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "shopsim")
+def test_every_command_has_help(cli: CliRunner, command: list[str]) -> None:
+    code, out, _ = cli(*command, "--help")
+    assert code == 0
+    assert out.startswith("usage: shopsim")
+
+
+def test_prepare_prints_summary(tmp_path: Path, cli: CliRunner) -> None:
+    code, out, err = cli("data", "prepare", sample_path("rees46"), "--format", "rees46", "--out", tmp_path)
+    assert code == 0, err
+    assert "rows in 17,434 → events out 17,429; dropped duplicate_row 5" in out
+    assert "sessions 5,066 · users 4,504 · items 6,493" in out
+    assert "items with text: 87.1%" in out
+
+
+def test_inspect_writes_nothing(tmp_path: Path, cli: CliRunner) -> None:
+    code, out, _ = cli("data", "inspect", sample_path("uci"), "--format", "uci", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["rows_in"] == 40_000
+    assert report["outputs"] == {}
+
+
+def test_quickstart_prepares_the_bundled_samples(tmp_path: Path, cli: CliRunner) -> None:
+    code, out, err = cli("quickstart", "--out", tmp_path)
+    assert code == 0, err
+    for name in ("rees46", "uci"):
+        assert (tmp_path / name / "events.parquet").exists()
+    assert "uci ←" in out

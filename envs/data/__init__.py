@@ -8,7 +8,7 @@ True
 
 from shopsim.envs.data.formats import FORMATS, PrepareOptions
 from shopsim.envs.data.log import SessionLog, format_summary
-from shopsim.envs.data.prepare import DROP_REASONS, PrepareResult, prepare
+from shopsim.envs.data.pipeline import DROP_REASONS, PrepareResult, prepare
 from shopsim.envs.data.samples import sample_format, sample_path
 from shopsim.envs.data.schema import (
     EVENT_COLUMNS,

@@ -146,7 +146,7 @@ def _run(
     work: Path,
     out_dir: Path | None,
 ) -> PrepareResult:
-    con.execute(f"CREATE TABLE raw AS {plan.raw_sql}")
+    con.execute(f"CREATE VIEW raw AS {plan.raw_sql}")
     malformed = sum(len(t.malformed_rows) for t in ctx.staged.values() if t.source == plan.main_file)
     first_malformed = next((t.malformed_rows[0] for t in ctx.staged.values() if t.malformed_rows), None)
     rows_raw = _scalar(con, "SELECT count(*) FROM raw")
@@ -162,7 +162,7 @@ def _run(
     )
     event_sql = _event_sql("event_raw")
     con.execute(
-        f"""CREATE TABLE parsed AS SELECT *,
+        f"""CREATE VIEW parsed AS SELECT *,
               {ts_sql} AS ts,
               {event_sql} AS event,
               TRY_CAST(price_raw AS DOUBLE) AS price,
@@ -171,7 +171,6 @@ def _run(
               TRY_CAST(propensity_raw AS DOUBLE) AS propensity
             FROM raw"""
     )
-    _fail_if_unusable(con, plan)
 
     # Items first when they come from their own file: events may then name unknown items.
     item_drops: dict[str, int] = {}
@@ -201,6 +200,7 @@ def _run(
             END AS reason
             FROM parsed p"""
     )
+    _fail_if_unusable(con, plan)
     dropped = {
         str(r): int(n)
         for r, n in con.execute(
@@ -303,10 +303,7 @@ def _run(
         *(q(c) for c in plan.extras),
     ]
     order = "s.start, s.first_row, s.session_id, e.ts, e._row, e._sub"
-    final_sql = (
-        f"SELECT {', '.join(event_cols)} FROM (SELECT e.* FROM kept e JOIN sess s USING (session_id) "
-        f"ORDER BY {order})"
-    )
+    final_sql = f"SELECT {', '.join(event_cols)} FROM kept e JOIN sess s USING (session_id) ORDER BY {order}"
     summary = _summary(con, integer_ts)
     items_info = {
         "items_in": items_in,
@@ -339,7 +336,7 @@ def _run(
             "report": str(out_dir / "report.json"),
         }
     counts = dict(
-        con.execute("SELECT COALESCE(event, 'unknown'), count(*) FROM parsed GROUP BY 1").fetchall()
+        con.execute("SELECT COALESCE(event, 'unknown'), count(*) FROM classified GROUP BY 1").fetchall()
     )
     in_by_type = {e: int(counts[e]) for e in (*EVENT_TYPES, "unknown") if e in counts}
     opt_dict = asdict(opts)
@@ -419,7 +416,7 @@ def _fail_if_unusable(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
             f"""SELECT count({raw_col}), count({parsed_col}) FILTER (WHERE {raw_col} IS NOT NULL),
                        arg_min({raw_col}, _row) FILTER (WHERE {raw_col} IS NOT NULL),
                        min(_row) FILTER (WHERE {raw_col} IS NOT NULL)
-                FROM parsed WHERE _reason IS NULL"""
+                FROM classified WHERE _reason IS NULL"""
         ).fetchone()
         if row is None:
             continue
@@ -431,7 +428,7 @@ def _fail_if_unusable(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
                 found = [
                     str(v[0])
                     for v in con.execute(
-                        f"SELECT DISTINCT {raw_col} FROM parsed WHERE {raw_col} IS NOT NULL LIMIT 5"
+                        f"SELECT DISTINCT {raw_col} FROM classified WHERE {raw_col} IS NOT NULL LIMIT 5"
                     ).fetchall()
                 ]
                 values = f"; values found: {', '.join(found)}"
@@ -526,8 +523,6 @@ def _split_sessions(con: duckdb.DuckDBPyConnection, fractions: tuple[float, floa
                   FROM (SELECT session_id, min(ts) AS start, min(_row) AS first_row
                         FROM kept GROUP BY session_id))"""
     )
-    con.execute("ALTER TABLE kept ADD COLUMN split VARCHAR")
-    con.execute("UPDATE kept SET split = sess.split FROM sess WHERE kept.session_id = sess.session_id")
 
 
 def _summary(con: duckdb.DuckDBPyConnection, integer_ts: bool) -> dict[str, Any]:
@@ -542,7 +537,9 @@ def _summary(con: duckdb.DuckDBPyConnection, integer_ts: bool) -> dict[str, Any]
     splits = {
         s: {"sessions": int(ns), "events": int(ne)}
         for s, ns, ne in con.execute(
-            "SELECT split, count(DISTINCT session_id), count(*) FROM kept GROUP BY split"
+            "SELECT split, count(*), sum(n) FROM sess "
+            "JOIN (SELECT session_id, count(*) AS n FROM kept GROUP BY session_id) USING (session_id) "
+            "GROUP BY split"
         ).fetchall()
     }
     return {

@@ -1,0 +1,164 @@
+"""Held-out next-item evaluation: one protocol for every model (encoders, baselines, policies).
+
+Protocol. For every session of a split, take its item sequence (events other than impressions,
+consecutive repeats of the same item collapsed). Each position t ≥ 1 is a target: given the
+items before it, rank the **whole catalog** (every item of items.parquet) and see where the
+next item lands. A target is *cold* when its item never occurs in the train split.
+
+Ties. Models that give several items the same score (identical text, the same attributes,
+items an ID model has never seen) are charged the **exact expected** metric under a uniformly
+random order of the tied items — never the catalog order, which would leak.
+
+Uncertainty. Targets of one session are correlated, so 95% intervals come from a bootstrap
+over *sessions* (1,000 resamples, seeded); comparisons use the paired bootstrap of the
+per-target difference on the same resamples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from shopsim.envs.data import SessionLog
+
+Scorer = Callable[[list[np.ndarray]], np.ndarray]
+"""Maps a batch of histories (arrays of item indices) to scores (batch × n_items)."""
+
+
+@dataclass
+class NextItemTask:
+    """Next-item targets of one split, with histories as item indices into the catalog."""
+
+    item_ids: np.ndarray
+    """Catalog item ids; index i of a score row is item ``item_ids[i]``."""
+    histories: list[np.ndarray]
+    targets: np.ndarray
+    session_of_target: np.ndarray
+    cold: np.ndarray
+    """True where the target item never occurs in the train split."""
+
+    @classmethod
+    def from_log(cls, log: SessionLog, split: str, *, max_history: int = 20) -> NextItemTask:
+        """Build the targets of ``split`` (see the module docstring)."""
+        item_ids = log.items["item_id"].to_numpy()
+        index = pd.Index(item_ids)
+        seqs = session_sequences(log.split(split), index)
+        train_items = np.zeros(len(item_ids), dtype=bool)
+        for seq in session_sequences(log.split("train"), index).values():
+            train_items[seq] = True
+        histories, targets, sessions = [], [], []
+        for k, seq in enumerate(seqs.values()):
+            for t in range(1, len(seq)):
+                histories.append(seq[max(0, t - max_history) : t])
+                targets.append(seq[t])
+                sessions.append(k)
+        tgt = np.asarray(targets, dtype=np.int64)
+        return cls(
+            item_ids=item_ids,
+            histories=histories,
+            targets=tgt,
+            session_of_target=np.asarray(sessions, dtype=np.int64),
+            cold=~train_items[tgt] if len(tgt) else np.zeros(0, dtype=bool),
+        )
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def session_sequences(events: pd.DataFrame, index: pd.Index) -> dict[str, np.ndarray]:
+    """Item-index sequences per session (no impressions; consecutive repeats collapsed)."""
+    ev = events[events["event"] != "impression"]
+    codes = index.get_indexer(ev["item_id"])
+    sids = ev["session_id"].to_numpy()
+    out: dict[str, np.ndarray] = {}
+    if len(codes) == 0:
+        return out
+    # rows of a session are contiguous (canonical order): cut at session boundaries
+    cut = np.flatnonzero(sids[1:] != sids[:-1]) + 1
+    for sid, seq in zip(sids[np.r_[0, cut]], np.split(codes, cut), strict=True):
+        keep = np.r_[True, seq[1:] != seq[:-1]]
+        out[str(sid)] = seq[keep]
+    return out
+
+
+def expected_rank_metrics(scores: np.ndarray, targets: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
+    """Per-target Recall@k, NDCG@k and MRR, exact in expectation over random tie orders.
+
+    :param scores: (B, N) scores; NaN counts as lowest.
+    :param targets: (B,) target item indices.
+    :return: ``{"recall@k", "ndcg@k", "mrr"}`` → arrays of shape (B,).
+    """
+    s = np.where(np.isnan(scores), -np.inf, scores)
+    st = s[np.arange(len(targets)), targets][:, None]
+    greater = (s > st).sum(axis=1)
+    tied = (s == st).sum(axis=1)  # includes the target itself
+    n = s.shape[1]
+    pos = np.arange(1, n + 1)
+    cum_dcg = np.r_[0.0, np.cumsum(np.where(pos <= k, 1.0 / np.log2(pos + 1), 0.0))]
+    cum_rr = np.r_[0.0, np.cumsum(1.0 / pos)]
+    hi = greater + tied
+    return {
+        f"recall@{k}": np.clip((k - greater) / tied, 0.0, 1.0),
+        f"ndcg@{k}": (cum_dcg[hi] - cum_dcg[greater]) / tied,
+        "mrr": (cum_rr[hi] - cum_rr[greater]) / tied,
+    }
+
+
+def evaluate_scorer(
+    task: NextItemTask, scorer: Scorer, *, k: int = 10, batch_size: int = 256
+) -> dict[str, np.ndarray]:
+    """Per-target metrics of ``scorer`` on ``task`` (scored in batches)."""
+    parts: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(task), batch_size):
+        hist = task.histories[start : start + batch_size]
+        scores = np.asarray(scorer(hist), dtype=np.float64)
+        parts.append(expected_rank_metrics(scores, task.targets[start : start + batch_size], k))
+    keys = parts[0].keys() if parts else (f"recall@{k}", f"ndcg@{k}", "mrr")
+    return {m: np.concatenate([p[m] for p in parts]) if parts else np.zeros(0) for m in keys}
+
+
+def _session_resamples(sessions: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
+    """Bootstrap resamples of target indices, drawing whole sessions with replacement."""
+    rng = np.random.default_rng(seed)
+    uniq, inverse = np.unique(sessions, return_inverse=True)
+    members = [np.flatnonzero(inverse == i) for i in range(len(uniq))]
+    out = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(uniq), len(uniq))
+        out.append(np.concatenate([members[i] for i in pick]) if len(pick) else np.zeros(0, int))
+    return out
+
+
+def bootstrap_ci(
+    values: np.ndarray, sessions: np.ndarray, *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean and 95% session-bootstrap interval of per-target ``values``."""
+    if len(values) == 0:
+        return (float("nan"), float("nan"), float("nan"))
+    means = [values[idx].mean() for idx in _session_resamples(sessions, n_boot, seed)]
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def paired_difference_ci(
+    a: np.ndarray, b: np.ndarray, sessions: np.ndarray, *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over the same targets, with its 95% paired session-bootstrap interval."""
+    return bootstrap_ci(a - b, sessions, n_boot=n_boot, seed=seed)
+
+
+def summarize(
+    task: NextItemTask, metrics: dict[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, dict[str, object]]:
+    """``{"overall"|"cold": {metric: {"value", "ci95"}, "n"}}`` for a model's per-target metrics."""
+    out: dict[str, dict[str, object]] = {}
+    for name, mask in (("overall", np.ones(len(task), bool)), ("cold", task.cold)):
+        block: dict[str, object] = {"n": int(mask.sum())}
+        for m, v in metrics.items():
+            value, lo, hi = bootstrap_ci(v[mask], task.session_of_target[mask], n_boot=n_boot, seed=seed)
+            block[m] = {"value": round(value, 4), "ci95": [round(lo, 4), round(hi, 4)]}
+        out[name] = block
+    return out

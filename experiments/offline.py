@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
 
-from shopsim.envs.data import SessionLog
+from shopsim.envs.data import EVENT_TYPES, SessionLog
 
 Scorer = Callable[[list[np.ndarray]], np.ndarray]
 """Maps a batch of histories (arrays of item indices) to scores (batch × n_items)."""
@@ -35,6 +36,8 @@ class NextItemTask:
     item_ids: np.ndarray
     """Catalog item ids; index i of a score row is item ``item_ids[i]``."""
     histories: list[np.ndarray]
+    history_events: list[np.ndarray]
+    """Event code of each history item (:data:`EVENT_CODES`: strongest event of the run)."""
     targets: np.ndarray
     session_of_target: np.ndarray
     cold: np.ndarray
@@ -45,20 +48,22 @@ class NextItemTask:
         """Build the targets of ``split`` (see the module docstring)."""
         item_ids = log.items["item_id"].to_numpy()
         index = pd.Index(item_ids)
-        seqs = session_sequences(log.split(split), index)
+        seqs = session_sequences(log.split(split), index, with_events=True)
         train_items = np.zeros(len(item_ids), dtype=bool)
         for seq in session_sequences(log.split("train"), index).values():
             train_items[seq] = True
-        histories, targets, sessions = [], [], []
-        for k, seq in enumerate(seqs.values()):
+        histories, hist_events, targets, sessions = [], [], [], []
+        for k, (seq, evs) in enumerate(seqs.values()):
             for t in range(1, len(seq)):
                 histories.append(seq[max(0, t - max_history) : t])
+                hist_events.append(evs[max(0, t - max_history) : t])
                 targets.append(seq[t])
                 sessions.append(k)
         tgt = np.asarray(targets, dtype=np.int64)
         return cls(
             item_ids=item_ids,
             histories=histories,
+            history_events=hist_events,
             targets=tgt,
             session_of_target=np.asarray(sessions, dtype=np.int64),
             cold=~train_items[tgt] if len(tgt) else np.zeros(0, dtype=bool),
@@ -68,19 +73,43 @@ class NextItemTask:
         return len(self.targets)
 
 
-def session_sequences(events: pd.DataFrame, index: pd.Index) -> dict[str, np.ndarray]:
-    """Item-index sequences per session (no impressions; consecutive repeats collapsed)."""
+EVENT_CODES: dict[str, int] = {e: i + 1 for i, e in enumerate(EVENT_TYPES)}
+"""Event type → code (0 is padding), in funnel order so a larger code is a stronger signal."""
+
+
+@overload
+def session_sequences(
+    events: pd.DataFrame, index: pd.Index, with_events: Literal[False] = ...
+) -> dict[str, np.ndarray]: ...
+@overload
+def session_sequences(
+    events: pd.DataFrame, index: pd.Index, with_events: Literal[True]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]: ...
+def session_sequences(events: pd.DataFrame, index: pd.Index, with_events: bool = False) -> Any:
+    """Item-index sequences per session (no impressions; consecutive repeats collapsed).
+
+    With ``with_events``, each value is ``(items, event_codes)`` where a collapsed run carries
+    its strongest event (a view then a cart of the same item is one step with code ``cart``).
+    """
     ev = events[events["event"] != "impression"]
     codes = index.get_indexer(ev["item_id"])
+    evc = ev["event"].map(EVENT_CODES).to_numpy(dtype=np.int64)
     sids = ev["session_id"].to_numpy()
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     if len(codes) == 0:
         return out
     # rows of a session are contiguous (canonical order): cut at session boundaries
     cut = np.flatnonzero(sids[1:] != sids[:-1]) + 1
-    for sid, seq in zip(sids[np.r_[0, cut]], np.split(codes, cut), strict=True):
-        keep = np.r_[True, seq[1:] != seq[:-1]]
-        out[str(sid)] = seq[keep]
+    starts = np.r_[0, cut]
+    for sid, seq, e in zip(sids[starts], np.split(codes, cut), np.split(evc, cut), strict=True):
+        new_run = np.r_[True, seq[1:] != seq[:-1]]
+        if with_events:
+            run_id = np.cumsum(new_run) - 1
+            strongest = np.zeros(int(new_run.sum()), dtype=np.int64)
+            np.maximum.at(strongest, run_id, e)
+            out[str(sid)] = (seq[new_run], strongest)
+        else:
+            out[str(sid)] = seq[new_run]
     return out
 
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from shopsim.encoders.embed import embed_texts, encode_batch
 from shopsim.encoders.model import TwoTower
-from shopsim.encoders.text import item_attributes, item_texts
+from shopsim.encoders.text import item_attributes, item_texts, price_features
 from shopsim.envs.data import SessionLog
 from shopsim.errors import ShopsimError
 from shopsim.experiments.offline import NextItemTask, evaluate_scorer
@@ -56,13 +56,13 @@ class EncoderConfig:
     """Embed categorical attributes (category, brand, …) and the price band."""
     use_ids: bool = True
     """Give train items an ID embedding (cold items never have one)."""
-    id_dropout: float = 0.5
+    id_dropout: float = 0.8
     """Probability of hiding an item's ID embedding during training (teaches cold-start)."""
     max_history: int = 10
     """Most recent history items the state encoder reads."""
     max_length: int = 64
     """Token limit per item text."""
-    temperature: float = 0.05
+    temperature: float = 0.1
     """Softmax temperature of the cosine scores."""
     epochs: int = 40
     """Maximum epochs of the frozen-backbone stage."""
@@ -128,6 +128,8 @@ class CatalogTensors:
     """(N,) ID codes, 0 = no ID (item absent from train)."""
     text_vecs: torch.Tensor
     """(N, H) backbone text vectors (zeros for items without text)."""
+    price: torch.Tensor
+    """(N, P) radial features of log price (P = 0 when attributes are off)."""
     has_text: np.ndarray
     attr_names: list[str] = field(default_factory=list)
 
@@ -148,9 +150,12 @@ def catalog_tensors(log: SessionLog, text_vecs: np.ndarray, cfg: EncoderConfig) 
         ids[in_train] = np.arange(1, in_train.sum() + 1)
     return CatalogTensors(
         texts=texts,
-        attrs=torch.as_tensor(attrs.to_numpy(dtype=np.int64).reshape(len(texts), -1)),
+        attrs=torch.as_tensor(attrs.to_numpy(dtype=np.int64).reshape(len(texts), -1).copy()),
         ids=torch.as_tensor(ids),
         text_vecs=torch.as_tensor(text_vecs, dtype=torch.float32),
+        price=torch.as_tensor(
+            price_features(log.items) if cfg.use_attributes else np.zeros((len(texts), 0), np.float32)
+        ),
         has_text=np.array([bool(t.strip()) for t in texts]),
         attr_names=list(attrs.columns),
     )
@@ -211,6 +216,7 @@ class EncoderTrainer:
             dim=cfg.dim,
             max_history=cfg.max_history,
             temperature=cfg.temperature,
+            n_price=self.cat.price.shape[1],
         )
         self.train_task = NextItemTask.from_log(log, "train", max_history=cfg.max_history)
         self.valid_task = NextItemTask.from_log(log, "valid", max_history=cfg.max_history)
@@ -228,7 +234,7 @@ class EncoderTrainer:
         if train and self.cfg.id_dropout > 0:
             drop = torch.as_tensor(self.rng.random(len(ids)) < self.cfg.id_dropout)
             ids = ids.masked_fill(drop, 0)
-        return self.model.items(text if self.cfg.use_text else None, self.cat.attrs, ids)
+        return self.model.items(text if self.cfg.use_text else None, self.cat.attrs, ids, self.cat.price)
 
     @torch.no_grad()
     def item_vectors(self) -> np.ndarray:
@@ -287,6 +293,9 @@ class EncoderTrainer:
         items = self._item_vectors(text, train=True)
         q = self._state(items, hs, es)
         logits = q @ items.T / self.cfg.temperature
+        # the next item never repeats the last one (same rule as the evaluation)
+        last = torch.as_tensor([h[-1] for h in hs])
+        logits[torch.arange(len(rows)), last] = -1e9
         return F.cross_entropy(logits, torch.as_tensor(self.train_task.targets[rows]))
 
     def fit_frozen(self) -> None:
@@ -304,7 +313,7 @@ class EncoderTrainer:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss)
+                total += float(loss.detach())
             r10 = self.valid_recall()
             self.history.append(
                 {"stage": 0, "epoch": epoch, "loss": total / len(batches), "valid_recall@10": r10,
@@ -380,7 +389,7 @@ class EncoderTrainer:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss)
+                total += float(loss.detach())
                 bar.set_postfix(loss=f"{float(loss):.3f}")
             self.refresh_text_cache()
             r10 = self.valid_recall()

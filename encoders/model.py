@@ -21,9 +21,12 @@ class ItemTower(nn.Module):
     :param dim: output width.
     """
 
-    def __init__(self, text_dim: int, attr_cardinalities: list[int], n_ids: int, dim: int) -> None:
+    def __init__(
+        self, text_dim: int, attr_cardinalities: list[int], n_ids: int, dim: int, n_price: int = 0
+    ) -> None:
         super().__init__()
         self.text_proj = nn.Linear(text_dim, dim) if text_dim else None
+        self.price_proj = nn.Linear(n_price, dim, bias=False) if n_price else None
         self.attr_emb = nn.ModuleList(nn.Embedding(c + 1, dim, padding_idx=0) for c in attr_cardinalities)
         self.id_emb = nn.Embedding(n_ids + 1, dim, padding_idx=0) if n_ids else None
         self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
@@ -32,11 +35,20 @@ class ItemTower(nn.Module):
         if self.id_emb is not None:
             nn.init.normal_(self.id_emb.weight, std=0.1)
 
-    def forward(self, text: torch.Tensor | None, attrs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """:param text: (n, text_dim) or None; :param attrs: (n, A) codes; :param ids: (n,) codes."""
+    def forward(
+        self,
+        text: torch.Tensor | None,
+        attrs: torch.Tensor,
+        ids: torch.Tensor,
+        price: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:param text: (n, text_dim) or None; :param attrs: (n, A) codes; :param ids: (n,)
+        codes; :param price: (n, n_price) radial features of log price (zeros when unknown)."""
         h = torch.zeros(attrs.shape[0], self.out[1].in_features)
         if self.text_proj is not None and text is not None:
             h = h + self.text_proj(text)
+        if self.price_proj is not None and price is not None:
+            h = h + self.price_proj(price)
         for a, emb in enumerate(self.attr_emb):
             h = h + emb(attrs[:, a])
         if self.id_emb is not None:
@@ -83,8 +95,9 @@ class TwoTower(nn.Module):
         dim: int,
         max_history: int,
         temperature: float,
+        n_price: int = 0,
     ) -> None:
         super().__init__()
-        self.items = ItemTower(text_dim, attr_cardinalities, n_ids, dim)
+        self.items = ItemTower(text_dim, attr_cardinalities, n_ids, dim, n_price)
         self.state = StateEncoder(dim, max_history)
         self.temperature = temperature

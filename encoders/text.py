@@ -107,3 +107,20 @@ def item_attributes(items: pd.DataFrame, fmt: str) -> pd.DataFrame:
     band = price_band(items)
     out["price_band"] = band.fillna(-1).astype(int).to_numpy() + 1
     return pd.DataFrame(out, index=range(len(items)))
+
+
+def price_features(items: pd.DataFrame, n_centers: int = 16, width: float = 0.35) -> np.ndarray:
+    """Radial-basis features of log price (N × n_centers; zeros when the price is unknown).
+
+    Nearby prices get overlapping features, so the item tower can express *price proximity*
+    — which a dot product over a single price number cannot.
+    """
+    price = pd.to_numeric(items["price"], errors="coerce").to_numpy(dtype=float) if "price" in items else None
+    if price is None or not np.isfinite(price).any():
+        return np.zeros((len(items), n_centers), dtype=np.float32)
+    logp = np.log1p(np.clip(price, 0, None))
+    finite = np.isfinite(logp)
+    centers = np.quantile(logp[finite], np.linspace(0, 1, n_centers))
+    feats = np.exp(-(((logp[:, None] - centers[None, :]) / width) ** 2))
+    feats[~finite] = 0.0
+    return feats.astype(np.float32)

@@ -211,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ShopsimError as exc:
         print(f"shopsim: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("shopsim: interrupted", file=sys.stderr)
         return 130

@@ -5,6 +5,9 @@ consecutive repeats of the same item collapsed). Each position t ≥ 1 is a targ
 items before it, rank the **whole catalog** (every item of items.parquet) and see where the
 next item lands. A target is *cold* when its item never occurs in the train split.
 
+The last history item is never a candidate: consecutive repeats are collapsed, so the next
+item always differs from it (otherwise every model would waste its first slot on it).
+
 Ties. Models that give several items the same score (identical text, the same attributes,
 items an ID model has never seen) are charged the **exact expected** metric under a uniformly
 random order of the tied items — never the catalog order, which would leak.
@@ -143,7 +146,8 @@ def evaluate_scorer(
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, len(task), batch_size):
         hist = task.histories[start : start + batch_size]
-        scores = np.asarray(scorer(hist), dtype=np.float64)
+        scores = np.array(scorer(hist), dtype=np.float64)
+        scores[np.arange(len(hist)), [h[-1] for h in hist]] = -np.inf
         parts.append(expected_rank_metrics(scores, task.targets[start : start + batch_size], k))
     keys = parts[0].keys() if parts else (f"recall@{k}", f"ndcg@{k}", "mrr")
     return {m: np.concatenate([p[m] for p in parts]) if parts else np.zeros(0) for m in keys}

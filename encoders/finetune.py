@@ -78,6 +78,8 @@ class EncoderConfig:
     """Maximum epochs of the backbone fine-tuning stage (full/lora)."""
     ft_batch_size: int = 64
     """Pairs per step when BERT runs with gradients."""
+    ft_negatives: int = 128
+    """Random catalog items added to each fine-tuning step's candidates (all BERT-encoded)."""
     backbone_lr: float = 3e-5
     """Learning rate of BERT in full fine-tuning."""
     lora_lr: float = 5e-4
@@ -288,15 +290,28 @@ class EncoderTrainer:
             es.append(e)
         return hs, es
 
-    def _loss(self, rows: np.ndarray, text: torch.Tensor) -> torch.Tensor:
+    def _loss(self, rows: np.ndarray, text: torch.Tensor, candidates: np.ndarray | None = None) -> torch.Tensor:
+        """InfoNCE of the next item against ``candidates`` (default: the whole catalog).
+
+        History items are read from the full catalog vectors; only candidates are scored.
+        """
         hs, es = self._batch_histories(rows)
         items = self._item_vectors(text, train=True)
         q = self._state(items, hs, es)
-        logits = q @ items.T / self.cfg.temperature
+        targets = self.train_task.targets[rows]
+        last = np.array([h[-1] for h in hs])
+        if candidates is None:
+            cand_vecs, tgt, last_pos = items, targets, last
+        else:
+            pos = {int(c): i for i, c in enumerate(candidates)}
+            cand_vecs = items[torch.as_tensor(candidates)]
+            tgt = np.array([pos[int(t)] for t in targets])
+            last_pos = np.array([pos.get(int(x), -1) for x in last])
+        logits = q @ cand_vecs.T / self.cfg.temperature
         # the next item never repeats the last one (same rule as the evaluation)
-        last = torch.as_tensor([h[-1] for h in hs])
-        logits[torch.arange(len(rows)), last] = -1e9
-        return F.cross_entropy(logits, torch.as_tensor(self.train_task.targets[rows]))
+        has_last = last_pos >= 0
+        logits[torch.as_tensor(np.flatnonzero(has_last)), torch.as_tensor(last_pos[has_last])] = -1e9
+        return F.cross_entropy(logits, torch.as_tensor(tgt))
 
     def fit_frozen(self) -> None:
         """Stage 1: backbone frozen, towers trained with full-catalog softmax."""
@@ -376,21 +391,25 @@ class EncoderTrainer:
             for rows in bar:
                 self.model.train()
                 self.bert.train()
-                fresh = np.unique(
-                    np.r_[self.train_task.targets[rows], [self.train_task.histories[r][-1] for r in rows]]
+                # Candidates are the batch's targets and last items plus random catalog items,
+                # *all* encoded by BERT in this step: scoring fresh positives against cached
+                # negatives would let the model tell them apart (a leak, seen as a collapsing loss).
+                negatives = self.rng.choice(self.cat.n, size=min(cfg.ft_negatives, self.cat.n), replace=False)
+                cand = np.unique(
+                    np.r_[self.train_task.targets[rows], [self.train_task.histories[r][-1] for r in rows], negatives]
                 )
-                fresh = fresh[self.cat.has_text[fresh]]
+                fresh = cand[self.cat.has_text[cand]]
                 text = self.cat.text_vecs
                 if len(fresh):
                     uniq, inv = np.unique([self.cat.texts[i] for i in fresh], return_inverse=True)
                     vecs = encode_batch(self.tokenizer, self.bert, list(uniq), cfg.max_length)
                     text = text.index_copy(0, torch.as_tensor(fresh), vecs[torch.as_tensor(inv)])
-                loss = self._loss(rows, text)
+                loss = self._loss(rows, text, cand)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 total += float(loss.detach())
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             self.refresh_text_cache()
             r10 = self.valid_recall()
             self.history.append(

@@ -211,15 +211,16 @@ class EncoderTrainer:
         self.tokenizer, self.bert = backbone if backbone is not None else (None, None)
         torch.manual_seed(cfg.seed)
         cards = [int(self.cat.attrs[:, a].max()) for a in range(self.cat.attrs.shape[1])]
-        self.model = TwoTower(
-            text_dim=self.cat.text_vecs.shape[1] if cfg.use_text else 0,
-            attr_cardinalities=cards,
-            n_ids=int(self.cat.ids.max()),
-            dim=cfg.dim,
-            max_history=cfg.max_history,
-            temperature=cfg.temperature,
-            n_price=self.cat.price.shape[1],
-        )
+        self.architecture: dict[str, Any] = {
+            "text_dim": int(self.cat.text_vecs.shape[1]) if cfg.use_text else 0,
+            "attr_cardinalities": cards,
+            "n_ids": int(self.cat.ids.max()),
+            "dim": cfg.dim,
+            "max_history": cfg.max_history,
+            "temperature": cfg.temperature,
+            "n_price": int(self.cat.price.shape[1]),
+        }
+        self.model = TwoTower(**self.architecture)
         self.train_task = NextItemTask.from_log(log, "train", max_history=cfg.max_history)
         self.valid_task = NextItemTask.from_log(log, "valid", max_history=cfg.max_history)
         if len(self.train_task) == 0:
@@ -378,10 +379,9 @@ class EncoderTrainer:
                 {"params": bert_params, "lr": bert_lr, "weight_decay": 0.01},
             ]
         )
-        best = self.best_valid
-        best_state = (copy.deepcopy(self.model.state_dict()), self._bert_state())
-        frozen_text = self.cat.text_vecs
-        improved = False
+        # Early stopping among the fine-tuned epochs only; whether fine-tuning beat the frozen
+        # stage is decided by the caller on valid Recall@10 (it may not: see the ablation).
+        best, best_state = -1.0, (copy.deepcopy(self.model.state_dict()), self._bert_state())
         bad = 0
         for epoch in range(cfg.ft_epochs):
             t0, total = time.perf_counter(), 0.0
@@ -417,17 +417,14 @@ class EncoderTrainer:
                  "seconds": time.perf_counter() - t0}
             )
             if r10 > best:
-                best, best_state, bad, improved = r10, (copy.deepcopy(self.model.state_dict()), self._bert_state()), 0, True
+                best, best_state, bad = r10, (copy.deepcopy(self.model.state_dict()), self._bert_state()), 0
             else:
                 bad += 1
                 if bad >= max(1, cfg.patience // 2):
                     break
         self.model.load_state_dict(best_state[0])
         self._load_bert_state(best_state[1])
-        if improved:
-            self.refresh_text_cache()
-        else:
-            self.cat.text_vecs = frozen_text
+        self.refresh_text_cache()
         self.best_valid = best
 
     def _bert_state(self) -> dict[str, torch.Tensor]:

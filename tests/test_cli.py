@@ -11,7 +11,7 @@ from shopsim.envs.data import sample_path
 
 CliRunner = Callable[..., tuple[int, str, str]]
 
-COMMANDS = [[], ["data"], ["data", "prepare"], ["data", "inspect"], ["quickstart"], ["bench"]]
+COMMANDS = [[], ["data"], ["data", "prepare"], ["data", "inspect"], ["quickstart"], ["bench"], ["encode"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "shopsim")

@@ -76,9 +76,12 @@ class EncoderConfig:
     """Epochs without valid Recall@10 improvement before stopping."""
     ft_epochs: int = 3
     """Maximum epochs of the backbone fine-tuning stage (full/lora)."""
-    ft_batch_size: int = 64
+    ft_batch_size: int = 32
     """Pairs per step when BERT runs with gradients."""
-    ft_negatives: int = 128
+    ft_steps_per_epoch: int = 50
+    """Steps per fine-tuning epoch (a time box: BERT with gradients runs ~16 texts/s on 2
+    CPU cores, so a pass over every train pair can take an hour on text-rich catalogs)."""
+    ft_negatives: int = 64
     """Random catalog items added to each fine-tuning step's candidates (all BERT-encoded)."""
     backbone_lr: float = 3e-5
     """Learning rate of BERT in full fine-tuning."""
@@ -210,6 +213,9 @@ class EncoderTrainer:
         self.cat = catalog_tensors(log, text_vecs, cfg)
         self.tokenizer, self.bert = backbone if backbone is not None else (None, None)
         torch.manual_seed(cfg.seed)
+        # Same seed → bit-identical vectors on CPU: parallel scatter-adds (embedding gradients)
+        # otherwise sum in a thread-dependent order.
+        torch.use_deterministic_algorithms(True, warn_only=True)
         cards = [int(self.cat.attrs[:, a].max()) for a in range(self.cat.attrs.shape[1])]
         self.architecture: dict[str, Any] = {
             "text_dim": int(self.cat.text_vecs.shape[1]) if cfg.use_text else 0,
@@ -385,7 +391,7 @@ class EncoderTrainer:
         bad = 0
         for epoch in range(cfg.ft_epochs):
             t0, total = time.perf_counter(), 0.0
-            batches = self._batches(cfg.ft_batch_size)
+            batches = self._batches(cfg.ft_batch_size)[: cfg.ft_steps_per_epoch]
             bar = tqdm(batches, desc=f"fine-tuning {cfg.finetune} (epoch {epoch + 1})", unit="step",
                        disable=not cfg.progress, leave=False)
             for rows in bar:

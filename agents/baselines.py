@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-
 from shopsim.envs.data import SessionLog
 from shopsim.experiments.offline import session_sequences
 
@@ -57,7 +56,10 @@ class CoOccurrence:
 
     def fit(self, log: SessionLog) -> CoOccurrence:
         n = len(log.items)
-        rows, cols, crow, ccol = [], [], [], []
+        rows: list[int] = []
+        cols: list[int] = []
+        crow: list[int] = []
+        ccol: list[int] = []
         self.pop = np.zeros(n)
         for seq in train_sequences(log):
             np.add.at(self.pop, seq, 1.0)
@@ -75,9 +77,12 @@ class CoOccurrence:
         return self
 
     def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
-        assert self.trans is not None and self.cooc is not None
+        assert self.trans is not None
+        assert self.cooc is not None
         n = self.trans.shape[0]
-        w_rows, w_cols, w_vals = [], [], []
+        w_rows: list[int] = []
+        w_cols: list[int] = []
+        w_vals: list[float] = []
         for b, h in enumerate(histories):
             recent = h[::-1][: self.max_history]
             for j, item in enumerate(recent):

@@ -59,12 +59,18 @@ def save_cached(directory: Path, name: str, manifest: dict[str, Any], array: np.
     pointing at a missing or partial array)."""
     directory.mkdir(parents=True, exist_ok=True)
     np.save(directory / f"{name}.npy", np.ascontiguousarray(array))
-    meta = {"key": _canonical(manifest), "manifest": manifest, "shape": list(array.shape),
-            "dtype": str(array.dtype)}
+    meta = {
+        "key": _canonical(manifest),
+        "manifest": manifest,
+        "shape": list(array.shape),
+        "dtype": str(array.dtype),
+    }
     (directory / f"{name}.json").write_text(json.dumps(meta, indent=2, default=str))
 
 
-def cached(directory: Path, name: str, manifest: dict[str, Any], build: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+def cached(
+    directory: Path, name: str, manifest: dict[str, Any], build: Callable[[], np.ndarray]
+) -> tuple[np.ndarray, bool]:
     """Return ``(array, hit)``: the cached array, or ``build()`` stored under ``manifest``."""
     hit = load_cached(directory, name, manifest)
     if hit is not None:

@@ -28,14 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
-
 from shopsim.encoders.embed import embed_texts, encode_batch
 from shopsim.encoders.model import TwoTower
 from shopsim.encoders.text import item_attributes, item_texts, price_features
 from shopsim.envs.data import SessionLog
-from shopsim.errors import ShopsimError
 from shopsim.experiments.offline import NextItemTask, evaluate_scorer
+from tqdm.auto import tqdm
+
+from shopsim.errors import ShopsimError
 
 FINETUNE_MODES = ("none", "full", "lora")
 
@@ -211,7 +211,10 @@ class EncoderTrainer:
         self.log = log
         self.cfg = cfg
         self.cat = catalog_tensors(log, text_vecs, cfg)
-        self.tokenizer, self.bert = backbone if backbone is not None else (None, None)
+        self.tokenizer: Any = None
+        self.bert: Any = None
+        if backbone is not None:
+            self.tokenizer, self.bert = backbone
         torch.manual_seed(cfg.seed)
         # Same seed → bit-identical vectors on CPU: parallel scatter-adds (embedding gradients)
         # otherwise sum in a thread-dependent order.
@@ -258,7 +261,9 @@ class EncoderTrainer:
         items = torch.as_tensor(self.item_vectors())
         return self._state(items, histories, events).numpy()
 
-    def _state(self, items: torch.Tensor, histories: list[np.ndarray], events: list[np.ndarray]) -> torch.Tensor:
+    def _state(
+        self, items: torch.Tensor, histories: list[np.ndarray], events: list[np.ndarray]
+    ) -> torch.Tensor:
         idx, evc, mask = pad_histories(histories, events, self.cfg.max_history)
         return self.model.state(items[idx], evc, mask)
 
@@ -297,7 +302,9 @@ class EncoderTrainer:
             es.append(e)
         return hs, es
 
-    def _loss(self, rows: np.ndarray, text: torch.Tensor, candidates: np.ndarray | None = None) -> torch.Tensor:
+    def _loss(
+        self, rows: np.ndarray, text: torch.Tensor, candidates: np.ndarray | None = None
+    ) -> torch.Tensor:
         """InfoNCE of the next item against ``candidates`` (default: the whole catalog).
 
         History items are read from the full catalog vectors; only candidates are scored.
@@ -325,7 +332,9 @@ class EncoderTrainer:
         cfg = self.cfg
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best, best_state, bad = -1.0, copy.deepcopy(self.model.state_dict()), 0
-        bar = tqdm(range(cfg.epochs), desc="encoder (frozen backbone)", unit="epoch", disable=not cfg.progress)
+        bar = tqdm(
+            range(cfg.epochs), desc="encoder (frozen backbone)", unit="epoch", disable=not cfg.progress
+        )
         for epoch in bar:
             self.model.train()
             t0, total = time.perf_counter(), 0.0
@@ -338,8 +347,13 @@ class EncoderTrainer:
                 total += float(loss.detach())
             r10 = self.valid_recall()
             self.history.append(
-                {"stage": 0, "epoch": epoch, "loss": total / len(batches), "valid_recall@10": r10,
-                 "seconds": time.perf_counter() - t0}
+                {
+                    "stage": 0,
+                    "epoch": epoch,
+                    "loss": total / len(batches),
+                    "valid_recall@10": r10,
+                    "seconds": time.perf_counter() - t0,
+                }
             )
             bar.set_postfix(loss=f"{total / len(batches):.3f}", valid_r10=f"{r10:.4f}")
             if r10 > best:
@@ -355,8 +369,12 @@ class EncoderTrainer:
         """Re-embed every item text with the current backbone."""
         assert self.bert is not None
         vecs = embed_texts(
-            self.tokenizer, self.bert, self.cat.texts, max_length=self.cfg.max_length,
-            progress=self.cfg.progress, desc="re-embedding items",
+            self.tokenizer,
+            self.bert,
+            self.cat.texts,
+            max_length=self.cfg.max_length,
+            progress=self.cfg.progress,
+            desc="re-embedding items",
         )
         self.cat.text_vecs = torch.as_tensor(vecs)
 
@@ -371,8 +389,11 @@ class EncoderTrainer:
             self.bert = get_peft_model(
                 self.bert,
                 LoraConfig(
-                    r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                    target_modules=["query", "key", "value"], bias="none",
+                    r=cfg.lora_r,
+                    lora_alpha=cfg.lora_alpha,
+                    lora_dropout=cfg.lora_dropout,
+                    target_modules=["query", "key", "value"],
+                    bias="none",
                 ),
             )
             bert_lr = cfg.lora_lr
@@ -392,8 +413,13 @@ class EncoderTrainer:
         for epoch in range(cfg.ft_epochs):
             t0, total = time.perf_counter(), 0.0
             batches = self._batches(cfg.ft_batch_size)[: cfg.ft_steps_per_epoch]
-            bar = tqdm(batches, desc=f"fine-tuning {cfg.finetune} (epoch {epoch + 1})", unit="step",
-                       disable=not cfg.progress, leave=False)
+            bar = tqdm(
+                batches,
+                desc=f"fine-tuning {cfg.finetune} (epoch {epoch + 1})",
+                unit="step",
+                disable=not cfg.progress,
+                leave=False,
+            )
             for rows in bar:
                 self.model.train()
                 self.bert.train()
@@ -402,7 +428,11 @@ class EncoderTrainer:
                 # negatives would let the model tell them apart (a leak, seen as a collapsing loss).
                 negatives = self.rng.choice(self.cat.n, size=min(cfg.ft_negatives, self.cat.n), replace=False)
                 cand = np.unique(
-                    np.r_[self.train_task.targets[rows], [self.train_task.histories[r][-1] for r in rows], negatives]
+                    np.r_[
+                        self.train_task.targets[rows],
+                        [self.train_task.histories[r][-1] for r in rows],
+                        negatives,
+                    ]
                 )
                 fresh = cand[self.cat.has_text[cand]]
                 text = self.cat.text_vecs
@@ -419,8 +449,13 @@ class EncoderTrainer:
             self.refresh_text_cache()
             r10 = self.valid_recall()
             self.history.append(
-                {"stage": 1, "epoch": epoch, "loss": total / len(batches), "valid_recall@10": r10,
-                 "seconds": time.perf_counter() - t0}
+                {
+                    "stage": 1,
+                    "epoch": epoch,
+                    "loss": total / len(batches),
+                    "valid_recall@10": r10,
+                    "seconds": time.perf_counter() - t0,
+                }
             )
             if r10 > best:
                 best, best_state, bad = r10, (copy.deepcopy(self.model.state_dict()), self._bert_state()), 0
@@ -435,7 +470,11 @@ class EncoderTrainer:
 
     def _bert_state(self) -> dict[str, torch.Tensor]:
         assert self.bert is not None
-        return {k: v.detach().clone() for k, v in self.bert.state_dict().items() if "lora_" in k or self.cfg.finetune == "full"}
+        return {
+            k: v.detach().clone()
+            for k, v in self.bert.state_dict().items()
+            if "lora_" in k or self.cfg.finetune == "full"
+        }
 
     def _load_bert_state(self, state: dict[str, torch.Tensor]) -> None:
         assert self.bert is not None

@@ -30,7 +30,9 @@ class ItemTower(nn.Module):
         self.attr_emb = nn.ModuleList(nn.Embedding(c + 1, dim, padding_idx=0) for c in attr_cardinalities)
         self.id_emb = nn.Embedding(n_ids + 1, dim, padding_idx=0) if n_ids else None
         self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        self.dim = dim
         for emb in self.attr_emb:
+            assert isinstance(emb, nn.Embedding)
             nn.init.normal_(emb.weight, std=0.1)
         if self.id_emb is not None:
             nn.init.normal_(self.id_emb.weight, std=0.1)
@@ -44,7 +46,7 @@ class ItemTower(nn.Module):
     ) -> torch.Tensor:
         """:param text: (n, text_dim) or None; :param attrs: (n, A) codes; :param ids: (n,)
         codes; :param price: (n, n_price) radial features of log price (zeros when unknown)."""
-        h = torch.zeros(attrs.shape[0], self.out[1].in_features)
+        h = torch.zeros(attrs.shape[0], self.dim)
         if self.text_proj is not None and text is not None:
             h = h + self.text_proj(text)
         if self.price_proj is not None and price is not None:

@@ -32,7 +32,7 @@ ATTRIBUTE_COLUMNS: dict[str, list[str]] = {
 
 def price_band(items: pd.DataFrame, n_bands: int = N_PRICE_BANDS) -> pd.Series:
     """Price decile (0..n_bands-1) of each item within its category; ``<NA>`` without price."""
-    price = pd.to_numeric(items.get("price"), errors="coerce") if "price" in items else None
+    price = pd.to_numeric(items["price"], errors="coerce") if "price" in items else None
     if price is None or price.notna().sum() == 0:
         return pd.Series(pd.NA, index=items.index, dtype="Int64")
     group = items["category"].fillna("∅") if "category" in items else pd.Series("∅", index=items.index)
@@ -100,10 +100,10 @@ def item_texts(items: pd.DataFrame, fmt: str) -> pd.Series:
 def item_attributes(items: pd.DataFrame, fmt: str) -> pd.DataFrame:
     """Categorical attributes per item as integer codes (0 = missing), plus ``price_band``."""
     cols = [c for c in ATTRIBUTE_COLUMNS.get(fmt, ["category"]) if c in items]
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for c in cols:
         codes, _ = pd.factorize(items[c].astype("string"), use_na_sentinel=True)
-        out[c] = codes + 1
+        out[c] = np.asarray(codes, dtype=np.int64) + 1
     band = price_band(items)
     out["price_band"] = band.fillna(-1).astype(int).to_numpy() + 1
     return pd.DataFrame(out, index=range(len(items)))

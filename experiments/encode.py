@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from shopsim import __version__
 from shopsim.agents.baselines import ALS, AttributeMatch, CoOccurrence, Popularity
 from shopsim.encoders.backbone import load_backbone, locate_backbone, weights_hash
 from shopsim.encoders.cache import cached, hash_files, hash_texts
@@ -28,6 +26,8 @@ from shopsim.encoders.finetune import EncoderConfig, EncoderTrainer
 from shopsim.encoders.text import item_texts
 from shopsim.envs.data import SessionLog
 from shopsim.experiments.offline import NextItemTask, evaluate_scorer, paired_difference_ci, summarize
+
+from shopsim import __version__
 
 ABLATIONS: dict[str, dict[str, Any]] = {
     "text+attributes+id": {},
@@ -56,15 +56,21 @@ def frozen_text_vectors(log: SessionLog, cfg: EncoderConfig, cache_dir: Path) ->
     texts = item_texts(log.items, log.report.get("format", "events")).tolist()
     path = locate_backbone(cfg.backbone)
     wh = weights_hash(path)
-    manifest = {"kind": "frozen_text", "backbone": wh, "text_hash": hash_texts(texts),
-                "max_length": cfg.max_length, "pooling": "mean"}
+    manifest = {
+        "kind": "frozen_text",
+        "backbone": wh,
+        "text_hash": hash_texts(texts),
+        "max_length": cfg.max_length,
+        "pooling": "mean",
+    }
 
     def build() -> np.ndarray:
         if not any(t.strip() for t in texts):
             return np.zeros((len(texts), 384), dtype=np.float32)
         tok, bert = load_backbone(path)
-        return embed_texts(tok, bert, texts, max_length=cfg.max_length, progress=cfg.progress,
-                           desc="embedding item texts")
+        return embed_texts(
+            tok, bert, texts, max_length=cfg.max_length, progress=cfg.progress, desc="embedding item texts"
+        )
 
     vecs, hit = cached(cache_dir, "frozen_text", manifest, build)
     return np.asarray(vecs), hit, wh
@@ -100,12 +106,15 @@ def run_encode(
     }
     outputs = [out / n for n in ("eval.json", "item_vectors.npy", "encoder.pt", "item_ids.json")]
     mpath = out / "manifest.json"
-    if mpath.exists() and all(p.exists() for p in outputs):
-        if json.loads(mpath.read_text()) == json.loads(json.dumps(manifest, default=str)):
-            report = json.loads((out / "eval.json").read_text())
-            report["served_from_cache"] = True
-            report["timing_s"]["total"] = round(time.perf_counter() - t_start, 2)
-            return report
+    if (
+        mpath.exists()
+        and all(p.exists() for p in outputs)
+        and json.loads(mpath.read_text()) == json.loads(json.dumps(manifest, default=str))
+    ):
+        stored: dict[str, Any] = json.loads((out / "eval.json").read_text())
+        stored["served_from_cache"] = True
+        stored["timing_s"]["total"] = round(time.perf_counter() - t_start, 2)
+        return stored
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     text_vecs, text_hit, _ = frozen_text_vectors(log, cfg, out / "cache")
@@ -115,7 +124,7 @@ def run_encode(
     per_target: dict[str, dict[str, np.ndarray]] = {}
     kinds: dict[str, str] = {}
     _seed_all(cfg.seed)
-    baselines = {
+    baselines: dict[str, tuple[str, Any]] = {
         "popularity": ("heuristic", Popularity()),
         "cooccurrence": ("cf", CoOccurrence()),
         "als": ("cf", ALS(seed=cfg.seed)),
@@ -140,7 +149,11 @@ def run_encode(
     final = "two_tower_frozen"
     if cfg.finetune != "none":
         assert backbone is not None
-        frozen_snapshot = (copy.deepcopy(trainer.model.state_dict()), trainer.cat.text_vecs, trainer.best_valid)
+        frozen_snapshot = (
+            copy.deepcopy(trainer.model.state_dict()),
+            trainer.cat.text_vecs,
+            trainer.best_valid,
+        )
         trainer.cfg = cfg
         trainer.tokenizer, trainer.bert = backbone
         t0 = time.perf_counter()
@@ -164,8 +177,8 @@ def run_encode(
         "protocol": {
             "split": "test",
             "candidates": "full catalog",
-            "n_items": int(len(task.item_ids)),
-            "targets": int(len(task)),
+            "n_items": len(task.item_ids),
+            "targets": len(task),
             "cold_targets": int(task.cold.sum()),
             "ties": "exact expected rank",
             "ci": f"95% session bootstrap, {n_boot} resamples",
@@ -173,7 +186,9 @@ def run_encode(
         },
         "items_with_text": int(trainer.cat.has_text.sum()),
         "final_model": final,
-        "final_model_rule": "the fine-tuned model is shipped only if it beats the frozen stage on valid Recall@10",
+        "final_model_rule": (
+            "the fine-tuned model is shipped only if it beats the frozen stage on valid Recall@10"
+        ),
         "valid_recall@10": valid_r10,
         "models": {
             name: {"kind": kinds[name], **summarize(task, m, n_boot=n_boot, seed=cfg.seed)}
@@ -190,11 +205,17 @@ def run_encode(
         block = {}
         for subset, mask in (("overall", np.ones(len(task), bool)), ("cold", task.cold)):
             d, lo, hi = paired_difference_ci(
-                per_target[final]["recall@10"][mask], per_target[name]["recall@10"][mask],
-                sessions[mask], n_boot=n_boot, seed=cfg.seed,
+                per_target[final]["recall@10"][mask],
+                per_target[name]["recall@10"][mask],
+                sessions[mask],
+                n_boot=n_boot,
+                seed=cfg.seed,
             )
-            block[subset] = {"recall@10_diff": round(d, 4), "ci95": [round(lo, 4), round(hi, 4)],
-                             "significant": bool(lo > 0 or hi < 0)}
+            block[subset] = {
+                "recall@10_diff": round(d, 4),
+                "ci95": [round(lo, 4), round(hi, 4)],
+                "significant": bool(lo > 0 or hi < 0),
+            }
         report["comparisons"][f"{final} - {name}"] = block
 
     if ablation:
@@ -206,8 +227,12 @@ def run_encode(
     np.save(out / "item_vectors.npy", trainer.item_vectors())
     (out / "item_ids.json").write_text(json.dumps([str(i) for i in task.item_ids]))
     torch.save(
-        {"architecture": trainer.architecture, "state_dict": trainer.model.state_dict(),
-         "config": cfg.training_key(), "attributes": trainer.cat.attr_names},
+        {
+            "architecture": trainer.architecture,
+            "state_dict": trainer.model.state_dict(),
+            "config": cfg.training_key(),
+            "attributes": trainer.cat.attr_names,
+        },
         out / "encoder.pt",
     )
     if trainer.bert is not None and cfg.finetune != "none":
@@ -254,11 +279,17 @@ def _ablation(
 
 
 def _ablation_row(
-    task: NextItemTask, metrics: dict[str, np.ndarray], reference: np.ndarray, n_boot: int, seed: int,
+    task: NextItemTask,
+    metrics: dict[str, np.ndarray],
+    reference: np.ndarray,
+    n_boot: int,
+    seed: int,
     valid: float | None,
 ) -> dict[str, Any]:
     s = summarize(task, metrics, n_boot=n_boot, seed=seed)
-    d, lo, hi = paired_difference_ci(metrics["recall@10"], reference, task.session_of_target, n_boot=n_boot, seed=seed)
+    d, lo, hi = paired_difference_ci(
+        metrics["recall@10"], reference, task.session_of_target, n_boot=n_boot, seed=seed
+    )
     return {
         "recall@10": s["overall"]["recall@10"],
         "cold_recall@10": s["cold"]["recall@10"],

@@ -25,7 +25,6 @@ from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
-
 from shopsim.envs.data import EVENT_TYPES, SessionLog
 
 Scorer = Callable[[list[np.ndarray]], np.ndarray]
@@ -95,7 +94,7 @@ def session_sequences(events: pd.DataFrame, index: pd.Index, with_events: bool =
     its strongest event (a view then a cart of the same item is one step with code ``cart``).
     """
     ev = events[events["event"] != "impression"]
-    codes = index.get_indexer(ev["item_id"])
+    codes = index.get_indexer(pd.Index(ev["item_id"]))
     evc = ev["event"].map(EVENT_CODES).to_numpy(dtype=np.int64)
     sids = ev["session_id"].to_numpy()
     out: dict[str, Any] = {}

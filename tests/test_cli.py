@@ -43,3 +43,5 @@ def test_quickstart_prepares_the_bundled_samples(tmp_path: Path, cli: CliRunner)
     for name in ("rees46", "uci"):
         assert (tmp_path / name / "events.parquet").exists()
     assert "uci ←" in out
+    assert "two_tower_frozen" in out
+    assert (tmp_path / "rees46-encoder" / "eval.json").exists()

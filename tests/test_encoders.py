@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from shopsim.encoders.backbone import load_backbone, locate_backbone, weights_hash
 from shopsim.encoders.cache import cached, hash_texts
 from shopsim.encoders.embed import embed_texts
 from shopsim.encoders.finetune import EncoderConfig, EncoderTrainer
 from shopsim.encoders.text import item_texts
 from shopsim.envs.data import PrepareOptions, SessionLog, prepare
-from shopsim.errors import ShopsimError
 from shopsim.experiments.encode import run_encode
 from shopsim.experiments.offline import expected_rank_metrics
+
+from shopsim.errors import ShopsimError
 
 COLORS = ["red", "blue", "green", "black", "white", "yellow"]
 KINDS = ["shirt", "dress", "scarf", "coat", "hat"]
@@ -40,15 +40,20 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer BERT with MiniLM's tokenizer, saved as a local Hugging Face folder."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
 
     path = tmp_path_factory.mktemp("tiny-bert")
     tok = AutoTokenizer.from_pretrained(str(locate_backbone()), local_files_only=True)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(cfg).save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return path
@@ -67,11 +72,21 @@ def colour_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
         colour = COLORS[rng.integers(len(COLORS))]
         kinds = rng.permutation(KINDS)[: rng.integers(3, 5)]
         for j, k in enumerate(kinds):
-            rows.append({"user_id": f"u{s}", "session_id": f"s{s}", "item_id": f"{colour}-{k}",
-                         "timestamp": t0 + pd.Timedelta(minutes=10 * s + j), "event": "view"})
+            rows.append(
+                {
+                    "user_id": f"u{s}",
+                    "session_id": f"s{s}",
+                    "item_id": f"{colour}-{k}",
+                    "timestamp": t0 + pd.Timedelta(minutes=10 * s + j),
+                    "event": "view",
+                }
+            )
     pd.DataFrame(rows).to_csv(tmp / "events.csv", index=False)
-    prepare(tmp / "events.csv", PrepareOptions(format="events", items=tmp / "items.csv",
-                                               text_cols=["title"]), tmp / "data")
+    prepare(
+        tmp / "events.csv",
+        PrepareOptions(format="events", items=tmp / "items.csv", text_cols=["title"]),
+        tmp / "data",
+    )
     return tmp / "data"
 
 
@@ -81,7 +96,8 @@ def test_packaged_backbone_loads_offline(no_network: None) -> None:
     tok, model = load_backbone(path)
     vec = embed_texts(tok, model, ["red cotton shirt", ""], progress=False)
     assert vec.shape == (2, 384)
-    assert np.linalg.norm(vec[0]) > 0 and np.all(vec[1] == 0)
+    assert np.linalg.norm(vec[0]) > 0
+    assert np.all(vec[1] == 0)
 
 
 def test_hub_name_without_local_copy_is_one_clear_line() -> None:
@@ -104,7 +120,8 @@ def test_cache_reused_and_invalidated(tmp_path: Path, tiny_backbone: Path) -> No
     base = {"backbone": weights_hash(tiny_backbone), "text_hash": hash_texts(["a", "b"]), "max_length": 64}
     _, hit = cached(tmp_path, "v", base, build)
     arr, hit2 = cached(tmp_path, "v", base, build)
-    assert (hit, hit2) == (False, True) and len(calls) == 1
+    assert (hit, hit2) == (False, True)
+    assert len(calls) == 1
     assert isinstance(arr, np.memmap)  # memory-mapped load
     for changed in (
         {**base, "text_hash": hash_texts(["a", "c"])},  # text changed
@@ -113,9 +130,8 @@ def test_cache_reused_and_invalidated(tmp_path: Path, tiny_backbone: Path) -> No
         _, hit = cached(tmp_path, "v", changed, build)
         assert not hit
     # weights changed: re-save the tiny model with other weights → another hash
-    from transformers import BertModel
-
     import torch
+    from transformers import BertModel
 
     model = BertModel.from_pretrained(str(tiny_backbone))
     with torch.no_grad():
@@ -130,8 +146,18 @@ def test_tiny_full_finetune_improves_its_objective(colour_shop: Path, tiny_backb
     tok, bert = load_backbone(tiny_backbone)
     texts = item_texts(log.items, "events").tolist()
     vecs = embed_texts(tok, bert, texts, progress=False)
-    cfg = EncoderConfig(backbone=str(tiny_backbone), finetune="full", use_ids=False, use_attributes=False,
-                        epochs=1, ft_epochs=3, ft_batch_size=64, backbone_lr=1e-3, progress=False, patience=6)
+    cfg = EncoderConfig(
+        backbone=str(tiny_backbone),
+        finetune="full",
+        use_ids=False,
+        use_attributes=False,
+        epochs=1,
+        ft_epochs=3,
+        ft_batch_size=64,
+        backbone_lr=1e-3,
+        progress=False,
+        patience=6,
+    )
     trainer = EncoderTrainer(log, cfg, vecs, backbone=(tok, bert))
     trainer.fit_frozen()
     trainer.fit_backbone()
@@ -165,21 +191,34 @@ def test_fixed_seed_gives_identical_vectors(colour_shop: Path) -> None:
     assert not np.array_equal(out[0], tr.item_vectors())
 
 
-def test_encode_writes_outputs_and_serves_cache(colour_shop: Path, tiny_backbone: Path, tmp_path: Path) -> None:
+def test_encode_writes_outputs_and_serves_cache(
+    colour_shop: Path, tiny_backbone: Path, tmp_path: Path
+) -> None:
     cfg = EncoderConfig(backbone=str(tiny_backbone), epochs=3, progress=False)
     first = run_encode(colour_shop, tmp_path, cfg, n_boot=50)
     assert not first["served_from_cache"]
     for name in ("item_vectors.npy", "item_ids.json", "encoder.pt", "eval.json", "manifest.json"):
         assert (tmp_path / name).exists()
     models = first["models"]
-    assert set(models) >= {"popularity", "cooccurrence", "als", "attribute_match", "frozen_text", "two_tower_frozen"}
+    assert set(models) >= {
+        "popularity",
+        "cooccurrence",
+        "als",
+        "attribute_match",
+        "frozen_text",
+        "two_tower_frozen",
+    }
     for m in models.values():
         lo, hi = m["overall"]["recall@10"]["ci95"]
         assert lo <= m["overall"]["recall@10"]["value"] <= hi
     second = run_encode(colour_shop, tmp_path, cfg, n_boot=50)
     assert second["served_from_cache"]
-    third = run_encode(colour_shop, tmp_path, EncoderConfig(backbone=str(tiny_backbone), epochs=3, seed=1,
-                                                             progress=False), n_boot=50)
+    third = run_encode(
+        colour_shop,
+        tmp_path,
+        EncoderConfig(backbone=str(tiny_backbone), epochs=3, seed=1, progress=False),
+        n_boot=50,
+    )
     assert not third["served_from_cache"]
     from shopsim.encoders.bundle import EncoderBundle
 

@@ -37,7 +37,7 @@ type: $(VENV)/.installed
 ## bench: performance figures as JSON (add ROWS=10000000 for the large-log memory check)
 ROWS ?= 0
 bench: $(VENV)/.installed
-	$(BIN)/shopsim bench --json --rows $(ROWS)
+	$(BIN)/shopsim bench --json --encoder --rows $(ROWS)
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

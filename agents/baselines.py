@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
 from shopsim.envs.data import SessionLog
 from shopsim.experiments.offline import session_sequences
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from shopsim.encoders.finetune import pad_histories
 from shopsim.encoders.model import TwoTower
-
 from shopsim.errors import ShopsimError
 
 

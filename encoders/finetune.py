@@ -28,14 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+
 from shopsim.encoders.embed import embed_texts, encode_batch
 from shopsim.encoders.model import TwoTower
 from shopsim.encoders.text import item_attributes, item_texts, price_features
 from shopsim.envs.data import SessionLog
-from shopsim.experiments.offline import NextItemTask, evaluate_scorer
-from tqdm.auto import tqdm
-
 from shopsim.errors import ShopsimError
+from shopsim.experiments.offline import NextItemTask, evaluate_scorer
 
 FINETUNE_MODES = ("none", "full", "lora")
 

@@ -106,10 +106,53 @@ def bench_prepare_generated(rows: int) -> dict[str, Any]:
         }
 
 
-def run_benchmarks(rows: int = 0) -> dict[str, Any]:
+def bench_encoder(finetune_steps: int = 5, batch: int = 32) -> dict[str, Any]:
+    """Backbone throughput on the bundled REES46 catalog: embedding (inference, length-sorted
+    batches) in items/s, and full fine-tuning (forward + backward + step) in texts/s."""
+    import torch
+
+    from shopsim.encoders.backbone import load_backbone, locate_backbone
+    from shopsim.encoders.embed import embed_texts, encode_batch
+    from shopsim.encoders.text import item_texts
+    from shopsim.envs.data import PrepareOptions, SessionLog, prepare, sample_path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare(sample_path("rees46"), PrepareOptions(format="rees46"), Path(tmp))
+        items = SessionLog.load(tmp).items
+    texts = item_texts(items, "rees46").tolist()
+    tok, bert = load_backbone(locate_backbone())
+    t0 = time.perf_counter()
+    embed_texts(tok, bert, texts, progress=False)
+    embed_s = time.perf_counter() - t0
+    unique = sorted(set(texts))
+    # fine-tuning on H&M-length texts (~40 tokens) is slower: this measures the bundled catalog
+    rng = np.random.default_rng(0)
+    bert.train()
+    opt = torch.optim.AdamW(bert.parameters(), lr=1e-5)
+    t0 = time.perf_counter()
+    for _ in range(finetune_steps):
+        sample = [unique[i] for i in rng.choice(len(unique), batch, replace=False)]
+        loss = encode_batch(tok, bert, sample, 64).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ft_s = time.perf_counter() - t0
+    return {
+        "embed_items": len(texts),
+        "embed_unique_texts": len(unique),
+        "embed_s": round(embed_s, 1),
+        "embed_items_per_s": round(len(texts) / embed_s, 1),
+        "embed_unique_texts_per_s": round(len(unique) / embed_s, 1),
+        "finetune_full_texts_per_s": round(finetune_steps * batch / ft_s, 1),
+    }
+
+
+def run_benchmarks(rows: int = 0, encoder: bool = False) -> dict[str, Any]:
     """All benchmark figures as one flat dict."""
     figures: dict[str, Any] = {}
     figures.update(bench_prepare_sample())
     if rows > 0:
         figures.update(bench_prepare_generated(rows))
+    if encoder:
+        figures.update(bench_encoder())
     return figures

@@ -171,7 +171,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``shopsim bench``: performance figures as one JSON object."""
     from shopsim.experiments.bench import run_benchmarks
 
-    figures = run_benchmarks(rows=args.rows)
+    figures = run_benchmarks(rows=args.rows, encoder=args.encoder)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
@@ -254,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="also prepare a generated log of this many rows (e.g. 10000000)",
+    )
+    bench.add_argument(
+        "--encoder", action="store_true", help="also measure BERT embedding items/s and fine-tuning texts/s"
     )
     bench.set_defaults(func=cmd_bench)
     return parser

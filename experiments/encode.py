@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from shopsim import __version__
 from shopsim.agents.baselines import ALS, AttributeMatch, CoOccurrence, Popularity
 from shopsim.encoders.backbone import load_backbone, locate_backbone, weights_hash
 from shopsim.encoders.cache import cached, hash_files, hash_texts
@@ -26,8 +28,6 @@ from shopsim.encoders.finetune import EncoderConfig, EncoderTrainer
 from shopsim.encoders.text import item_texts
 from shopsim.envs.data import SessionLog
 from shopsim.experiments.offline import NextItemTask, evaluate_scorer, paired_difference_ci, summarize
-
-from shopsim import __version__
 
 ABLATIONS: dict[str, dict[str, Any]] = {
     "text+attributes+id": {},

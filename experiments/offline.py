@@ -25,6 +25,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
+
 from shopsim.envs.data import EVENT_TYPES, SessionLog
 
 Scorer = Callable[[list[np.ndarray]], np.ndarray]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from shopsim.envs.data import sample_path
 
 CliRunner = Callable[..., tuple[int, str, str]]

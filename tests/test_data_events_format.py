@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from shopsim.envs.data import PrepareOptions, SessionLog, prepare
 
+from shopsim.envs.data import PrepareOptions, SessionLog, prepare
 from shopsim.errors import ShopsimError
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from shopsim.envs.data import EVENT_COLUMNS, PrepareOptions, SessionLog, prepare, sample_path
 from shopsim.tests.helpers import FIXTURES, shared
 

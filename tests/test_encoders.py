@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from shopsim.encoders.backbone import load_backbone, locate_backbone, weights_hash
 from shopsim.encoders.cache import cached, hash_texts
 from shopsim.encoders.embed import embed_texts
 from shopsim.encoders.finetune import EncoderConfig, EncoderTrainer
 from shopsim.encoders.text import item_texts
 from shopsim.envs.data import PrepareOptions, SessionLog, prepare
+from shopsim.errors import ShopsimError
 from shopsim.experiments.encode import run_encode
 from shopsim.experiments.offline import expected_rank_metrics
-
-from shopsim.errors import ShopsimError
 
 COLORS = ["red", "blue", "green", "black", "white", "yellow"]
 KINDS = ["shirt", "dress", "scarf", "coat", "hat"]

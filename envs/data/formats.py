@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+
 from shopsim.envs.data.schema import EVENT_TYPES
 from shopsim.envs.data.staging import StagedTable, is_parquet, stage_file
-
 from shopsim.errors import ShopsimError
 
 RAW_COLUMNS: tuple[str, ...] = (

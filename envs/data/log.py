@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from shopsim.envs.data.schema import SPLITS, validate_events, validate_items
 
+from shopsim.envs.data.schema import SPLITS, validate_events, validate_items
 from shopsim.errors import ShopsimError
 
 

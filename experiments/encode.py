@@ -88,8 +88,13 @@ def run_encode(
     *,
     ablation: bool = False,
     n_boot: int = 1000,
+    text: str = "on",
 ) -> dict[str, Any]:
-    """Run ``shopsim encode``; return the eval report (also written to ``out/eval.json``)."""
+    """Run ``shopsim encode``; return the eval report (also written to ``out/eval.json``).
+
+    :param text: ``on`` (use item text), or ``auto``: with a frozen backbone, train with and
+        without text and keep the variant with the better valid Recall@10.
+    """
     t_start = time.perf_counter()
     data_dir, out = Path(data_dir), Path(out)
     log = SessionLog.load(data_dir)
@@ -102,6 +107,7 @@ def run_encode(
         "config": cfg.training_key(),
         "ablation": ablation,
         "n_boot": n_boot,
+        "text": text,
         "shopsim": __version__,
     }
     outputs = [out / n for n in ("eval.json", "item_vectors.npy", "encoder.pt", "item_ids.json")]
@@ -142,6 +148,20 @@ def run_encode(
     t0 = time.perf_counter()
     trainer = EncoderTrainer(log, replace(cfg, finetune="none"), text_vecs)
     trainer.fit_frozen()
+    text_decision: dict[str, Any] = {"mode": text, "use_text": cfg.use_text}
+    if text == "auto" and cfg.finetune == "none" and cfg.use_text:
+        # Follow the evidence: keep text only if it helps on valid (it does not always —
+        # short taxonomy texts add little beyond the attributes they spell out).
+        _seed_all(cfg.seed)
+        no_text = EncoderTrainer(log, replace(cfg, finetune="none", use_text=False), text_vecs)
+        no_text.fit_frozen()
+        text_decision["valid_recall@10"] = {
+            "with_text": round(trainer.best_valid, 4),
+            "without_text": round(no_text.best_valid, 4),
+        }
+        if no_text.best_valid > trainer.best_valid:
+            trainer = no_text
+            text_decision["use_text"] = False
     timing["train_frozen"] = round(time.perf_counter() - t0, 2)
     per_target["two_tower_frozen"] = evaluate_scorer(task, trainer.scorer(task))
     valid_r10 = {"two_tower_frozen": round(trainer.best_valid, 4)}
@@ -186,6 +206,7 @@ def run_encode(
         },
         "items_with_text": int(trainer.cat.has_text.sum()),
         "final_model": final,
+        "text_decision": text_decision,
         "final_model_rule": (
             "the fine-tuned model is shipped only if it beats the frozen stage on valid Recall@10"
         ),
@@ -326,6 +347,14 @@ def eval_markdown(report: dict[str, Any]) -> str:
         f"{p['n_items']} candidates (full catalog); 95% session-bootstrap CIs",
         f"{'model':<20} {'R@10':>22} {'NDCG@10':>8} {'MRR':>7} {'cold R@10':>22}",
     ]
+    td = report.get("text_decision", {})
+    if "valid_recall@10" in td:
+        v = td["valid_recall@10"]
+        lines.insert(
+            1,
+            f"item text: {'kept' if td['use_text'] else 'dropped'} (valid R@10 with "
+            f"{v['with_text']:.3f}, without {v['without_text']:.3f})",
+        )
     for name, m in report["models"].items():
         o, c = m["overall"], m["cold"]
         r, cr = o["recall@10"], c["recall@10"]

@@ -46,3 +46,17 @@ def test_quickstart_prepares_the_bundled_samples(tmp_path: Path, cli: CliRunner)
     assert "uci ←" in out
     assert "two_tower_frozen" in out
     assert (tmp_path / "rees46-encoder" / "eval.json").exists()
+
+
+def test_encode_bad_inputs_are_one_line(tmp_path: Path, cli: CliRunner) -> None:
+    code, _, err = cli("encode", tmp_path / "nope", "--out", tmp_path / "o")
+    assert code == 2
+    assert err.strip() == (
+        f"shopsim: error: {tmp_path / 'nope'}: no events.parquet; create the folder with "
+        f"`shopsim data prepare SRC --format … --out {tmp_path / 'nope'}`"
+    )
+    cli("data", "prepare", sample_path("rees46"), "--format", "rees46", "--out", tmp_path / "d")
+    code, _, err = cli("encode", tmp_path / "d", "--out", tmp_path / "o", "--backbone", "bert-base-uncased")
+    assert code == 2
+    assert err.startswith("shopsim: error: backbone 'bert-base-uncased': no local copy")
+    assert len(err.strip().splitlines()) == 1

@@ -9,7 +9,6 @@ line saying how to point at a folder.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -55,16 +54,11 @@ def locate_backbone(name_or_path: str | Path = DEFAULT_BACKBONE) -> Path:
 
 def weights_hash(path: Path) -> str:
     """SHA-256 over the folder's weight files (identifies the backbone in cache manifests)."""
-    files = sorted(
-        p for p in path.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name == "config.json"
+    from shopsim.encoders.cache import hash_files
+
+    return hash_files(
+        sorted(p for p in path.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name == "config.json")
     )
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def load_backbone(path: Path) -> tuple[Any, Any]:

@@ -33,7 +33,7 @@ from shopsim.envs.data.formats import (
     StageContext,
     q,
 )
-from shopsim.envs.data.schema import EVENT_SYNONYMS, EVENT_TYPES
+from shopsim.envs.data.schema import EVENT_COLUMNS, EVENT_SYNONYMS, EVENT_TYPES
 from shopsim.errors import ShopsimError
 
 DROP_REASONS: dict[str, str] = {
@@ -213,20 +213,8 @@ def _run(
     if first_malformed is not None:
         examples["malformed_row"] = {"file": str(plan.main_file), "row": first_malformed}
 
-    key = [
-        "session_id",
-        "user_id",
-        "ts",
-        "item_id",
-        "event",
-        "price",
-        "position",
-        "slate_id",
-        "propensity",
-        "quantity",
-        *plan.extras,
-        *plan.item_attrs,
-    ]
+    # an exact duplicate agrees on every canonical column (but the split, not yet assigned)
+    key = [_internal(c) for c in EVENT_COLUMNS if c != "split"] + [*plan.extras, *plan.item_attrs]
     duplicates = opts.duplicates or plan.duplicates
     if duplicates == "drop":
         con.execute(
@@ -289,17 +277,7 @@ def _run(
     )
     _split_sessions(con, opts.split)
     event_cols = [
-        "session_id",
-        "user_id",
-        "ts AS timestamp",
-        "item_id",
-        "event",
-        "price",
-        "position",
-        "slate_id",
-        "propensity",
-        "quantity",
-        "split",
+        *(f"{_internal(c)} AS {c}" if _internal(c) != c else c for c in EVENT_COLUMNS),
         *(q(c) for c in plan.extras),
     ]
     order = "s.start, s.first_row, s.session_id, e.ts, e._row, e._sub"
@@ -358,6 +336,11 @@ def _run(
         timing_s=0.0,
         outputs=outputs,
     )
+
+
+def _internal(column: str) -> str:
+    """Name of a canonical column inside the pipeline (``timestamp`` is ``ts`` there)."""
+    return "ts" if column == "timestamp" else column
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:

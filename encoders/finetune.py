@@ -157,7 +157,7 @@ def catalog_tensors(log: SessionLog, text_vecs: np.ndarray, cfg: EncoderConfig) 
         texts=texts,
         attrs=torch.as_tensor(attrs.to_numpy(dtype=np.int64).reshape(len(texts), -1).copy()),
         ids=torch.as_tensor(ids),
-        text_vecs=torch.as_tensor(text_vecs, dtype=torch.float32),
+        text_vecs=torch.as_tensor(np.array(text_vecs, dtype=np.float32)),  # copy: may be a read-only memmap
         price=torch.as_tensor(
             price_features(log.items) if cfg.use_attributes else np.zeros((len(texts), 0), np.float32)
         ),

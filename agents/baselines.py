@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from shopsim.envs.data import SessionLog
 from shopsim.experiments.offline import session_sequences
@@ -121,14 +122,16 @@ class ALS:
         mat = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(seqs), n))
         mat.sum_duplicates()
         mat.data = 1.0 + self.alpha * mat.data
-        model = AlternatingLeastSquares(
-            factors=self.factors,
-            iterations=self.iterations,
-            regularization=self.regularization,
-            random_state=self.seed,
-            num_threads=1,  # deterministic for a fixed seed
-        )
-        model.fit(mat, show_progress=False)
+        # implicit parallelises itself; a threaded BLAS underneath only oversubscribes the cores
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=self.factors,
+                iterations=self.iterations,
+                regularization=self.regularization,
+                random_state=self.seed,
+                num_threads=1,  # deterministic for a fixed seed
+            )
+            model.fit(mat, show_progress=False)
         self.model = model
         self.known = np.asarray(mat.sum(axis=0)).ravel() > 0
         return self
@@ -143,13 +146,14 @@ class ALS:
             shape=(len(histories), n),
         )
         user_items.sum_duplicates()
-        ids, scores = self.model.recommend(  # type: ignore[attr-defined]
-            np.arange(len(histories)),
-            user_items,
-            N=n,
-            recalculate_user=True,
-            filter_already_liked_items=False,
-        )
+        with threadpool_limits(1, "blas"):
+            ids, scores = self.model.recommend(  # type: ignore[attr-defined]
+                np.arange(len(histories)),
+                user_items,
+                N=n,
+                recalculate_user=True,
+                filter_already_liked_items=False,
+            )
         out = np.full((len(histories), n), -np.inf)
         np.put_along_axis(out, ids, scores, axis=1)
         out[:, ~self.known] = -np.inf

@@ -45,6 +45,6 @@ class EncoderBundle:
     @torch.no_grad()
     def encode_state(self, histories: list[np.ndarray], events: list[np.ndarray]) -> np.ndarray:
         """(B, dim) shopper-state vectors; histories are item indices, oldest first."""
-        items = torch.as_tensor(np.asarray(self.item_vectors))
+        items = torch.as_tensor(np.array(self.item_vectors))  # copy of the read-only memmap
         idx, evc, mask = pad_histories(histories, events, self.max_history)
         return self.model.state(items[idx], evc, mask).numpy()

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -533,32 +534,25 @@ def plan_mind(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     )
     tok_item = "regexp_extract(tok, '^(.+)-[01]$', 1)"
     tok_label = "regexp_extract(tok, '-([01])$', 1)"
+    shown: dict[str, Any] = {  # an impression row and its click row share all but event and order
+        "session": "TRIM(imp_id)",
+        "user": "NULLIF(TRIM(user_id), '')",
+        "ts": "time",
+        "item": f"NULLIF({tok_item}, '')",
+        "position": "pos",
+        "slate": "TRIM(imp_id)",
+    }
     imp = (
         _raw_select(
-            session="TRIM(imp_id)",
-            user="NULLIF(TRIM(user_id), '')",
-            ts="time",
-            item=f"NULLIF({tok_item}, '')",
+            **shown,
             event="'impression'",
-            position="pos",
-            slate="TRIM(imp_id)",
             sub="pos",
             reason=f"CASE WHEN {tok_label} = '' THEN 'bad_impression_token' END",
         )
         + " FROM mind_imp"
     )
     clk = (
-        _raw_select(
-            session="TRIM(imp_id)",
-            user="NULLIF(TRIM(user_id), '')",
-            ts="time",
-            item=f"NULLIF({tok_item}, '')",
-            event="'click'",
-            position="pos",
-            slate="TRIM(imp_id)",
-            sub="1000000 + pos",
-        )
-        + f" FROM mind_imp WHERE {tok_label} = '1'"
+        _raw_select(**shown, event="'click'", sub="1000000 + pos") + f" FROM mind_imp WHERE {tok_label} = '1'"
     )
     hist = (
         _raw_select(

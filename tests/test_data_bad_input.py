@@ -405,3 +405,19 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr == f"shopsim: error: {tmp_path / 'missing.csv'}: no such file; check the path\n"
+
+
+def test_malformed_lines_in_every_event_file_are_counted(tmp_path: Path) -> None:
+    import shutil
+
+    from shopsim.envs.data import PrepareOptions, prepare
+    from shopsim.tests.helpers import FIXTURES
+
+    shutil.copytree(FIXTURES / "obd", tmp_path / "obd")
+    random_csv = tmp_path / "obd" / "random" / "all.csv"  # the second policy file read
+    with random_csv.open("a") as fh:
+        fh.write("9999,2019-11-24 00:00:00+00:00,3\n")
+    r = prepare(tmp_path / "obd", PrepareOptions(format="obd"), None)
+    assert r.dropped == {"malformed_row": 1}
+    assert r.examples["malformed_row"]["file"] == str(random_csv)
+    assert r.rows_in == r.rows_out + 1

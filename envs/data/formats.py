@@ -186,6 +186,7 @@ class StageContext:
         self.con = con
         self.work = work
         self.staged: dict[str, StagedTable] = {}
+        self.item_views: set[str] = set()
 
     def stage(
         self,
@@ -194,9 +195,11 @@ class StageContext:
         *,
         required: list[str] | None = None,
         fix: str = "",
+        items: bool = False,
         **kwargs: object,
     ) -> StagedTable:
-        """Stage ``path`` as view ``view`` (with a constant ``_src`` column)."""
+        """Stage ``path`` as view ``view`` (with a constant ``_src`` column); ``items`` marks an
+        item table (its malformed lines count as item drops, not event drops)."""
         dest = self.work / f"{view}.parquet"
         table = stage_file(path, dest, **kwargs)  # type: ignore[arg-type]
         missing = [c for c in (required or []) if c not in table.columns]
@@ -209,7 +212,13 @@ class StageContext:
         src = str(path).replace("'", "''")
         self.con.execute(f"CREATE VIEW {view} AS SELECT *, '{src}' AS _src FROM read_parquet('{dest}')")
         self.staged[view] = table
+        if items:
+            self.item_views.add(view)
         return table
+
+    def tables(self, *, items: bool) -> list[StagedTable]:
+        """The staged event tables (``items=False``) or item tables (``items=True``)."""
+        return [t for v, t in self.staged.items() if (v in self.item_views) == items]
 
 
 def q(name: str) -> str:
@@ -330,7 +339,7 @@ def plan_hm(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
         )
     need = ["t_dat", "customer_id", "article_id", "price"]
     st = ctx.stage("src", path, required=need, fix="is this H&M transactions_train.csv?")
-    ctx.stage("src_items", items_path, required=["article_id"], fix="is this H&M articles.csv?")
+    ctx.stage("src_items", items_path, required=["article_id"], fix="is this H&M articles.csv?", items=True)
     ic = ctx.staged["src_items"].columns
     text_parts = [
         col_or_null(n, ic)
@@ -501,7 +510,7 @@ def plan_mind(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     news = opts.items or path.parent / "news.tsv"
     ctx.stage("src", path, delimiter="\t", names=MIND_BEHAVIOR_COLUMNS, quoted=False)
     if news.exists():
-        ctx.stage("src_news", news, delimiter="\t", names=MIND_NEWS_COLUMNS, quoted=False)
+        ctx.stage("src_news", news, delimiter="\t", names=MIND_NEWS_COLUMNS, quoted=False, items=True)
         items = """SELECT NULLIF(TRIM(news_id), '') AS item_id,
                           concat_ws('. ', NULLIF(TRIM(title), ''), NULLIF(TRIM(abstract), '')) AS text,
                           NULLIF(TRIM(category), '') AS category,
@@ -647,7 +656,7 @@ def plan_obd(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     if opts.items is not None:
         ctx_file = opts.items
     if ctx_file is not None:
-        ic = ctx.stage("src_items", ctx_file, required=["item_id"]).columns
+        ic = ctx.stage("src_items", ctx_file, required=["item_id"], items=True).columns
         feats = [c for c in ic if c.startswith("item_feature_")]
         items = (
             "SELECT NULLIF(TRIM(item_id), '') AS item_id, CAST(NULL AS VARCHAR) AS text, "
@@ -750,7 +759,7 @@ def plan_events(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     )
     event_extras = extras + (["category"] if "category" in mapping else [])
     if opts.items is not None:
-        it = ctx.stage("src_items", opts.items)
+        it = ctx.stage("src_items", opts.items, items=True)
         icols = it.columns
         id_col = next((c for c in ("item_id", mapping["item_id"]) if c in icols), None)
         if id_col is None:

@@ -147,8 +147,12 @@ def _run(
     out_dir: Path | None,
 ) -> PrepareResult:
     con.execute(f"CREATE VIEW raw AS {plan.raw_sql}")
-    malformed = sum(len(t.malformed_rows) for t in ctx.staged.values() if t.source == plan.main_file)
-    first_malformed = next((t.malformed_rows[0] for t in ctx.staged.values() if t.malformed_rows), None)
+    # every event file counts (OBD has one per logging policy), not just the first
+    event_tables = ctx.tables(items=False)
+    malformed = sum(len(t.malformed_rows) for t in event_tables)
+    first_malformed = next(
+        ((str(t.source), t.malformed_rows[0]) for t in event_tables if t.malformed_rows), None
+    )
     rows_raw = _scalar(con, "SELECT count(*) FROM raw")
     rows_in = rows_raw + malformed
     if rows_in == 0:
@@ -177,6 +181,10 @@ def _run(
     items_in = 0
     if plan.external_items:
         items_in = _build_external_items(con, plan, item_drops)
+        bad_item_lines = sum(len(t.malformed_rows) for t in ctx.tables(items=True))
+        if bad_item_lines:
+            item_drops["malformed_row"] = bad_item_lines
+            items_in += bad_item_lines
     missing_items = opts.missing_items or plan.missing_items
     check_item = plan.external_items and missing_items == "drop"
     unknown_item_rule = "WHEN item_id NOT IN (SELECT item_id FROM items_src) THEN 'unknown_item'"
@@ -211,7 +219,7 @@ def _run(
         dropped["malformed_row"] = malformed
     examples = _examples(con, plan, dropped)
     if first_malformed is not None:
-        examples["malformed_row"] = {"file": str(plan.main_file), "row": first_malformed}
+        examples["malformed_row"] = {"file": first_malformed[0], "row": first_malformed[1]}
 
     # an exact duplicate agrees on every canonical column (but the split, not yet assigned)
     key = [_internal(c) for c in EVENT_COLUMNS if c != "split"] + [*plan.extras, *plan.item_attrs]

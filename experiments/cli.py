@@ -147,6 +147,23 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulator_fit(args: argparse.Namespace) -> int:
+    """``shopsim simulator fit``."""
+    from shopsim.envs.fit import SimulatorConfig, fidelity_markdown, fit_simulator
+
+    cfg = SimulatorConfig(
+        negatives=args.negatives,
+        hidden=args.hidden,
+        history_len=args.history_len,
+        leave_no_click_logit=args.leave_no_click_logit,
+        seed=args.seed,
+    )
+    _, report = fit_simulator(args.data_dir, args.embeddings, args.out, cfg)
+    print(fidelity_markdown(report))
+    print(f"fitted in {report['timing_s']:.1f} s; wrote {args.out}/ (simulator.json, fidelity.json, plots/)")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """``shopsim quickstart``: the bundled samples end to end (log layer, then the encoder)."""
     from shopsim.encoders.finetune import EncoderConfig
@@ -165,7 +182,15 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     print("encoder on the REES46 sample (frozen MiniLM + trained towers):")
     report = run_encode(out / "rees46", out / "rees46-encoder", EncoderConfig(seed=args.seed), text="auto")
     print(eval_markdown(report))
-    print(f"  wrote {out / 'rees46-encoder'} ({report['timing_s']['total']:.1f} s)")
+    print(f"  wrote {out / 'rees46-encoder'} ({report['timing_s']['total']:.1f} s)\n")
+    from shopsim.envs.fit import SimulatorConfig, fidelity_markdown, fit_simulator
+
+    print("shopper simulator fitted on the REES46 sample:")
+    _, fid = fit_simulator(
+        out / "rees46", out / "rees46-encoder", out / "rees46-sim", SimulatorConfig(seed=args.seed)
+    )
+    print(fidelity_markdown(fid))
+    print(f"  wrote {out / 'rees46-sim'} ({fid['timing_s']:.1f} s)")
     return 0
 
 
@@ -242,6 +267,34 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     enc.add_argument("--ablation", action="store_true", help="also train and report the ablation variants")
     enc.set_defaults(func=cmd_encode)
+
+    simp = sub.add_parser("simulator", help="fit the shopper simulator")
+    sim_sub = simp.add_subparsers(dest="simulator_command", required=True, parser_class=_Parser)
+    fit = sim_sub.add_parser(
+        "fit",
+        help="fit the shopper response model and write fidelity.json + plots",
+        description="Fit the shopper's click, purchase and leave models on a prepared log "
+        "(count tables and encoder from train, response model on valid), calibrate them, and "
+        "report their fidelity on the test split.",
+    )
+    fit.add_argument(
+        "data_dir", type=Path, metavar="DATA_DIR", help="folder written by `shopsim data prepare`"
+    )
+    fit.add_argument("--embeddings", type=Path, required=True, help="folder written by `shopsim encode`")
+    fit.add_argument("--out", type=Path, required=True, help="simulator folder to write")
+    fit.add_argument(
+        "--negatives", type=int, default=20, help="sampled negatives per click (logs without impressions)"
+    )
+    fit.add_argument("--hidden", type=int, default=32, help="hidden units of the click model (0: logistic)")
+    fit.add_argument("--history-len", type=int, default=1, help="logged items forming an episode's history")
+    fit.add_argument(
+        "--leave-no-click-logit",
+        type=float,
+        default=1.0,
+        help="ASSUMPTION: leave-logit increase after a slate without a click (not measurable from logs)",
+    )
+    fit.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    fit.set_defaults(func=cmd_simulator_fit)
 
     qs = sub.add_parser(
         "quickstart",

@@ -5,6 +5,8 @@
   Open CDP (see ``REES46_SOURCE.md``).
 - ``uci``: a random 40,000-line sample of the UCI "Online Retail" data set (Chen, 2015),
   CC BY 4.0 (see ``UCI_SOURCE.md``).
+- ``toy``: a synthetic 32-item shop whose best slate is known (:mod:`shopsim.envs.toy`),
+  for agents' learning tests.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from shopsim.errors import ShopsimError
 SAMPLES: dict[str, tuple[str, str]] = {
     "rees46": ("rees46_events.csv.gz", "rees46"),
     "uci": ("uci_online_retail.csv.gz", "uci"),
+    "toy": ("toy_events.csv.gz", "events"),
 }
 
 

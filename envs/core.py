@@ -1,0 +1,365 @@
+"""The simulation engine: B shoppers stepped at once with numpy.
+
+:class:`~shopsim.envs.env.ShopperEnv` runs it with B = 1 and
+:class:`~shopsim.envs.vec_env.ShopperVecEnv` with B = n_envs, so both are the same simulator.
+
+One step for each shopper:
+
+1. the slate's items are resolved (duplicate or masked slots become empty, see
+   :meth:`ShopperBatch.slate_items`);
+2. each shown item is clicked with e(p)·σ(g(φ)+b) (:mod:`shopsim.envs.response`);
+3. each click becomes a purchase with the purchase model (items already bought: never again);
+4. clicks and purchases enter the history (most recent first), leave the hidden intent, and
+   the state vector is recomputed;
+5. the shopper leaves with the leave model; the episode is truncated at ``max_steps``;
+6. new candidates are drawn for the next step (O(N), never O(catalog)).
+
+Candidates mix retrieval sources with quotas (``candidate_mix``): embedding neighbours of the
+last item, its train transitions, its train co-occurrences, the most popular items, and
+uniformly random exploration; duplicates, the last item and bought items are removed and the
+list is topped up with random items. If the catalog cannot fill N, the rest is masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from shopsim.envs.features import (
+    CAND_FEATURES,
+    Context,
+    _member,
+    _row_keys,
+    candidate_features,
+    click_features,
+    purchase_features,
+)
+from shopsim.envs.rewards import StepEvents
+from shopsim.envs.simulator import Simulator
+from shopsim.errors import ShopsimError
+
+SOURCES = ("embedding", "transition", "cooccurrence", "popular", "explore")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+@dataclass
+class ShopperConfig:
+    """Settings of a simulated shop page.
+
+    :param slate_size: k, items shown per step.
+    :param n_candidates: N, candidates the agent chooses from each step.
+    :param max_steps: steps before the episode is truncated.
+    :param split: logged sessions the shoppers start from (``train``, ``valid``, ``test``).
+    :param candidate_mix: share of N drawn from each source in :data:`SOURCES` order.
+    :param bought_capacity: purchases remembered per episode (never recommended again).
+    """
+
+    slate_size: int = 10
+    n_candidates: int = 100
+    max_steps: int = 20
+    split: str = "train"
+    candidate_mix: tuple[float, float, float, float, float] = (0.3, 0.2, 0.2, 0.2, 0.1)
+    bought_capacity: int = 64
+
+    def validate(self, sim: Simulator) -> None:
+        if self.split not in sim.episodes:
+            raise ShopsimError(f"split {self.split!r}: not in this simulator; use {', '.join(sim.episodes)}")
+        if len(sim.episodes[self.split]) == 0:
+            raise ShopsimError(
+                f"split {self.split!r} has no sessions in this simulator; choose another split "
+                f"or prepare the data with a larger {self.split} fraction (--split)"
+            )
+        if self.slate_size < 1 or self.n_candidates < 1 or self.max_steps < 1:
+            raise ShopsimError("slate_size, n_candidates and max_steps must be positive integers")
+        if self.slate_size > self.n_candidates:
+            raise ShopsimError(
+                f"slate_size {self.slate_size} > n_candidates {self.n_candidates}: a slate cannot "
+                f"show more items than there are candidates; lower slate_size or raise n_candidates"
+            )
+        if self.slate_size > sim.catalog.n_items - 1:
+            raise ShopsimError(
+                f"slate_size {self.slate_size}: the catalog has only {sim.catalog.n_items} items, too few to "
+                f"fill a slate (the last viewed item is never a candidate); lower slate_size"
+            )
+        if (
+            len(self.candidate_mix) != len(SOURCES)
+            or min(self.candidate_mix) < 0
+            or sum(self.candidate_mix) <= 0
+        ):
+            raise ShopsimError(
+                f"candidate_mix: expected {len(SOURCES)} non-negative shares ({', '.join(SOURCES)})"
+            )
+
+
+def _push_front(
+    new: np.ndarray, new_b: np.ndarray, old: np.ndarray, old_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise: the valid (≥ 0) entries of ``new`` then those of ``old``, -1 padded to old's
+    width; ``new_b``/``old_b`` are carried along (e.g. event codes)."""
+    arr = np.concatenate([new, old], axis=1)
+    arr_b = np.concatenate([new_b, old_b], axis=1)
+    valid = arr >= 0
+    rank = np.cumsum(valid, axis=1) - 1
+    keep = valid & (rank < old.shape[1])
+    out = np.full(old.shape, -1, old.dtype)
+    out_b = np.zeros(old_b.shape, old_b.dtype)
+    r, cidx = np.nonzero(keep)
+    out[r, rank[r, cidx]] = arr[r, cidx]
+    out_b[r, rank[r, cidx]] = arr_b[r, cidx]
+    return out, out_b
+
+
+class ShopperBatch:
+    """B simulated shoppers. All randomness comes from the ``rng`` passed to each call."""
+
+    def __init__(self, sim: Simulator, n: int, config: ShopperConfig) -> None:
+        config.validate(sim)
+        self.sim, self.n, self.cfg = sim, n, config
+        self.cat = sim.catalog
+        self.episodes = sim.episodes[config.split]
+        ep = self.episodes
+        L, M = ep.hist.shape[1], ep.intent.shape[1]
+        self.hist = np.full((n, L), -1, np.int64)
+        self.hist_ev = np.zeros((n, L), np.int64)
+        self.intent = np.full((n, M), -1, np.int64)
+        self.intent_ev = np.zeros((n, M), np.int64)
+        self.bought = np.full((n, config.bought_capacity), -1, np.int64)
+        self.touched_cats = np.zeros((n, 64), np.int64)  # ring of categories touched this session
+        self.state = np.zeros((n, self.cat.dim), np.float32)
+        self.step_count = np.zeros(n, np.int64)
+        self.episode_index = np.zeros(n, np.int64)
+        self.cand = np.full((n, config.n_candidates), -1, np.int64)
+        self.cand_src = np.zeros((n, config.n_candidates), np.int64)
+        self.cand_feat = np.zeros((n, config.n_candidates, len(CAND_FEATURES)), np.float32)
+        self.stats = np.zeros((n, 4))  # clicks, purchases, revenue, return
+        exam = sim.examination
+        k = config.slate_size
+        self.exam = np.r_[exam, np.full(max(0, k - len(exam)), exam[-1])][:k].astype(np.float64)
+        mix = np.asarray(config.candidate_mix, dtype=np.float64)
+        q = np.floor(mix / mix.sum() * config.n_candidates).astype(int)
+        self.quota = q
+        self.earlier = np.triu(np.ones((k, k), bool), 1)  # earlier[j, i]: slot j before slot i
+        cat = self.cat
+        # the history-driven part of every candidate pool, per last item (row I: no history)
+        pop = np.full(q[3], -1, np.int64)
+        pop[: min(q[3], len(cat.top_popular))] = cat.top_popular[: q[3]]
+        static = np.concatenate(
+            [cat.emb_idx[:, : q[0]], cat.trans_idx[:, : q[1]], cat.cooc_idx[:, : q[2]]], axis=1
+        ).astype(np.int64)
+        static = np.concatenate([static, np.full((1, static.shape[1]), -1, np.int64)])
+        self.item_pool = np.concatenate([static, np.broadcast_to(pop, (len(static), q[3]))], axis=1)
+        self.n_random = int(q[4]) + config.n_candidates // 2 + 8  # exploration, then a top-up
+        self.pool_src = np.concatenate(
+            [np.full(min(q[i], cat.emb_idx.shape[1]) if i < 3 else q[i], i + 1) for i in range(4)]
+            + [np.full(self.n_random, 5)]
+        )
+        # episode starts are fixed: their state vectors are computed once
+        self.start_state = sim.state_encoder(cat.vectors, self.episodes.hist, self.episodes.hist_ev)
+
+    # --- context -------------------------------------------------------------------------
+    def context(self, rows: np.ndarray | slice = slice(None)) -> Context:
+        return Context(
+            self.hist[rows], self.hist_ev[rows], self.state[rows], self.intent[rows], self.intent_ev[rows]
+        )
+
+    def _update_state(self, rows: np.ndarray) -> None:
+        if len(rows):
+            self.state[rows] = self.sim.state_encoder(self.cat.vectors, self.hist[rows], self.hist_ev[rows])
+
+    # --- reset ---------------------------------------------------------------------------
+    def reset_rows(
+        self, rows: np.ndarray, rng: np.random.Generator, episodes: np.ndarray | None = None
+    ) -> None:
+        """Start new shoppers in ``rows`` from random (or the given) logged sessions."""
+        if len(rows) == 0:
+            return
+        ep = self.episodes
+        pick = rng.integers(0, len(ep), len(rows)) if episodes is None else np.asarray(episodes)
+        self.episode_index[rows] = pick
+        self.hist[rows] = ep.hist[pick]
+        self.hist_ev[rows] = ep.hist_ev[pick]
+        self.intent[rows] = ep.intent[pick]
+        self.intent_ev[rows] = ep.intent_ev[pick]
+        self.bought[rows] = -1
+        # purchases in the history count as bought: they are never recommended again
+        hb = np.where(ep.hist_ev[pick] == 5, ep.hist[pick], -1)
+        w = min(hb.shape[1], self.bought.shape[1])
+        self.bought[rows, :w] = hb[:, :w]
+        hc = np.where(ep.hist[pick] >= 0, self.cat.category[np.maximum(ep.hist[pick], 0)], 0)
+        self.touched_cats[rows] = 0
+        w = min(hc.shape[1], self.touched_cats.shape[1])
+        self.touched_cats[rows, :w] = hc[:, :w]
+        self.step_count[rows] = 0
+        self.stats[rows] = 0.0
+        self.state[rows] = self.start_state[pick]
+        self.draw_candidates(rows, rng)
+
+    # --- candidates ----------------------------------------------------------------------
+    def draw_candidates(self, rows: np.ndarray, rng: np.random.Generator) -> None:
+        if len(rows) == 0:
+            return
+        cat, n_items, N = self.cat, self.cat.n_items, self.cfg.n_candidates
+        b = len(rows)
+        last = self.hist[rows, 0]
+        pool = np.concatenate([self.item_pool[last], rng.integers(0, n_items, (b, self.n_random))], axis=1)
+        src = np.broadcast_to(self.pool_src, pool.shape)
+        order = np.argsort(pool, axis=1, kind="stable")
+        sp = np.take_along_axis(pool, order, 1)
+        dup_sorted = np.zeros(sp.shape, bool)
+        dup_sorted[:, 1:] = sp[:, 1:] == sp[:, :-1]
+        dup = np.empty_like(dup_sorted)
+        np.put_along_axis(dup, order, dup_sorted, 1)
+        br, bc = np.nonzero(self.bought[rows] >= 0)
+        is_bought = _member(
+            _row_keys(br, self.bought[rows][br, bc], n_items), np.arange(b)[:, None] * n_items + pool
+        )
+        valid = (pool >= 0) & ~dup & (pool != last[:, None]) & ~is_bought
+        rank = np.cumsum(valid, axis=1) - 1
+        take = valid & (rank < N)
+        cand = np.full((b, N), -1, np.int64)
+        csrc = np.zeros((b, N), np.int64)
+        r_idx, c_idx = np.nonzero(take)
+        cand[r_idx, rank[r_idx, c_idx]] = pool[r_idx, c_idx]
+        csrc[r_idx, rank[r_idx, c_idx]] = src[r_idx, c_idx]
+        n_bought = (self.bought[rows] >= 0).sum(1)
+        short = np.flatnonzero(
+            (cand >= 0).sum(1) < np.minimum(N, np.maximum(n_items - 1 - n_bought, self.cfg.slate_size))
+        )
+        for r in short:  # rare: overlapping sources left holes; top up with unused random items
+            have = int((cand[r] >= 0).sum())
+            want = min(N, n_items - 1 - int((self.bought[rows[r]] >= 0).sum()))
+            exclude = np.r_[cand[r, :have], self.bought[rows[r]], last[r]]
+            if want < self.cfg.slate_size:  # tiny catalog: bought items return (never bought twice)
+                want = min(N, n_items - 1)
+                exclude = np.r_[cand[r, :have], last[r]]
+            while have < want:
+                extra = rng.integers(0, n_items, 2 * N)
+                extra = extra[~np.isin(extra, exclude)]
+                extra = pd.unique(extra)[: want - have]
+                cand[r, have : have + len(extra)] = extra
+                csrc[r, have : have + len(extra)] = 5
+                exclude = np.r_[exclude, extra]
+                have += len(extra)
+        self.cand[rows] = cand
+        self.cand_src[rows] = csrc
+        self.cand_feat[rows] = candidate_features(cat, self.context(rows), cand, csrc)
+
+    def observe(self, rows: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
+        cand = self.cand[rows]
+        mask = cand >= 0
+        return {
+            "user": self.state[rows].copy(),
+            "cand": self.cat.vectors0[cand],
+            "cand_feat": self.cand_feat[rows].copy(),
+            "cand_mask": mask.astype(np.int8),
+        }
+
+    # --- step ----------------------------------------------------------------------------
+    def slate_items(self, actions: np.ndarray) -> np.ndarray:
+        """Candidate indices (B, k) → item codes (B, k), -1 for empty slots.
+
+        Rule: a slot is empty when its index points at a masked candidate or repeats an item
+        already placed in an earlier slot of the same slate (the first occurrence wins).
+        """
+        a = np.clip(np.asarray(actions, dtype=np.int64), 0, self.cfg.n_candidates - 1)
+        items = self.cand[np.arange(len(a))[:, None], a]
+        dup = ((items[:, :, None] == items[:, None, :]) & self.earlier).any(1)
+        return np.where(dup | (items < 0), -1, items)
+
+    def step_slate(
+        self, actions: np.ndarray, rng: np.random.Generator
+    ) -> tuple[StepEvents, np.ndarray, np.ndarray]:
+        """Show the slate of candidate indices ``actions`` (B, k); see :meth:`slate_items`."""
+        return self.step(self.slate_items(actions), rng)
+
+    def step(self, items: np.ndarray, rng: np.random.Generator) -> tuple[StepEvents, np.ndarray, np.ndarray]:
+        """Show ``items`` (B, k item codes, -1 = empty; any items, not only candidates).
+
+        :return: (events, terminated, truncated); terminated = the shopper left.
+        """
+        return self._step(items, click_features(self.cat, self.context(), items), rng)
+
+    def _step(
+        self, items: np.ndarray, phi: np.ndarray, rng: np.random.Generator
+    ) -> tuple[StepEvents, np.ndarray, np.ndarray]:
+        sim, cat = self.sim, self.cat
+        b, k = items.shape
+        shown = items >= 0
+        it = np.maximum(items, 0)
+        g = sim.click.logit(phi.reshape(-1, phi.shape[-1])).reshape(b, k)
+        p_click = self.exam[None, :k] * _sigmoid(g + sim.click_offset) * shown
+        u = rng.random((b, 2 * k + 1))  # one draw per step: click, purchase and leave uniforms
+        clicked = u[:, :k] < p_click
+        already = (items[:, :, None] == self.bought[:, None, :]).any(2) & shown
+        if sim.purchase_mode == "always":
+            p_buy = np.ones((b, k))
+        elif sim.purchase_mode == "model" and sim.purchase is not None and clicked.any():
+            rows = np.flatnonzero(clicked.any(1))  # purchase features only where something was clicked
+            psi = purchase_features(cat, self.context(rows), items[rows])
+            p_buy = np.zeros((b, k))
+            p_buy[rows] = _sigmoid(sim.purchase.logit(psi).reshape(len(rows), k) + sim.purchase_offset)
+        else:
+            p_buy = np.zeros((b, k))
+        purchased = clicked & ~already & (u[:, k : 2 * k] < p_buy)
+        # a purchase-only log: an item already bought cannot be "clicked" (bought) again
+        if sim.purchase_mode == "always":
+            clicked &= ~already
+        icat = np.where(shown, cat.category[it], 0)
+        touched = ((icat[:, :, None] == self.touched_cats[:, None, :]) & (icat[:, :, None] > 0)).any(2)
+        in_basket = (items[:, :, None] == np.where(self.intent >= 0, self.intent, -2)[:, None, :]).any(
+            2
+        ) & shown
+        self.step_count += 1
+        n_click = clicked.sum(1)
+        n_buy = purchased.sum(1)
+
+        # history, intent, bought, touched categories: clicked items enter at the front
+        changed = np.flatnonzero(n_click > 0)
+        if len(changed):
+            c = clicked[changed][:, ::-1]  # most recent first: the last clicked slot first
+            new = np.where(c, items[changed][:, ::-1], -1)
+            codes = np.where(purchased[changed][:, ::-1], 5, 2)  # purchase or click code
+            self.hist[changed], self.hist_ev[changed] = _push_front(
+                new, codes, self.hist[changed], self.hist_ev[changed]
+            )
+            ncat = np.where(c, icat[changed][:, ::-1], -1)
+            self.touched_cats[changed] = _push_front(
+                ncat, ncat, self.touched_cats[changed], self.touched_cats[changed]
+            )[0]
+            hit = (self.intent[changed][:, :, None] == np.where(c, new, -2)[:, None, :]).any(2)
+            self.intent[changed] = np.where(hit, -1, self.intent[changed])
+            bought_new = np.where(purchased[changed][:, ::-1], items[changed][:, ::-1], -1)
+            self.bought[changed] = _push_front(
+                bought_new, bought_new, self.bought[changed], self.bought[changed]
+            )[0]
+        self._update_state(changed)
+
+        leave_x = np.stack([np.log1p(self.step_count), (n_buy > 0).astype(np.float64)], axis=1)
+        l_logit = sim.leave.logit(leave_x) + sim.leave_no_click_logit * (n_click == 0)
+        left = u[:, 2 * k] < _sigmoid(l_logit)
+        truncated = ~left & (self.step_count >= self.cfg.max_steps)
+        price = np.where(shown, cat.price[it], 0.0)
+        events = StepEvents(
+            items=items,
+            shown=shown,
+            clicked=clicked,
+            purchased=purchased,
+            price=price,
+            category=icat,
+            new_category=~touched & shown,
+            in_basket=in_basket,
+            popularity=np.where(shown, cat.popularity[it], 0.0),
+            left=left,
+            step=self.step_count.copy(),
+        )
+        self.stats[:, 0] += n_click
+        self.stats[:, 1] += n_buy
+        self.stats[:, 2] += (purchased * price).sum(1)
+        going = np.flatnonzero(~left & ~truncated)
+        self.draw_candidates(going, rng)
+        return events, left, truncated

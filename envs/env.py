@@ -1,0 +1,137 @@
+"""``ShopperEnv``: one simulated shopper as a Gymnasium environment (``shopsim/Shopper-v0``).
+
+>>> import gymnasium as gym, shopsim.envs                         # doctest: +SKIP
+>>> env = gym.make("shopsim/Shopper-v0", simulator="runs/sim")     # doctest: +SKIP
+
+Observation (``Dict``):
+
+* ``user`` — Box(d): the shopper's state vector (state encoder over the history);
+* ``cand`` — Box(N, d): candidate item vectors (zeros where masked);
+* ``cand_feat`` — Box(N, f): candidate features (:data:`~shopsim.envs.features.CAND_FEATURES`);
+* ``cand_mask`` — MultiBinary(N): 1 where the candidate is valid (always ≥ k valid).
+
+Action: ``MultiDiscrete([N] * k)``, candidate indices by slot (slot 1 first). Any action is
+accepted; a slot repeating an earlier slot's item, or pointing at a masked candidate, is shown
+empty (:meth:`~shopsim.envs.core.ShopperBatch.slate_items`).
+
+``terminated`` — the shopper left (leave model). ``truncated`` — ``max_steps`` reached.
+``info["events"]`` lists the step's shown items, positions, clicks, purchases, prices and
+categories; rewards are computed from them by the reward function (:mod:`shopsim.envs.rewards`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from shopsim.envs.core import ShopperBatch, ShopperConfig
+from shopsim.envs.features import CAND_FEATURES
+from shopsim.envs.rewards import RewardFn, make_reward
+from shopsim.envs.simulator import Simulator
+
+
+def observation_space(dim: int, n: int) -> spaces.Dict:
+    """The observation space shared by :class:`ShopperEnv` and the vector env."""
+    return spaces.Dict(
+        {
+            "user": spaces.Box(-1.01, 1.01, shape=(dim,), dtype=np.float32),
+            "cand": spaces.Box(-1.01, 1.01, shape=(n, dim), dtype=np.float32),
+            "cand_feat": spaces.Box(-np.inf, np.inf, shape=(n, len(CAND_FEATURES)), dtype=np.float32),
+            "cand_mask": spaces.MultiBinary(n),
+        }
+    )
+
+
+def load_simulator(simulator: Simulator | str | Path) -> Simulator:
+    return simulator if isinstance(simulator, Simulator) else Simulator.load(simulator)
+
+
+class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
+    """A shopper from a real logged session responding to recommendation slates.
+
+    :param simulator: a fitted simulator folder (``shopsim simulator fit``) or a loaded
+        :class:`~shopsim.envs.simulator.Simulator`.
+    :param slate_size: k. :param n_candidates: N. :param max_steps: truncation.
+    :param split: logged sessions to start from. :param reward: a reward callable or a dict of
+        :class:`~shopsim.envs.rewards.WeightedReward` weights (default: clicks).
+    :param candidate_mix: shares of the candidate sources (see :mod:`shopsim.envs.core`).
+    """
+
+    metadata = {"render_modes": ["ansi"]}  # noqa: RUF012 (gymnasium declares it an instance attribute)
+
+    def __init__(
+        self,
+        simulator: Simulator | str | Path,
+        *,
+        slate_size: int = 10,
+        n_candidates: int = 100,
+        max_steps: int = 20,
+        split: str = "train",
+        reward: RewardFn | dict[str, float] | None = None,
+        candidate_mix: tuple[float, float, float, float, float] = (0.3, 0.2, 0.2, 0.2, 0.1),
+        render_mode: str | None = None,
+    ) -> None:
+        self.sim = load_simulator(simulator)
+        self.config = ShopperConfig(
+            slate_size=slate_size,
+            n_candidates=n_candidates,
+            max_steps=max_steps,
+            split=split,
+            candidate_mix=candidate_mix,
+        )
+        self.core = ShopperBatch(self.sim, 1, self.config)
+        self.reward_fn = make_reward(reward)
+        self.observation_space = observation_space(self.sim.catalog.dim, n_candidates)  # type: ignore[assignment]
+        self.action_space = spaces.MultiDiscrete([n_candidates] * slate_size)
+        self.render_mode = render_mode
+        self._last_events: dict[str, Any] | None = None
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {k: v[0] for k, v in self.core.observe().items()}
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start a new shopper. ``options={"episode": i}`` picks logged session ``i`` of the split."""
+        super().reset(seed=seed)
+        episode = None if not options or "episode" not in options else np.array([int(options["episode"])])
+        self.core.reset_rows(np.array([0]), self.np_random, episode)
+        self._last_events = None
+        ep = int(self.core.episode_index[0])
+        return self._obs(), {"session_id": str(self.core.episodes.session_ids[ep]), "episode": ep}
+
+    def step(
+        self, action: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
+        events, left, truncated = self.core.step_slate(np.asarray(action).reshape(1, -1), self.np_random)
+        reward = float(self.reward_fn(events)[0])
+        self.core.stats[0, 3] += reward
+        info: dict[str, Any] = {"events": events.row(0)}
+        self._last_events = info["events"]
+        if left[0] or truncated[0]:
+            s = self.core.stats[0]
+            info["shopper"] = {
+                "clicks": int(s[0]),
+                "purchases": int(s[1]),
+                "revenue": float(s[2]),
+                "return": float(s[3]),
+                "steps": int(self.core.step_count[0]),
+            }
+        return self._obs(), reward, bool(left[0]), bool(truncated[0]), info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        if self._last_events is None:
+            return "new shopper"
+        e = self._last_events
+        ids = self.sim.catalog.item_ids
+        parts = [
+            f"{p}:{ids[i]}{'*' if c else ''}{'$' if u else ''}"
+            for p, i, c, u in zip(e["positions"], e["items"], e["clicked"], e["purchased"], strict=True)
+        ]
+        return f"step {e['step']}: " + " ".join(parts) + (" | left" if e["left"] else "")

@@ -1,0 +1,260 @@
+"""Features of (shopper, item) pairs: one function for model fitting and for every env step.
+
+A shopper context is a batch of padded arrays (``-1`` = padding):
+
+* ``hist`` (B, L): item codes the shopper interacted with, **most recent first**;
+* ``hist_ev`` (B, L): their event codes (:data:`~shopsim.experiments.offline.EVENT_CODES`);
+* ``state`` (B, d): the state encoder's vector of the history (zeros for an empty history);
+* ``intent`` (B, M) / ``intent_ev`` (B, M): the hidden rest of the logged session.
+
+Click features (``CLICK_FEATURES``), all computed from train-split tables:
+
+======================  ==========================================================
+``score``               cosine(state, item) — the two-tower encoder (text/attributes/ID)
+``trans``               log1p(train transitions last item → item)
+``cooc``                log1p(Σ train session co-occurrences with the last 3 items)
+``same_cat_last``       item's category equals the last item's
+``cat_share``           share of the history in the item's category
+``revisit``             item already in the history
+``pop`` / ``ctr``       log popularity share; logit of the impression CTR
+``price_rel``           log price − mean log price of the history (0 if unknown)
+``abs_price_rel``       its absolute value; ``price_known`` flags a known price
+``hist_len``            log1p(history length)
+``intent_sim``          max cosine(item, hidden intent items)
+``in_intent``           item is one of the hidden intent items
+``intent_cat``          share of the intent in the item's category
+======================  ==========================================================
+
+The intent features carry the real shopper's future into the simulated one: their weights
+are *measured* on held-out logs like every other weight (a shopper who later views X is more
+likely to click X or its neighbours now).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shopsim.envs.catalog import Catalog
+
+CLICK_FEATURES: tuple[str, ...] = (
+    "score",
+    "trans",
+    "cooc",
+    "same_cat_last",
+    "cat_share",
+    "revisit",
+    "pop",
+    "ctr",
+    "price_rel",
+    "abs_price_rel",
+    "price_known",
+    "hist_len",
+    "intent_sim",
+    "in_intent",
+    "intent_cat",
+)
+ENCODER_FEATURES = frozenset({"score", "intent_sim"})
+"""Features that need the item/state vectors (dropped by the metadata-only model)."""
+INTENT_FEATURES = frozenset({"intent_sim", "in_intent", "intent_cat"})
+POPULARITY_FEATURES = frozenset({"pop", "ctr"})
+
+PURCHASE_FEATURES: tuple[str, ...] = (
+    "buy_rate",
+    "log_price",
+    "price_known",
+    "price_rel",
+    "revisit",
+    "hist_len",
+    "carted",
+    "intent_buys",
+)
+CAND_FEATURES: tuple[str, ...] = (
+    "pop",
+    "ctr",
+    "buy_rate",
+    "log_price",
+    "price_rel",
+    "same_cat_last",
+    "revisit",
+    "trans",
+    "cooc",
+    "src_embedding",
+    "src_transition",
+    "src_cooccurrence",
+    "src_popular",
+    "src_explore",
+)
+"""What the agent sees per candidate (never the hidden intent)."""
+
+PURCHASE_CODE = 5  # EVENT_CODES["purchase"]
+CART_CODE = 4
+
+
+@dataclass
+class Context:
+    """A batch of shopper contexts (see the module docstring for the layout)."""
+
+    hist: np.ndarray
+    hist_ev: np.ndarray
+    state: np.ndarray
+    intent: np.ndarray
+    intent_ev: np.ndarray
+
+    def rows(self, idx: np.ndarray) -> Context:
+        return Context(
+            self.hist[idx], self.hist_ev[idx], self.state[idx], self.intent[idx], self.intent_ev[idx]
+        )
+
+
+def _pair_count(
+    pairs: tuple[np.ndarray, np.ndarray], n_items: int, src: np.ndarray, items: np.ndarray
+) -> np.ndarray:
+    """Σ over source items s of count(s → item), looked up in a sorted pair index.
+    src (B, S), items (B, K) → (B, K); padding (-1) on either side counts 0."""
+    keys, vals = pairs
+    if len(keys) == 0:
+        return np.zeros(items.shape, np.float32)
+    q = src[:, None, :] * n_items + items[:, :, None]  # (B, K, S)
+    pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    hit = (keys[pos] == q) & (src[:, None, :] >= 0) & (items[:, :, None] >= 0)
+    return np.where(hit, vals[pos], 0.0).sum(2)
+
+
+def _history_price(cat: Catalog, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    safe = np.maximum(hist, 0)
+    known = (hist >= 0) & cat.has_price[safe]
+    n = known.sum(1)
+    mean = np.where(n > 0, (cat.log_price[safe] * known).sum(1) / np.maximum(n, 1), 0.0)
+    return mean, n > 0
+
+
+def _row_keys(rows: np.ndarray, values: np.ndarray, width: int) -> np.ndarray:
+    """Sorted keys row·width + value: a per-row multiset of values."""
+    return np.sort(rows.astype(np.int64) * width + values)
+
+
+def _count(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """How often each key of ``q`` occurs in the sorted ``keys``."""
+    if len(keys) == 0:
+        return np.zeros(q.shape, np.float32)
+    return (np.searchsorted(keys, q, "right") - np.searchsorted(keys, q, "left")).astype(np.float32)
+
+
+def _member(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Whether each key of ``q`` occurs in the sorted ``keys``."""
+    if len(keys) == 0:
+        return np.zeros(q.shape, bool)
+    pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    return keys[pos] == q
+
+
+def click_features(cat: Catalog, ctx: Context, items: np.ndarray) -> np.ndarray:
+    """(B, K, F) click features of ``items`` (B, K) for each shopper; padded items give zeros.
+
+    Per-row sets (history, intent) are looked up through sorted ``row·width + value`` keys, so
+    the cost grows with the items actually present, not with the padded widths.
+    """
+    b, k = items.shape
+    n_items = cat.n_items
+    out = np.zeros((b, k, len(CLICK_FEATURES)), dtype=np.float32)
+    valid = items >= 0
+    it = np.maximum(items, 0)
+    rows = np.arange(b)[:, None]
+    vec = cat.vectors0[items]  # (B, K, d); padding gathers zeros
+    icat = cat.category[it]
+    n_cat = int(cat.category.max()) + 1 if n_items else 1
+    last = ctx.hist[:, :1]
+    out[..., 0] = (vec @ ctx.state[:, :, None])[..., 0]
+    out[..., 1] = np.log1p(_pair_count(cat.trans_pairs, n_items, last, items))
+    out[..., 2] = np.log1p(_pair_count(cat.cooc_pairs, n_items, ctx.hist[:, :3], items))
+    lastcat = np.where(last >= 0, cat.category[np.maximum(last, 0)], 0)
+    out[..., 3] = (icat == lastcat) & (icat > 0)
+    hr, hc = np.nonzero(ctx.hist >= 0)
+    hitems = ctx.hist[hr, hc]
+    nh = np.bincount(hr, minlength=b)
+    hcat = cat.category[hitems]
+    known = hcat > 0
+    item_q = rows * n_items + items
+    cat_q = rows * n_cat + icat
+    out[..., 4] = (
+        np.where(icat > 0, _count(_row_keys(hr[known], hcat[known], n_cat), cat_q), 0.0)
+        / np.maximum(nh, 1)[:, None]
+    )
+    out[..., 5] = _member(_row_keys(hr, hitems, n_items), item_q)
+    out[..., 6] = cat.popularity[it]
+    out[..., 7] = cat.ctr[it]
+    hp, hknown = _history_price(cat, ctx.hist)
+    both = cat.has_price[it] & hknown[:, None]
+    rel = np.where(both, cat.log_price[it] - hp[:, None], 0.0)
+    out[..., 8] = rel
+    out[..., 9] = np.abs(rel)
+    out[..., 10] = cat.has_price[it]
+    out[..., 11] = np.log1p(nh)[:, None]
+    ir, ic = np.nonzero(ctx.intent >= 0)
+    if len(ir):
+        iitems = ctx.intent[ir, ic]
+        # max cosine to the intent: one (K, d)·d product per intent item, then a per-row max
+        sims = np.einsum("pkd,pd->pk", vec[ir], cat.vectors[iitems])
+        starts = np.flatnonzero(np.r_[True, ir[1:] != ir[:-1]])
+        best = np.maximum.reduceat(sims, starts, axis=0)
+        out[ir[starts], :, 12] = best
+        out[..., 13] = _member(_row_keys(ir, iitems, n_items), item_q)
+        icats = cat.category[iitems]
+        ikn = icats > 0
+        ni = np.bincount(ir, minlength=b)
+        out[..., 14] = (
+            np.where(icat > 0, _count(_row_keys(ir[ikn], icats[ikn], n_cat), cat_q), 0.0)
+            / np.maximum(ni, 1)[:, None]
+        )
+    out[~valid] = 0.0
+    return out
+
+
+def purchase_features(cat: Catalog, ctx: Context, items: np.ndarray) -> np.ndarray:
+    """(B, K, F) purchase features of clicked ``items`` (B, K)."""
+    b, k = items.shape
+    out = np.zeros((b, k, len(PURCHASE_FEATURES)), dtype=np.float32)
+    it = np.maximum(items, 0)
+    hmask = ctx.hist >= 0
+    out[..., 0] = cat.buy_rate[it]
+    out[..., 1] = cat.log_price[it]
+    out[..., 2] = cat.has_price[it]
+    hp, hknown = _history_price(cat, ctx.hist)
+    out[..., 3] = np.where(cat.has_price[it] & hknown[:, None], cat.log_price[it] - hp[:, None], 0.0)
+    out[..., 4] = (items[:, :, None] == np.where(hmask, ctx.hist, -2)[:, None, :]).any(2)
+    out[..., 5] = np.log1p(hmask.sum(1))[:, None]
+    out[..., 6] = (ctx.hist_ev == CART_CODE).any(1)[:, None]
+    out[..., 7] = ((ctx.intent_ev == PURCHASE_CODE) & (ctx.intent >= 0)).any(1)[:, None]
+    out[items < 0] = 0.0
+    return out
+
+
+def candidate_features(cat: Catalog, ctx: Context, cand: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """(B, N, F) agent-visible candidate features (:data:`CAND_FEATURES`); never the intent.
+
+    Cheap by design (gathers and sorted-key lookups): it runs for all N candidates every time
+    candidates are drawn, while the full click features run only on the k shown items.
+    """
+    b, n = cand.shape
+    n_items = cat.n_items
+    out = np.empty((b, n, len(CAND_FEATURES)), dtype=np.float32)
+    it = np.maximum(cand, 0)
+    last = ctx.hist[:, :1]
+    out[..., 0] = cat.popularity[it]
+    out[..., 1] = cat.ctr[it]
+    out[..., 2] = cat.buy_rate[it]
+    out[..., 3] = cat.log_price[it]
+    hp, hknown = _history_price(cat, ctx.hist)
+    out[..., 4] = np.where(cat.has_price[it] & hknown[:, None], cat.log_price[it] - hp[:, None], 0.0)
+    icat = cat.category[it]
+    lastcat = np.where(last >= 0, cat.category[np.maximum(last, 0)], 0)
+    out[..., 5] = (icat == lastcat) & (icat > 0)
+    hr, hc = np.nonzero(ctx.hist >= 0)
+    out[..., 6] = _member(_row_keys(hr, ctx.hist[hr, hc], n_items), np.arange(b)[:, None] * n_items + cand)
+    out[..., 7] = np.log1p(_pair_count(cat.trans_pairs, n_items, last, cand))
+    out[..., 8] = np.log1p(_pair_count(cat.cooc_pairs, n_items, ctx.hist[:, :3], cand))
+    out[..., 9:] = src[..., None] == np.arange(1, 6)
+    out[cand < 0] = 0.0
+    return out

@@ -1,0 +1,129 @@
+"""``ShopperVecEnv``: B shoppers stepped together with numpy, as a Stable-Baselines3 ``VecEnv``.
+
+It runs the same engine as :class:`~shopsim.envs.env.ShopperEnv`
+(:class:`~shopsim.envs.core.ShopperBatch`), over B rows instead of one, so it is the same
+simulator. SB3 semantics: ``reset()`` returns observations only, ``step`` returns
+``(obs, rewards, dones, infos)``, finished shoppers are replaced at once and their last
+observation is in ``infos[i]["terminal_observation"]`` (with ``TimeLimit.truncated``).
+One numpy Generator drives all B shoppers: ``seed(s)`` then ``reset()`` repeats exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+from shopsim.envs.core import ShopperBatch, ShopperConfig
+from shopsim.envs.env import load_simulator, observation_space
+from shopsim.envs.rewards import RewardFn, make_reward
+from shopsim.envs.simulator import Simulator
+
+
+class ShopperVecEnv(VecEnv):
+    """``n_envs`` shoppers; the keyword arguments are those of :class:`ShopperEnv`."""
+
+    def __init__(
+        self,
+        simulator: Simulator | str | Path,
+        n_envs: int = 64,
+        *,
+        slate_size: int = 10,
+        n_candidates: int = 100,
+        max_steps: int = 20,
+        split: str = "train",
+        reward: RewardFn | dict[str, float] | None = None,
+        candidate_mix: tuple[float, float, float, float, float] = (0.3, 0.2, 0.2, 0.2, 0.1),
+        seed: int | None = None,
+    ) -> None:
+        self.sim = load_simulator(simulator)
+        self.config = ShopperConfig(
+            slate_size=slate_size,
+            n_candidates=n_candidates,
+            max_steps=max_steps,
+            split=split,
+            candidate_mix=candidate_mix,
+        )
+        self.core = ShopperBatch(self.sim, n_envs, self.config)
+        self.reward_fn = make_reward(reward)
+        self.render_mode = None
+        super().__init__(
+            n_envs,
+            observation_space(self.sim.catalog.dim, n_candidates),
+            spaces.MultiDiscrete([n_candidates] * slate_size),
+        )
+        self.rng = np.random.default_rng(seed)
+        self._actions: np.ndarray | None = None
+
+    def reset(self) -> VecEnvObs:
+        if self._seeds[0] is not None:
+            self.rng = np.random.default_rng(self._seeds[0])
+        self._reset_seeds()
+        self.core.reset_rows(np.arange(self.num_envs), self.rng)
+        self.reset_infos = [
+            {"session_id": str(self.core.episodes.session_ids[e])} for e in self.core.episode_index
+        ]
+        return self.core.observe()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions).reshape(self.num_envs, -1)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        assert self._actions is not None, "call step_async first"
+        events, left, truncated = self.core.step_slate(self._actions, self.rng)
+        rewards = np.asarray(self.reward_fn(events), dtype=np.float32)
+        self.core.stats[:, 3] += rewards
+        dones = left | truncated
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        done_rows = np.flatnonzero(dones)
+        if len(done_rows):
+            terminal = self.core.observe(done_rows)
+            for j, i in enumerate(done_rows):
+                s = self.core.stats[i]
+                infos[i] = {
+                    "terminal_observation": {k: v[j] for k, v in terminal.items()},
+                    "TimeLimit.truncated": bool(truncated[i]),
+                    "shopper": {
+                        "clicks": int(s[0]),
+                        "purchases": int(s[1]),
+                        "revenue": float(s[2]),
+                        "return": float(s[3]),
+                        "steps": int(self.core.step_count[i]),
+                    },
+                }
+            self.core.reset_rows(done_rows, self.rng)
+        self.last_events = events
+        return self.core.observe(), rewards, dones, infos
+
+    def close(self) -> None:
+        return None
+
+    def seed(self, seed: int | None = None) -> Sequence[int | None]:
+        self.rng = np.random.default_rng(seed)
+        return super().seed(seed)
+
+    # --- attribute plumbing SB3 expects (all shoppers share one simulator) ---------------
+    def _targets(self, indices: VecEnvIndices) -> list[int]:
+        return list(self._get_indices(indices))
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        value = getattr(self, attr_name)
+        return [value for _ in self._targets(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kw: Any
+    ) -> list[Any]:
+        fn = getattr(self, method_name)
+        return [fn(*method_args, **kw) for _ in self._targets(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._targets(indices)]

@@ -22,3 +22,28 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str
         return code, out, err
 
     return run
+
+
+def _build_simulator(root: Path, sample: str, split: tuple[float, float, float], **fit_kw: object) -> Path:
+    """prepare → encode → simulator fit on a bundled sample; returns the simulator folder."""
+    from shopsim.encoders.finetune import EncoderConfig
+    from shopsim.envs.data import PrepareOptions, prepare, sample_format, sample_path
+    from shopsim.envs.fit import SimulatorConfig, fit_simulator
+    from shopsim.experiments.encode import run_encode
+
+    prepare(sample_path(sample), PrepareOptions(format=sample_format(sample), split=split), root / "data")
+    run_encode(root / "data", root / "enc", EncoderConfig(progress=False, epochs=10), n_boot=50, text="on")
+    fit_simulator(root / "data", root / "enc", root / "sim", SimulatorConfig(**fit_kw), progress=False)  # type: ignore[arg-type]
+    return root / "sim"
+
+
+@pytest.fixture(scope="session")
+def toy_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulator fitted on the bundled toy shop (known best slate), with baselines."""
+    return _build_simulator(tmp_path_factory.mktemp("toy"), "toy", (0.6, 0.2, 0.2))
+
+
+@pytest.fixture(scope="session")
+def rees46_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulator fitted on the bundled REES46 sample (real data, frozen MiniLM text)."""
+    return _build_simulator(tmp_path_factory.mktemp("rees46"), "rees46", (0.7, 0.1, 0.2), baselines=False)

@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -27,14 +28,15 @@ from shopsim.errors import ShopsimError
 def test_both_env_checkers_pass(which: str, request: pytest.FixtureRequest) -> None:
     sim_dir = request.getfixturevalue(which)
     env = gym.make("shopsim/Shopper-v0", simulator=sim_dir)
-    assert env.spec is not None and env.spec.id == "shopsim/Shopper-v0"
-    with pytest.warns(UserWarning):  # Box(-inf, inf) features: gymnasium's advisory warning
+    assert env.spec is not None
+    assert env.spec.id == "shopsim/Shopper-v0"
+    with pytest.warns(UserWarning, match="infinity"):  # Box(-inf, inf) features: an advisory
         check_env(env.unwrapped)
     sb3_check_env(env.unwrapped, warn=False)
 
 
-def _rollout(env: ShopperEnv, seed: int, steps: int) -> list[object]:
-    trace: list[object] = []
+def _rollout(env: ShopperEnv, seed: int, steps: int) -> list[Any]:
+    trace: list[Any] = []
     obs, info = env.reset(seed=seed)
     env.action_space.seed(seed)
     trace.append((obs, info))
@@ -50,7 +52,11 @@ def _equal(a: object, b: object) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, (tuple, list)):
-        return isinstance(b, (tuple, list)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return (
+            isinstance(b, (tuple, list))
+            and len(a) == len(b)
+            and all(_equal(x, y) for x, y in zip(a, b, strict=False))
+        )
     if isinstance(a, np.ndarray):
         return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
     return a == b
@@ -68,10 +74,13 @@ def test_vec_env_seeded_determinism(rees46_sim: Path) -> None:
     def run(seed: int) -> list[np.ndarray]:
         v = ShopperVecEnv(rees46_sim, 8)
         v.seed(seed)
-        out = [v.reset()["user"]]
+        first = v.reset()
+        assert isinstance(first, dict)
+        out = [first["user"]]
         rng = np.random.default_rng(0)
         for _ in range(30):
             obs, rew, done, _ = v.step(rng.integers(0, 100, (8, 10)))
+            assert isinstance(obs, dict)
             out += [obs["cand_feat"], rew, done]
         return out
 
@@ -103,22 +112,23 @@ def test_any_action_keeps_the_env_consistent(
     env = rees_env
     obs, _ = env.reset(seed=seed)
     bought: set[int] = set()
-    steps = 0
-    for a in actions:
+    for steps, a in enumerate(actions, start=1):
         mask = obs["cand_mask"].astype(bool)
         assert mask.sum() >= env.config.slate_size  # always enough valid candidates
-        assert np.all(obs["cand"][~mask] == 0) and np.all(obs["cand_feat"][~mask] == 0)
+        assert np.all(obs["cand"][~mask] == 0)
+        assert np.all(obs["cand_feat"][~mask] == 0)
         cand = env.core.cand[0].copy()
         assert len(set(cand[mask].tolist())) == mask.sum()  # candidates are distinct
         assert not (set(cand[mask].tolist()) & bought)  # bought items are never offered again
         obs, r, term, trunc, info = env.step(np.array(a))
-        steps += 1
         ev = info["events"]
         assert np.isfinite(r)
         assert len(set(ev["items"])) == len(ev["items"])  # no item shown twice in a slate
-        assert all(cand[a[p - 1]] == i for p, i in zip(ev["positions"], ev["items"]))
-        assert all(c or not u for c, u in zip(ev["clicked"], ev["purchased"]))  # buying needs a click
-        new = {i for i, u in zip(ev["items"], ev["purchased"]) if u}
+        assert all(cand[a[p - 1]] == i for p, i in zip(ev["positions"], ev["items"], strict=False))
+        assert all(
+            c or not u for c, u in zip(ev["clicked"], ev["purchased"], strict=False)
+        )  # buying needs a click
+        new = {i for i, u in zip(ev["items"], ev["purchased"], strict=False) if u}
         assert not (new & bought)  # nothing bought twice
         bought |= new
         assert obs in env.observation_space
@@ -141,10 +151,11 @@ def test_duplicate_and_masked_slots_are_shown_empty(toy_sim: Path) -> None:
 def test_custom_reward_callable_changes_nothing_else(toy_sim: Path) -> None:
     base = _rollout(ShopperEnv(toy_sim), seed=2, steps=60)
     custom = _rollout(ShopperEnv(toy_sim, reward=lambda ev: 7.0 * ev.clicked.sum(1)), seed=2, steps=60)
-    for x, y in zip(base, custom):
+    for x, y in zip(base, custom, strict=False):
         if len(x) == 5:  # step tuples: same observations and events, reward scaled
-            assert _equal(x[0], y[0]) and _equal(x[4]["events"], y[4]["events"])  # type: ignore[index]
-            assert y[1] == pytest.approx(7.0 * x[1])  # type: ignore[index]
+            assert _equal(x[0], y[0])
+            assert _equal(x[4]["events"], y[4]["events"])
+            assert y[1] == pytest.approx(7.0 * x[1])
 
 
 def test_vec_env_matches_single_env_statistically(toy_sim: Path) -> None:
@@ -168,7 +179,7 @@ def test_vec_env_matches_single_env_statistically(toy_sim: Path) -> None:
     ret_v: list[float] = []
     while len(ret_v) < n_ep:
         _, _, dones, infos = v.step(np.tile(first_k, (64, 1)))
-        ret_v += [i["shopper"]["return"] for i, d in zip(infos, dones) if d]
+        ret_v += [i["shopper"]["return"] for i, d in zip(infos, dones, strict=False) if d]
     a, b = np.array(ret_s), np.array(ret_v[:n_ep])
     se = np.sqrt(a.var() / len(a) + b.var() / len(b))
     assert abs(a.mean() - b.mean()) < 4 * se, (a.mean(), b.mean(), se)

@@ -145,7 +145,8 @@ def test_toy_fidelity_report(toy_sim: Path) -> None:
     aucs = rep["click"]["held_out"]["auc"]
     assert aucs["simulator"] >= aucs["history"] - 0.005
     assert aucs["history"] > aucs["popularity"] + 0.2
-    assert rep["examination"]["kind"] == "assumption" and rep["calibration"]["kind"] == "calibrated"
+    assert rep["examination"]["kind"] == "assumption"
+    assert rep["calibration"]["kind"] == "calibrated"
     cal = rep["calibration"]
     assert cal["valid_sim_clicks_per_session"] == pytest.approx(
         cal["valid_real_clicks_per_session"], rel=0.05
@@ -210,12 +211,14 @@ def test_cli_fit_rejects_embeddings_of_other_data(
     other = tmp_path / "other_enc"
     shutil.copytree(toy_sim.parent / "enc", other)
     ids = json.loads((other / "item_ids.json").read_text())
-    (other / "item_ids.json").write_text(json.dumps(ids[:-1] + ["zzz"]))
+    (other / "item_ids.json").write_text(json.dumps([*ids[:-1], "zzz"]))
     code, out, err = cli(
         "simulator", "fit", toy_sim.parent / "data", "--embeddings", other, "--out", tmp_path / "s"
     )
-    assert code == 2 and out == ""
-    assert err.count("\n") == 1 and "Traceback" not in err
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
     assert "embeddings do not match the data (32 items, 31 shared with the data's 32)" in err
 
 
@@ -232,5 +235,6 @@ def test_cli_fit_rejects_a_log_without_a_test_split(
     code, _, err = cli(
         "simulator", "fit", data, "--embeddings", toy_sim.parent / "enc", "--out", tmp_path / "s"
     )
-    assert code == 2 and err.count("\n") == 1
+    assert code == 2
+    assert err.count("\n") == 1
     assert "the test split has no sessions; prepare the data with a test fraction" in err

@@ -122,7 +122,7 @@ def test_any_action_keeps_the_env_consistent(
         assert not (set(cand[mask].tolist()) & bought)  # bought items are never offered again
         obs, r, term, trunc, info = env.step(np.array(a))
         ev = info["events"]
-        assert np.isfinite(r)
+        assert np.isfinite(float(r))
         assert len(set(ev["items"])) == len(ev["items"])  # no item shown twice in a slate
         assert all(cand[a[p - 1]] == i for p, i in zip(ev["positions"], ev["items"], strict=False))
         assert all(

@@ -59,13 +59,17 @@ class Catalog:
         return np.concatenate([self.vectors, np.zeros((1, self.dim), np.float32)])
 
     @cached_property
-    def trans_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted keys src·I + dst, counts) of the transition table, for O(log) pair lookups."""
-        return _pair_index(self.trans_idx, self.trans_cnt)
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Both count tables as one sorted pair index for O(log) lookups: keys
+        ``table·I² + src·I + dst`` (table 0: transitions, 1: co-occurrences) and their counts."""
+        tk, tv = _pair_index(self.trans_idx, self.trans_cnt)
+        ck, cv = _pair_index(self.cooc_idx, self.cooc_cnt)
+        return np.r_[tk, ck + self.n_items**2], np.r_[tv, cv]
 
     @cached_property
-    def cooc_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        return _pair_index(self.cooc_idx, self.cooc_cnt)
+    def n_categories(self) -> int:
+        """Category codes run 0..n_categories-1 (0 = unknown)."""
+        return int(self.category.max()) + 1 if len(self.category) else 1
 
     @property
     def n_items(self) -> int:

@@ -12,7 +12,8 @@ One step for each shopper:
 4. clicks and purchases enter the history (most recent first), leave the hidden intent, and
    the state vector is recomputed;
 5. the shopper leaves with the leave model; the episode is truncated at ``max_steps``;
-6. new candidates are drawn for the next step (O(N), never O(catalog)).
+6. shoppers who clicked get new candidates for the next step (O(N), never O(catalog)); after
+   a step without a click the history is unchanged and so is the candidate list.
 
 Candidates mix retrieval sources with quotas (``candidate_mix``): embedding neighbours of the
 last item, its train transitions, its train co-occurrences, the most popular items, and
@@ -29,12 +30,14 @@ import pandas as pd
 
 from shopsim.envs.features import (
     CAND_FEATURES,
+    CLICK_FEATURES,
     Context,
-    _member,
-    _row_keys,
     candidate_features,
     click_features,
+    history_price,
+    member,
     purchase_features,
+    row_keys,
 )
 from shopsim.envs.rewards import StepEvents
 from shopsim.envs.simulator import Simulator
@@ -131,11 +134,15 @@ class ShopperBatch:
         self.bought = np.full((n, config.bought_capacity), -1, np.int64)
         self.touched_cats = np.zeros((n, 64), np.int64)  # ring of categories touched this session
         self.state = np.zeros((n, self.cat.dim), np.float32)
+        self.price_mean = np.zeros(n)
+        self.price_known = np.zeros(n, bool)
         self.step_count = np.zeros(n, np.int64)
         self.episode_index = np.zeros(n, np.int64)
         self.cand = np.full((n, config.n_candidates), -1, np.int64)
         self.cand_src = np.zeros((n, config.n_candidates), np.int64)
         self.cand_feat = np.zeros((n, config.n_candidates, len(CAND_FEATURES)), np.float32)
+        self.cand_phi = np.zeros((n, config.n_candidates, len(CLICK_FEATURES)), np.float32)
+        """Click features of every candidate, computed once per draw; a slate's are gathered."""
         self.stats = np.zeros((n, 4))  # clicks, purchases, revenue, return
         exam = sim.examination
         k = config.slate_size
@@ -160,6 +167,7 @@ class ShopperBatch:
         )
         # episode starts are fixed: their state vectors are computed once
         self.start_state = sim.state_encoder(cat.vectors, self.episodes.hist, self.episodes.hist_ev)
+        self.start_price = history_price(cat, self.episodes.hist)
 
     # --- context -------------------------------------------------------------------------
     def context(self, rows: np.ndarray | slice = slice(None)) -> Context:
@@ -197,6 +205,7 @@ class ShopperBatch:
         self.step_count[rows] = 0
         self.stats[rows] = 0.0
         self.state[rows] = self.start_state[pick]
+        self.price_mean[rows], self.price_known[rows] = self.start_price[0][pick], self.start_price[1][pick]
         self.draw_candidates(rows, rng)
 
     # --- candidates ----------------------------------------------------------------------
@@ -215,8 +224,8 @@ class ShopperBatch:
         dup = np.empty_like(dup_sorted)
         np.put_along_axis(dup, order, dup_sorted, 1)
         br, bc = np.nonzero(self.bought[rows] >= 0)
-        is_bought = _member(
-            _row_keys(br, self.bought[rows][br, bc], n_items), np.arange(b)[:, None] * n_items + pool
+        is_bought = member(
+            row_keys(br, self.bought[rows][br, bc], n_items), np.arange(b)[:, None] * n_items + pool
         )
         valid = (pool >= 0) & ~dup & (pool != last[:, None]) & ~is_bought
         rank = np.cumsum(valid, axis=1) - 1
@@ -247,7 +256,9 @@ class ShopperBatch:
                 have += len(extra)
         self.cand[rows] = cand
         self.cand_src[rows] = csrc
-        self.cand_feat[rows] = candidate_features(cat, self.context(rows), cand, csrc)
+        phi = click_features(cat, self.context(rows), cand)
+        self.cand_phi[rows] = phi
+        self.cand_feat[rows] = candidate_features(cat, phi, cand, csrc)
 
     def observe(self, rows: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
         cand = self.cand[rows]
@@ -275,7 +286,10 @@ class ShopperBatch:
         self, actions: np.ndarray, rng: np.random.Generator
     ) -> tuple[StepEvents, np.ndarray, np.ndarray]:
         """Show the slate of candidate indices ``actions`` (B, k); see :meth:`slate_items`."""
-        return self.step(self.slate_items(actions), rng)
+        items = self.slate_items(actions)
+        a = np.clip(np.asarray(actions, dtype=np.int64), 0, self.cfg.n_candidates - 1)
+        phi = self.cand_phi[np.arange(len(a))[:, None], a]  # empty slots: masked later by `shown`
+        return self._step(items, phi, rng)
 
     def step(self, items: np.ndarray, rng: np.random.Generator) -> tuple[StepEvents, np.ndarray, np.ndarray]:
         """Show ``items`` (B, k item codes, -1 = empty; any items, not only candidates).
@@ -339,7 +353,9 @@ class ShopperBatch:
             )[0]
         self._update_state(changed)
 
-        leave_x = np.stack([np.log1p(self.step_count), (n_buy > 0).astype(np.float64)], axis=1)
+        leave_x = np.empty((b, 2))
+        leave_x[:, 0] = np.log1p(self.step_count)
+        leave_x[:, 1] = n_buy > 0
         l_logit = sim.leave.logit(leave_x) + sim.leave_no_click_logit * (n_click == 0)
         left = u[:, 2 * k] < _sigmoid(l_logit)
         truncated = ~left & (self.step_count >= self.cfg.max_steps)
@@ -360,6 +376,6 @@ class ShopperBatch:
         self.stats[:, 0] += n_click
         self.stats[:, 1] += n_buy
         self.stats[:, 2] += (purchased * price).sum(1)
-        going = np.flatnonzero(~left & ~truncated)
-        self.draw_candidates(going, rng)
+        # retrieval depends on the history: only shoppers whose history changed get new candidates
+        self.draw_candidates(np.flatnonzero(~left & ~truncated & (n_click > 0)), rng)
         return events, left, truncated

@@ -61,7 +61,7 @@ class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     :param candidate_mix: shares of the candidate sources (see :mod:`shopsim.envs.core`).
     """
 
-    metadata = {"render_modes": ["ansi"]}  # noqa: RUF012 (gymnasium declares it an instance attribute)
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 (gymnasium declares it an instance attribute)
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ Click features (``CLICK_FEATURES``), all computed from train-split tables:
 ======================  ==========================================================
 ``score``               cosine(state, item) — the two-tower encoder (text/attributes/ID)
 ``trans``               log1p(train transitions last item → item)
-``cooc``                log1p(Σ train session co-occurrences with the last 3 items)
+``cooc``                log1p(train session co-occurrences with the last item)
 ``same_cat_last``       item's category equals the last item's
 ``cat_share``           share of the history in the item's category
 ``revisit``             item already in the history
@@ -20,7 +20,7 @@ Click features (``CLICK_FEATURES``), all computed from train-split tables:
 ``price_rel``           log price − mean log price of the history (0 if unknown)
 ``abs_price_rel``       its absolute value; ``price_known`` flags a known price
 ``hist_len``            log1p(history length)
-``intent_sim``          max cosine(item, hidden intent items)
+``intent_sim``          cosine(item, mean direction of the hidden intent items)
 ``in_intent``           item is one of the hidden intent items
 ``intent_cat``          share of the intent in the item's category
 ======================  ==========================================================
@@ -101,28 +101,40 @@ class Context:
     state: np.ndarray
     intent: np.ndarray
     intent_ev: np.ndarray
+    price: tuple[np.ndarray, np.ndarray] | None = None
+    """Cached (mean log price of the history, history has a price); see :func:`history_price`."""
 
     def rows(self, idx: np.ndarray) -> Context:
+        price = None if self.price is None else (self.price[0][idx], self.price[1][idx])
         return Context(
-            self.hist[idx], self.hist_ev[idx], self.state[idx], self.intent[idx], self.intent_ev[idx]
+            self.hist[idx], self.hist_ev[idx], self.state[idx], self.intent[idx], self.intent_ev[idx], price
         )
 
 
-def _pair_count(
-    pairs: tuple[np.ndarray, np.ndarray], n_items: int, src: np.ndarray, items: np.ndarray
-) -> np.ndarray:
-    """Σ over source items s of count(s → item), looked up in a sorted pair index.
-    src (B, S), items (B, K) → (B, K); padding (-1) on either side counts 0."""
-    keys, vals = pairs
+def _transitions(cat: Catalog, hist: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log1p train transitions last item → item and log1p train session co-occurrences of the
+    last item with the item: one lookup in the catalog's sorted pair index.
+    hist (B, L), items (B, K) → two (B, K) arrays; padding (-1) counts 0."""
+    keys, vals = cat.pairs
     if len(keys) == 0:
-        return np.zeros(items.shape, np.float32)
-    q = src[:, None, :] * n_items + items[:, :, None]  # (B, K, S)
+        z = np.zeros(items.shape, np.float32)
+        return z, z
+    n = cat.n_items
+    q = np.empty((*items.shape, 2), np.int64)
+    q[..., 0] = hist[:, :1] * n + items
+    q[..., 1] = q[..., 0] + n * n
     pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
-    hit = (keys[pos] == q) & (src[:, None, :] >= 0) & (items[:, :, None] >= 0)
-    return np.where(hit, vals[pos], 0.0).sum(2)
+    ok = (keys[pos] == q) & ((items >= 0) & (hist[:, :1] >= 0))[..., None]
+    c = np.where(ok, vals[pos], 0.0)
+    return np.log1p(c[..., 0]), np.log1p(c[..., 1])
 
 
-def _history_price(cat: Catalog, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _price(cat: Catalog, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    return ctx.price if ctx.price is not None else history_price(cat, ctx.hist)
+
+
+def history_price(cat: Catalog, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) mean log price of the priced history items, and whether there is one."""
     safe = np.maximum(hist, 0)
     known = (hist >= 0) & cat.has_price[safe]
     n = known.sum(1)
@@ -130,7 +142,7 @@ def _history_price(cat: Catalog, hist: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return mean, n > 0
 
 
-def _row_keys(rows: np.ndarray, values: np.ndarray, width: int) -> np.ndarray:
+def row_keys(rows: np.ndarray, values: np.ndarray, width: int) -> np.ndarray:
     """Sorted keys row·width + value: a per-row multiset of values."""
     return np.sort(rows.astype(np.int64) * width + values)
 
@@ -142,7 +154,7 @@ def _count(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
     return (np.searchsorted(keys, q, "right") - np.searchsorted(keys, q, "left")).astype(np.float32)
 
 
-def _member(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
+def member(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Whether each key of ``q`` occurs in the sorted ``keys``."""
     if len(keys) == 0:
         return np.zeros(q.shape, bool)
@@ -164,11 +176,10 @@ def click_features(cat: Catalog, ctx: Context, items: np.ndarray) -> np.ndarray:
     rows = np.arange(b)[:, None]
     vec = cat.vectors0[items]  # (B, K, d); padding gathers zeros
     icat = cat.category[it]
-    n_cat = int(cat.category.max()) + 1 if n_items else 1
+    n_cat = cat.n_categories
     last = ctx.hist[:, :1]
     out[..., 0] = (vec @ ctx.state[:, :, None])[..., 0]
-    out[..., 1] = np.log1p(_pair_count(cat.trans_pairs, n_items, last, items))
-    out[..., 2] = np.log1p(_pair_count(cat.cooc_pairs, n_items, ctx.hist[:, :3], items))
+    out[..., 1], out[..., 2] = _transitions(cat, ctx.hist, items)
     lastcat = np.where(last >= 0, cat.category[np.maximum(last, 0)], 0)
     out[..., 3] = (icat == lastcat) & (icat > 0)
     hr, hc = np.nonzero(ctx.hist >= 0)
@@ -179,13 +190,13 @@ def click_features(cat: Catalog, ctx: Context, items: np.ndarray) -> np.ndarray:
     item_q = rows * n_items + items
     cat_q = rows * n_cat + icat
     out[..., 4] = (
-        np.where(icat > 0, _count(_row_keys(hr[known], hcat[known], n_cat), cat_q), 0.0)
+        np.where(icat > 0, _count(row_keys(hr[known], hcat[known], n_cat), cat_q), 0.0)
         / np.maximum(nh, 1)[:, None]
     )
-    out[..., 5] = _member(_row_keys(hr, hitems, n_items), item_q)
+    out[..., 5] = member(row_keys(hr, hitems, n_items), item_q)
     out[..., 6] = cat.popularity[it]
     out[..., 7] = cat.ctr[it]
-    hp, hknown = _history_price(cat, ctx.hist)
+    hp, hknown = _price(cat, ctx)
     both = cat.has_price[it] & hknown[:, None]
     rel = np.where(both, cat.log_price[it] - hp[:, None], 0.0)
     out[..., 8] = rel
@@ -195,17 +206,18 @@ def click_features(cat: Catalog, ctx: Context, items: np.ndarray) -> np.ndarray:
     ir, ic = np.nonzero(ctx.intent >= 0)
     if len(ir):
         iitems = ctx.intent[ir, ic]
-        # max cosine to the intent: one (K, d)·d product per intent item, then a per-row max
-        sims = np.einsum("pkd,pd->pk", vec[ir], cat.vectors[iitems])
+        # cosine to the intent's mean direction: one (K, d)·d product per shopper
         starts = np.flatnonzero(np.r_[True, ir[1:] != ir[:-1]])
-        best = np.maximum.reduceat(sims, starts, axis=0)
-        out[ir[starts], :, 12] = best
-        out[..., 13] = _member(_row_keys(ir, iitems, n_items), item_q)
+        cent = np.add.reduceat(cat.vectors[iitems], starts, axis=0)
+        cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+        rows_i = ir[starts]
+        out[rows_i, :, 12] = (vec[rows_i] @ cent[:, :, None])[..., 0]
+        out[..., 13] = member(row_keys(ir, iitems, n_items), item_q)
         icats = cat.category[iitems]
         ikn = icats > 0
         ni = np.bincount(ir, minlength=b)
         out[..., 14] = (
-            np.where(icat > 0, _count(_row_keys(ir[ikn], icats[ikn], n_cat), cat_q), 0.0)
+            np.where(icat > 0, _count(row_keys(ir[ikn], icats[ikn], n_cat), cat_q), 0.0)
             / np.maximum(ni, 1)[:, None]
         )
     out[~valid] = 0.0
@@ -221,7 +233,7 @@ def purchase_features(cat: Catalog, ctx: Context, items: np.ndarray) -> np.ndarr
     out[..., 0] = cat.buy_rate[it]
     out[..., 1] = cat.log_price[it]
     out[..., 2] = cat.has_price[it]
-    hp, hknown = _history_price(cat, ctx.hist)
+    hp, hknown = _price(cat, ctx)
     out[..., 3] = np.where(cat.has_price[it] & hknown[:, None], cat.log_price[it] - hp[:, None], 0.0)
     out[..., 4] = (items[:, :, None] == np.where(hmask, ctx.hist, -2)[:, None, :]).any(2)
     out[..., 5] = np.log1p(hmask.sum(1))[:, None]
@@ -231,30 +243,19 @@ def purchase_features(cat: Catalog, ctx: Context, items: np.ndarray) -> np.ndarr
     return out
 
 
-def candidate_features(cat: Catalog, ctx: Context, cand: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """(B, N, F) agent-visible candidate features (:data:`CAND_FEATURES`); never the intent.
-
-    Cheap by design (gathers and sorted-key lookups): it runs for all N candidates every time
-    candidates are drawn, while the full click features run only on the k shown items.
-    """
+def candidate_features(cat: Catalog, phi: np.ndarray, cand: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """(B, N, F) agent-visible candidate features (:data:`CAND_FEATURES`), built from the
+    candidates' click features ``phi`` (B, N, F_click) — never their hidden-intent columns."""
     b, n = cand.shape
-    n_items = cat.n_items
     out = np.empty((b, n, len(CAND_FEATURES)), dtype=np.float32)
     it = np.maximum(cand, 0)
-    last = ctx.hist[:, :1]
-    out[..., 0] = cat.popularity[it]
-    out[..., 1] = cat.ctr[it]
+    out[..., 0:2] = phi[..., 6:8]  # pop, ctr
     out[..., 2] = cat.buy_rate[it]
     out[..., 3] = cat.log_price[it]
-    hp, hknown = _history_price(cat, ctx.hist)
-    out[..., 4] = np.where(cat.has_price[it] & hknown[:, None], cat.log_price[it] - hp[:, None], 0.0)
-    icat = cat.category[it]
-    lastcat = np.where(last >= 0, cat.category[np.maximum(last, 0)], 0)
-    out[..., 5] = (icat == lastcat) & (icat > 0)
-    hr, hc = np.nonzero(ctx.hist >= 0)
-    out[..., 6] = _member(_row_keys(hr, ctx.hist[hr, hc], n_items), np.arange(b)[:, None] * n_items + cand)
-    out[..., 7] = np.log1p(_pair_count(cat.trans_pairs, n_items, last, cand))
-    out[..., 8] = np.log1p(_pair_count(cat.cooc_pairs, n_items, ctx.hist[:, :3], cand))
+    out[..., 4] = phi[..., 8]  # price_rel
+    out[..., 5] = phi[..., 3]  # same_cat_last
+    out[..., 6] = phi[..., 5]  # revisit
+    out[..., 7:9] = phi[..., 1:3]  # trans, cooc
     out[..., 9:] = src[..., None] == np.arange(1, 6)
     out[cand < 0] = 0.0
     return out

@@ -195,8 +195,9 @@ def compare_sessions(sim_res: ReplayResult, sim: Simulator, split: str) -> dict[
     }
     real_cats = sim.catalog.category[eps.intent[eps.intent >= 0]]
     k = int(max(sim.catalog.category.max(), 0)) + 1
-    ps = np.bincount(sim_res.click_categories, minlength=k).astype(float)
-    pr = np.bincount(real_cats, minlength=k).astype(float)
+    # known categories only (code 0 = unknown): a log without categories has no mix to compare
+    ps = np.bincount(sim_res.click_categories, minlength=k)[1:].astype(float)
+    pr = np.bincount(real_cats, minlength=k)[1:].astype(float)
     if ps.sum() and pr.sum():
         ps, pr = ps / ps.sum(), pr / pr.sum()
         out["category_mix"] = {"total_variation": float(0.5 * np.abs(ps - pr).sum()), "categories": k - 1}

@@ -1,6 +1,7 @@
 """Performance figures for ``shopsim bench`` (benchmarks, never timed tests).
 
 - prepare throughput on the bundled REES46 sample (best of 3 runs);
+- optionally, steps/s of the single and the batched shopper env of a fitted simulator;
 - optionally, prepare on a generated N-row event log in a child process, reporting wall time
   and the child's peak resident memory — the bounded-memory check for large logs.
 """
@@ -147,10 +148,63 @@ def bench_encoder(finetune_steps: int = 5, batch: int = 32) -> dict[str, Any]:
     }
 
 
-def run_benchmarks(rows: int = 0, encoder: bool = False) -> dict[str, Any]:
+def bench_env(
+    simulator: Path, *, n_candidates: int = 100, slate_size: int = 10, seconds: float = 3.0
+) -> dict[str, Any]:
+    """Steps per second of ``ShopperEnv`` and ``ShopperVecEnv`` under uniformly random slates
+    (episodes reset as they end; median of 5 timed runs each)."""
+    from shopsim.envs.env import ShopperEnv
+    from shopsim.envs.vec_env import ShopperVecEnv
+
+    def median_rate(run: Any) -> float:
+        return float(np.median([run() for _ in range(5)]))
+
+    env = ShopperEnv(simulator, n_candidates=n_candidates, slate_size=slate_size)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(4096)]
+
+    def single() -> float:
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 5:
+            _, _, term, trunc, _ = env.step(actions[n % len(actions)])
+            n += 1
+            if term or trunc:
+                env.reset()
+        return n / (time.perf_counter() - t0)
+
+    figures: dict[str, Any] = {
+        "env_items": env.sim.catalog.n_items,
+        "env_dim": env.sim.catalog.dim,
+        "env_n_candidates": n_candidates,
+        "env_slate_size": slate_size,
+        "env_single_steps_per_s": round(median_rate(single)),
+    }
+    rng = np.random.default_rng(0)
+    for b in (64, 256, 1024):
+        vec = ShopperVecEnv(simulator, b, n_candidates=n_candidates, slate_size=slate_size, seed=0)
+        vec.reset()
+        acts = [rng.integers(0, n_candidates, (b, slate_size)) for _ in range(16)]
+
+        def batched(vec: ShopperVecEnv = vec, acts: list[np.ndarray] = acts, b: int = b) -> float:
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / 5:
+                vec.step(acts[n % len(acts)])
+                n += 1
+            return n * b / (time.perf_counter() - t0)
+
+        figures[f"env_vec{b}_steps_per_s"] = round(median_rate(batched))
+    best = max(v for k, v in figures.items() if k.startswith("env_vec"))
+    figures["env_vec_speedup"] = round(best / figures["env_single_steps_per_s"], 1)
+    return figures
+
+
+def run_benchmarks(rows: int = 0, encoder: bool = False, simulator: Path | None = None) -> dict[str, Any]:
     """All benchmark figures as one flat dict."""
     figures: dict[str, Any] = {}
     figures.update(bench_prepare_sample())
+    if simulator is not None:
+        figures.update(bench_env(simulator))
     if rows > 0:
         figures.update(bench_prepare_generated(rows))
     if encoder:

@@ -198,7 +198,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``shopsim bench``: performance figures as one JSON object."""
     from shopsim.experiments.bench import run_benchmarks
 
-    figures = run_benchmarks(rows=args.rows, encoder=args.encoder)
+    figures = run_benchmarks(rows=args.rows, encoder=args.encoder, simulator=args.simulator)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
@@ -318,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--encoder", action="store_true", help="also measure BERT embedding items/s and fine-tuning texts/s"
+    )
+    bench.add_argument(
+        "--simulator", type=Path, help="also measure the shopper envs' steps/s on this simulator folder"
     )
     bench.set_defaults(func=cmd_bench)
     return parser

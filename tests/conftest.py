@@ -24,14 +24,23 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str
     return run
 
 
-def _build_simulator(root: Path, sample: str, split: tuple[float, float, float], **fit_kw: object) -> Path:
-    """prepare → encode → simulator fit on a bundled sample; returns the simulator folder."""
+def _build_simulator(
+    root: Path,
+    sample: str | Path,
+    split: tuple[float, float, float],
+    fmt: str | None = None,
+    **fit_kw: object,
+) -> Path:
+    """prepare → encode → simulator fit on a bundled sample (or a log ``sample`` in format
+    ``fmt``); returns the simulator folder."""
     from shopsim.encoders.finetune import EncoderConfig
     from shopsim.envs.data import PrepareOptions, prepare, sample_format, sample_path
     from shopsim.envs.fit import SimulatorConfig, fit_simulator
     from shopsim.experiments.encode import run_encode
 
-    prepare(sample_path(sample), PrepareOptions(format=sample_format(sample), split=split), root / "data")
+    src = sample_path(sample) if isinstance(sample, str) else sample
+    fmt = fmt or sample_format(str(sample))
+    prepare(src, PrepareOptions(format=fmt, split=split), root / "data")
     run_encode(root / "data", root / "enc", EncoderConfig(progress=False, epochs=10), n_boot=50, text="on")
     fit_simulator(root / "data", root / "enc", root / "sim", SimulatorConfig(**fit_kw), progress=False)  # type: ignore[arg-type]
     return root / "sim"
@@ -47,3 +56,11 @@ def toy_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def rees46_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulator fitted on the bundled REES46 sample (real data, frozen MiniLM text)."""
     return _build_simulator(tmp_path_factory.mktemp("rees46"), "rees46", (0.7, 0.1, 0.2), baselines=False)
+
+
+@pytest.fixture(scope="session")
+def mind_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulator fitted on the MIND test fixture: the impression-log path (tiny; mechanics only)."""
+    from shopsim.tests.helpers import FIXTURES
+
+    return _build_simulator(tmp_path_factory.mktemp("mind"), FIXTURES / "mind", (0.6, 0.2, 0.2), fmt="mind")

@@ -24,7 +24,7 @@ from shopsim.envs.vec_env import ShopperVecEnv
 from shopsim.errors import ShopsimError
 
 
-@pytest.mark.parametrize("which", ["rees46_sim", "toy_sim"])
+@pytest.mark.parametrize("which", ["rees46_sim", "toy_sim", "mind_sim"])
 def test_both_env_checkers_pass(which: str, request: pytest.FixtureRequest) -> None:
     sim_dir = request.getfixturevalue(which)
     env = gym.make("shopsim/Shopper-v0", simulator=sim_dir)
@@ -256,3 +256,20 @@ def test_split_without_sessions_is_a_clear_error(toy_sim: Path) -> None:
     sim.episodes["test"] = Episodes(**{f: getattr(e, f)[:0] for f in e.__dataclass_fields__})
     with pytest.raises(ShopsimError, match="split 'test' has no sessions in this simulator"):
         ShopperEnv(sim, split="test")
+
+
+def test_basket_flags_mark_items_of_the_logged_intent(toy_sim: Path) -> None:
+    """Bundle mode: `in_basket` marks shown items that belong to the real session's rest."""
+    env = ShopperEnv(toy_sim, split="test", slate_size=5, n_candidates=20)
+    checked = 0
+    for episode in range(40):
+        env.reset(seed=episode, options={"episode": episode})
+        intent = set(env.core.intent[0][env.core.intent[0] >= 0].tolist())
+        cand = env.core.cand[0]
+        slate = np.r_[np.flatnonzero(np.isin(cand, list(intent)))[:2], np.arange(20)]
+        slate = np.array(list(dict.fromkeys(slate.tolist()))[:5])
+        _, _, _, _, info = env.step(slate)
+        ev = info["events"]
+        assert ev["in_basket"] == [i in intent for i in ev["items"]]
+        checked += sum(ev["in_basket"])
+    assert checked > 0

@@ -238,3 +238,18 @@ def test_cli_fit_rejects_a_log_without_a_test_split(
     assert code == 2
     assert err.count("\n") == 1
     assert "the test split has no sessions; prepare the data with a test fraction" in err
+
+
+def test_impression_log_fidelity_measures_examination_and_calibration(mind_sim: Path) -> None:
+    rep = json.loads((mind_sim / "fidelity.json").read_text())
+    held = rep["click"]["held_out"]
+    assert rep["impressions"] is True
+    assert rep["click"]["negatives"] == "impressions (shown, not clicked)"
+    assert rep["examination"]["kind"] == "measured"
+    assert rep["examination"]["values"][0] == 1.0
+    assert set(held["ece"]) == set(held["auc"])
+    assert set(held["auc_per_impression"]) == set(held["auc"])
+    assert rep["calibration"]["click_offset"] == 0.0
+    assert rep["purchase"]["mode"] == "never"
+    assert (mind_sim / "plots" / "reliability.png").stat().st_size > 0
+    assert rep["replay"]["policy"] == "logged first slate"

@@ -15,6 +15,10 @@ One step for each shopper:
 6. shoppers who clicked get new candidates for the next step (O(N), never O(catalog)); after
    a step without a click the history is unchanged and so is the candidate list.
 
+An episode's first page depends only on its logged session: its exploration items come from
+a seed derived from the session's index, so it is computed once and cached (resets are most
+of the work otherwise: logged sessions are short).
+
 Candidates mix retrieval sources with quotas (``candidate_mix``): embedding neighbours of the
 last item, its train transitions, its train co-occurrences, the most popular items, and
 uniformly random exploration; duplicates, the last item and bought items are removed and the
@@ -44,6 +48,8 @@ from shopsim.envs.simulator import Simulator
 from shopsim.errors import ShopsimError
 
 SOURCES = ("embedding", "transition", "cooccurrence", "popular", "explore")
+START_SEED = 20261123
+"""Seeds the exploration items of an episode's first page (with the episode's index)."""
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -168,6 +174,8 @@ class ShopperBatch:
         # episode starts are fixed: their state vectors are computed once
         self.start_state = sim.state_encoder(cat.vectors, self.episodes.hist, self.episodes.hist_ev)
         self.start_price = history_price(cat, self.episodes.hist)
+        self._start_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.start_cache_size = 50_000  # bounded memory: ~13 KB per cached episode at N = 100
 
     # --- context -------------------------------------------------------------------------
     def context(self, rows: np.ndarray | slice = slice(None)) -> Context:
@@ -206,7 +214,28 @@ class ShopperBatch:
         self.stats[rows] = 0.0
         self.state[rows] = self.start_state[pick]
         self.price_mean[rows], self.price_known[rows] = self.start_price[0][pick], self.start_price[1][pick]
-        self.draw_candidates(rows, rng)
+        self._start_candidates(rows, pick)
+
+    def _start_candidates(self, rows: np.ndarray, pick: np.ndarray) -> None:
+        """First-page candidates of each episode. They depend on the logged session only (its
+        exploration items come from the session's own seed), so each is drawn once and cached."""
+        cache = self._start_cache
+        rows_l, pick_l = rows.tolist(), pick.tolist()
+        for r, e in zip(rows_l, pick_l, strict=True):
+            if e not in cache:
+                self.draw_candidates(np.array([r]), np.random.default_rng([START_SEED, e]))
+                if len(cache) < self.start_cache_size:
+                    cache[e] = (
+                        self.cand[r].copy(),
+                        self.cand_src[r].copy(),
+                        self.cand_phi[r].copy(),
+                        self.cand_feat[r].copy(),
+                    )
+        hit = [(r, cache[e]) for r, e in zip(rows_l, pick_l, strict=True) if e in cache]
+        if hit:
+            idx = np.array([r for r, _ in hit])
+            for j, arr in enumerate((self.cand, self.cand_src, self.cand_phi, self.cand_feat)):
+                arr[idx] = np.stack([entry[j] for _, entry in hit])
 
     # --- candidates ----------------------------------------------------------------------
     def draw_candidates(self, rows: np.ndarray, rng: np.random.Generator) -> None:
@@ -277,7 +306,7 @@ class ShopperBatch:
         Rule: a slot is empty when its index points at a masked candidate or repeats an item
         already placed in an earlier slot of the same slate (the first occurrence wins).
         """
-        a = np.clip(np.asarray(actions, dtype=np.int64), 0, self.cfg.n_candidates - 1)
+        a = np.minimum(np.maximum(np.asarray(actions, dtype=np.int64), 0), self.cfg.n_candidates - 1)
         items = self.cand[np.arange(len(a))[:, None], a]
         dup = ((items[:, :, None] == items[:, None, :]) & self.earlier).any(1)
         return np.where(dup | (items < 0), -1, items)
@@ -286,8 +315,8 @@ class ShopperBatch:
         self, actions: np.ndarray, rng: np.random.Generator
     ) -> tuple[StepEvents, np.ndarray, np.ndarray]:
         """Show the slate of candidate indices ``actions`` (B, k); see :meth:`slate_items`."""
-        items = self.slate_items(actions)
-        a = np.clip(np.asarray(actions, dtype=np.int64), 0, self.cfg.n_candidates - 1)
+        a = np.minimum(np.maximum(np.asarray(actions, dtype=np.int64), 0), self.cfg.n_candidates - 1)
+        items = self.slate_items(a)
         phi = self.cand_phi[np.arange(len(a))[:, None], a]  # empty slots: masked later by `shown`
         return self._step(items, phi, rng)
 

@@ -152,11 +152,12 @@ def bench_env(
     simulator: Path, *, n_candidates: int = 100, slate_size: int = 10, seconds: float = 3.0
 ) -> dict[str, Any]:
     """Steps per second of ``ShopperEnv`` and ``ShopperVecEnv`` under uniformly random slates
-    (episodes reset as they end; median of 5 timed runs each)."""
+    (episodes reset as they end; median of 5 timed runs each, after one warm-up run)."""
     from shopsim.envs.env import ShopperEnv
     from shopsim.envs.vec_env import ShopperVecEnv
 
     def median_rate(run: Any) -> float:
+        run()  # warm-up (fills the first-page cache of the logged sessions)
         return float(np.median([run() for _ in range(5)]))
 
     env = ShopperEnv(simulator, n_candidates=n_candidates, slate_size=slate_size)

@@ -37,7 +37,8 @@ class Catalog:
     price: np.ndarray
     """(I,) float32 price, 0 where unknown (revenue counts 0 for unknown prices)."""
     popularity: np.ndarray
-    """(I,) float32 log share of train interactions, add-one smoothed."""
+    """(I,) float32 log share of train interactions, add-one smoothed (negative sampling,
+    the popular source); the click features use :meth:`popularity_at` instead."""
     ctr: np.ndarray
     """(I,) float32 logit of the smoothed train click-through rate (0 without impressions)."""
     buy_rate: np.ndarray
@@ -52,6 +53,18 @@ class Catalog:
     """(I, M) int32 nearest items by vector cosine."""
     top_popular: np.ndarray
     """Item codes by decreasing train popularity (at most 1,000)."""
+    act_keys: np.ndarray
+    """Sorted ``item·span + t`` of every logged interaction (impression logs: clicks on shown
+    items), all splits: popularity *as of time t* counts only the keys before t."""
+    act_times: np.ndarray
+    imp_keys: np.ndarray
+    """Sorted ``item·span + t`` of every impression (empty without impressions)."""
+    span: np.ndarray
+    """(1,) time range + 2 in seconds (the key stride)."""
+    prior_ctr: np.ndarray
+    """(1,) train click-through rate of impressions (the CTR prior), 0 without impressions."""
+    t0: np.ndarray
+    """(1,) first timestamp of the log in seconds (time 0 of the time index)."""
 
     @cached_property
     def vectors0(self) -> np.ndarray:
@@ -65,6 +78,45 @@ class Catalog:
         tk, tv = _pair_index(self.trans_idx, self.trans_cnt)
         ck, cv = _pair_index(self.cooc_idx, self.cooc_cnt)
         return np.r_[tk, ck + self.n_items**2], np.r_[tv, cv]
+
+    def time_of(self, ts: pd.Series | np.ndarray) -> np.ndarray:
+        """Seconds since the start of the log (the time axis of :meth:`popularity_at`)."""
+        return event_seconds(ts) - int(self.t0[0])
+
+    def popularity_at(
+        self, items: np.ndarray, t: np.ndarray, window: int = 86_400
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Time-aware item statistics of ``items`` (B, K) as of times ``t`` (B,), counting
+        only events strictly before t.
+
+        :return: popularity log((c + 1) / (C + I)) with c the item's interactions and C all
+            interactions; CTR logit((clicks + 10·p) / (impressions + 10)) shrunk to the train
+            CTR p (0 without impressions); age log1p(hours since the item was first shown or
+            used; 0 if never); recent log1p(interactions in the last ``window`` seconds).
+        """
+        span = int(self.span[0])
+        it = np.maximum(items, 0).astype(np.int64)
+        base = it * span
+        tt = np.minimum(np.maximum(t, 0), span - 1)[:, None]
+        q = base + tt
+        lo = np.searchsorted(self.act_keys, base)
+        hi = np.searchsorted(self.act_keys, q)
+        c = hi - lo
+        recent = hi - np.searchsorted(self.act_keys, q - np.minimum(tt, window))
+        total = np.searchsorted(self.act_times, t)[:, None]
+        pop = np.log((c + 1.0) / (total + self.n_items))
+        seen_keys = self.imp_keys if len(self.imp_keys) else self.act_keys
+        first_pos = np.searchsorted(seen_keys, base)
+        first = seen_keys[np.minimum(first_pos, max(len(seen_keys) - 1, 0))] - base if len(seen_keys) else tt
+        age_h = np.where((first >= 0) & (first < tt), (tt - first) / 3600.0, 0.0)
+        age = np.log1p(age_h).astype(np.float32)
+        rec = np.log1p(recent).astype(np.float32)
+        if len(self.imp_keys) == 0:
+            return pop.astype(np.float32), np.zeros(items.shape, np.float32), age, rec
+        shown = np.searchsorted(self.imp_keys, q) - np.searchsorted(self.imp_keys, base)
+        p = float(self.prior_ctr[0])
+        rate = np.clip((c + 10 * p) / (shown + 10), 1e-6, 1 - 1e-6)
+        return pop.astype(np.float32), np.log(rate / (1 - rate)).astype(np.float32), age, rec
 
     @cached_property
     def n_categories(self) -> int:
@@ -131,12 +183,27 @@ def _embedding_neighbours(vectors: np.ndarray, m: int, chunk: int = 2048) -> np.
     return out
 
 
+def event_seconds(ts: pd.Series | np.ndarray) -> np.ndarray:
+    """Timestamps as int64 seconds (datetimes) or as they are (integer order keys)."""
+    arr = np.asarray(ts)
+    if np.issubdtype(arr.dtype, np.datetime64):
+        return arr.astype("datetime64[s]").astype(np.int64)
+    return arr.astype(np.int64)
+
+
 def build_catalog(
-    events: pd.DataFrame, items: pd.DataFrame, vectors: np.ndarray, *, neighbours: int = 50
+    events: pd.DataFrame,
+    items: pd.DataFrame,
+    vectors: np.ndarray,
+    *,
+    neighbours: int = 50,
+    all_events: pd.DataFrame | None = None,
 ) -> Catalog:
-    """Build the catalog from the train events (``events`` must be the train split only).
+    """Build the catalog: count tables from the train events, time index from all events.
 
     :param events: canonical train events.
+    :param all_events: every split's events, for popularity/CTR *as of a time* (only earlier
+        events are ever counted); defaults to ``events``.
     :param items: canonical items (row order = item codes; must match ``vectors``).
     :param vectors: (I, d) item vectors, rows in ``items`` order.
     :param neighbours: ``M``, neighbours kept per item in each table.
@@ -202,6 +269,23 @@ def build_catalog(
             r, c = np.concatenate(rows), np.concatenate(cols)
             cooc = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
             cooc.sum_duplicates()
+    # time index over all splits: features at time t count only events strictly before t
+    every = events if all_events is None else all_events
+    secs = event_seconds(every["timestamp"])
+    t_min = int(secs.min()) if len(secs) else 0
+    span = int(secs.max()) - t_min + 2 if len(secs) else 2
+    rel = secs - t_min
+    codes_all = index.get_indexer(pd.Index(every["item_id"]))
+    ev_all = every["event"].to_numpy()
+    is_imp = ev_all == "impression"
+    if is_imp.any():
+        act = (ev_all == "click") & every["slate_id"].notna().to_numpy() & (codes_all >= 0)
+    else:
+        act = np.isin(ev_all, CLICK_EVENTS) & (codes_all >= 0)
+    imp = is_imp & (codes_all >= 0)
+    act_keys = np.sort(codes_all[act].astype(np.int64) * span + rel[act])
+    imp_keys = np.sort(codes_all[imp].astype(np.int64) * span + rel[imp])
+    prior_ctr = float(clicked.sum() / shown.sum()) if shown.sum() > 0 else 0.0
     trans_idx, trans_cnt = _top_m(trans.tocsr(), neighbours)
     cooc_idx, cooc_cnt = _top_m(cooc.tocsr(), neighbours)
     vecs = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -221,6 +305,12 @@ def build_catalog(
         cooc_cnt=cooc_cnt,
         emb_idx=_embedding_neighbours(vecs, neighbours),
         top_popular=np.argsort(-clicks, kind="stable")[: min(1000, n)].astype(np.int32),
+        act_keys=act_keys,
+        act_times=np.sort(rel[act]),
+        imp_keys=imp_keys,
+        span=np.array([span], np.int64),
+        prior_ctr=np.array([prior_ctr]),
+        t0=np.array([t_min], np.int64),
     )
 
 

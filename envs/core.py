@@ -140,6 +140,7 @@ class ShopperBatch:
         self.bought = np.full((n, config.bought_capacity), -1, np.int64)
         self.touched_cats = np.zeros((n, 64), np.int64)  # ring of categories touched this session
         self.state = np.zeros((n, self.cat.dim), np.float32)
+        self.time = np.zeros(n, np.int64)
         self.price_mean = np.zeros(n)
         self.price_known = np.zeros(n, bool)
         self.step_count = np.zeros(n, np.int64)
@@ -180,12 +181,20 @@ class ShopperBatch:
     # --- context -------------------------------------------------------------------------
     def context(self, rows: np.ndarray | slice = slice(None)) -> Context:
         return Context(
-            self.hist[rows], self.hist_ev[rows], self.state[rows], self.intent[rows], self.intent_ev[rows]
+            self.hist[rows],
+            self.hist_ev[rows],
+            self.state[rows],
+            self.intent[rows],
+            self.intent_ev[rows],
+            self.time[rows],
+            (self.price_mean[rows], self.price_known[rows]),
         )
 
     def _update_state(self, rows: np.ndarray) -> None:
+        """Recompute what depends on the history: the state vector and its price level."""
         if len(rows):
             self.state[rows] = self.sim.state_encoder(self.cat.vectors, self.hist[rows], self.hist_ev[rows])
+            self.price_mean[rows], self.price_known[rows] = history_price(self.cat, self.hist[rows])
 
     # --- reset ---------------------------------------------------------------------------
     def reset_rows(
@@ -197,6 +206,7 @@ class ShopperBatch:
         ep = self.episodes
         pick = rng.integers(0, len(ep), len(rows)) if episodes is None else np.asarray(episodes)
         self.episode_index[rows] = pick
+        self.time[rows] = ep.time[pick]
         self.hist[rows] = ep.hist[pick]
         self.hist_ev[rows] = ep.hist_ev[pick]
         self.intent[rows] = ep.intent[pick]
@@ -234,7 +244,8 @@ class ShopperBatch:
         hit = [(r, cache[e]) for r, e in zip(rows_l, pick_l, strict=True) if e in cache]
         if hit:
             idx = np.array([r for r, _ in hit])
-            for j, arr in enumerate((self.cand, self.cand_src, self.cand_phi, self.cand_feat)):
+            targets: tuple[np.ndarray, ...] = (self.cand, self.cand_src, self.cand_phi, self.cand_feat)
+            for j, arr in enumerate(targets):
                 arr[idx] = np.stack([entry[j] for _, entry in hit])
 
     # --- candidates ----------------------------------------------------------------------

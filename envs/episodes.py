@@ -4,8 +4,8 @@ is fitted and checked on.
 An **episode** starts from one real logged session. Sequence logs (no impressions): the first
 ``history_len`` items are the shopper's history, the rest is the hidden *intent* (in logged
 order). Impression logs: the history is the user's earlier clicks (any session, strictly
-earlier), the intent is what the shopper clicked in this session, and the first logged slate
-is kept for replaying the logging policy.
+earlier), the intent is what the shopper clicked on the session's later slates, and the
+first logged slate is kept for replaying the logging policy.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shopsim.envs.catalog import Catalog
-from shopsim.experiments.offline import EVENT_CODES, session_sequences
+from shopsim.envs.catalog import Catalog, event_seconds
+from shopsim.experiments.offline import EVENT_CODES
 
 PURCHASE = EVENT_CODES["purchase"]
 CLICK = EVENT_CODES["click"]
@@ -49,6 +49,9 @@ class Episodes:
     real_purchases: np.ndarray
     real_steps: np.ndarray
     """(S,) steps of the real session after the history (slates or items)."""
+    time: np.ndarray
+    """(S,) the shopper's time (seconds since the log's start): the first intent step, else
+    one second after the history (impression logs: the first slate)."""
 
     def __len__(self) -> int:
         return len(self.session_ids)
@@ -62,6 +65,35 @@ class Episodes:
 
     def save(self, path: Path) -> None:
         np.savez(path, **self.arrays("ep"))  # type: ignore[arg-type]
+
+
+def session_runs(
+    events: pd.DataFrame, index: pd.Index, t0: int
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per session: item codes, event codes and times (seconds since ``t0``) of its steps.
+
+    The same steps as :func:`shopsim.experiments.offline.session_sequences` (impressions
+    dropped, consecutive repeats of an item collapsed into one step carrying its strongest
+    event); a step's time is that of its first event."""
+    ev = events[events["event"] != "impression"]
+    codes = index.get_indexer(pd.Index(ev["item_id"]))
+    evc = ev["event"].map(EVENT_CODES).to_numpy(dtype=np.int64)
+    ts = event_seconds(ev["timestamp"]) - t0
+    sids = ev["session_id"].to_numpy()
+    out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    if len(codes) == 0:
+        return out
+    cut = np.flatnonzero(sids[1:] != sids[:-1]) + 1
+    starts = np.r_[0, cut]
+    for sid, seq, e, t in zip(
+        sids[starts], np.split(codes, cut), np.split(evc, cut), np.split(ts, cut), strict=True
+    ):
+        new_run = np.r_[True, seq[1:] != seq[:-1]]
+        run_id = np.cumsum(new_run) - 1
+        strongest = np.zeros(int(new_run.sum()), dtype=np.int64)
+        np.maximum.at(strongest, run_id, e)
+        out[str(sid)] = (seq[new_run], strongest, t[new_run])
+    return out
 
 
 def has_impressions(events: pd.DataFrame) -> bool:
@@ -99,27 +131,35 @@ class SlateLog:
     """(R, K) shown items in slot order, -1 padded."""
     clicked: np.ndarray
     session: np.ndarray
+    time: np.ndarray
+    """(R,) slate time in seconds since the log's start."""
 
 
 def slate_log(
-    events: pd.DataFrame, all_events: pd.DataFrame, index: pd.Index, *, max_history: int, max_intent: int
+    events: pd.DataFrame,
+    all_events: pd.DataFrame,
+    index: pd.Index,
+    *,
+    max_history: int,
+    max_intent: int,
+    t0: int,
 ) -> SlateLog:
     """Slates of the impression sessions in ``events``; histories come from ``all_events``."""
     users = _user_histories(all_events, index)
     imp = events[events["event"] == "impression"]
     clk = events[(events["event"] == "click") & events["slate_id"].notna()]
     clicked_keys = set(zip(clk["slate_id"].astype(str), clk["item_id"].astype(str), strict=True))
-    hist_rows, hev_rows, int_rows, iev_rows, item_rows, clk_rows, sess = [], [], [], [], [], [], []
+    hist_rows, hev_rows, int_rows, iev_rows, item_rows, clk_rows, sess, times = [], [], [], [], [], [], [], []
     sess_clicks = clk.groupby("session_id")["item_id"].apply(list).to_dict()
     for (sid, slid), g in imp.groupby(["session_id", "slate_id"], sort=False):
         g = g.sort_values("position", kind="stable") if g["position"].notna().all() else g
         codes = index.get_indexer(pd.Index(g["item_id"]))
         lab = np.array([(str(slid), str(i)) in clicked_keys for i in g["item_id"]])
         user = str(g["user_id"].iloc[0])
-        t0 = g["timestamp"].iloc[0]
+        t_slate = g["timestamp"].iloc[0]
         h = users.get(user)
         if h is not None:
-            keep = h[0] < t0
+            keep = h[0] < t_slate
             hc, he = h[1][keep][::-1][:max_history], h[2][keep][::-1][:max_history]
         else:
             hc, he = np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -132,6 +172,7 @@ def slate_log(
         item_rows.append(codes)
         clk_rows.append(lab)
         sess.append(str(sid))
+        times.append(int(event_seconds(g["timestamp"].to_numpy()[:1])[0]) - t0)
     width = max((len(r) for r in item_rows), default=1)
     clicked = np.zeros((len(clk_rows), width), dtype=bool)
     for i, r in enumerate(clk_rows):
@@ -144,6 +185,7 @@ def slate_log(
         items=_pad(item_rows, width),
         clicked=clicked,
         session=np.asarray(sess),
+        time=np.asarray(times, dtype=np.int64),
     )
 
 
@@ -152,21 +194,24 @@ def build_episodes(
     all_events: pd.DataFrame,
     index: pd.Index,
     *,
+    t0: int,
     history_len: int = 1,
     max_history: int = 20,
     max_intent: int = 50,
 ) -> Episodes:
     """Episodes of one split (see the module docstring)."""
     if has_impressions(all_events):
-        sl = slate_log(split_events, all_events, index, max_history=max_history, max_intent=max_intent)
+        sl = slate_log(split_events, all_events, index, max_history=max_history, max_intent=max_intent, t0=t0)
         # one episode per session: its first slate; intent = every click of the session
         first = np.r_[True, sl.session[1:] != sl.session[:-1]] if len(sl.session) else np.zeros(0, bool)
         idx = np.flatnonzero(first)
         intents, n_clicks = [], []
         for i in idx:
+            # the intent is what the click model was fitted with: the session's clicks on its
+            # *other* slates (MIND: none, one slate per session)
             own = sl.items[i][sl.clicked[i]]
             rest = sl.intent[i][sl.intent[i] >= 0]
-            intents.append(np.r_[own, rest].astype(np.int64))
+            intents.append(rest.astype(np.int64))
             n_clicks.append(len(own) + len(rest))
         steps: np.ndarray = (
             pd.Series(sl.session).value_counts().reindex(sl.session[idx]).to_numpy()
@@ -183,11 +228,13 @@ def build_episodes(
             real_clicks=np.asarray(n_clicks, dtype=np.int64),
             real_purchases=np.zeros(len(idx), dtype=np.int64),
             real_steps=np.asarray(steps, dtype=np.int64),
+            time=sl.time[idx],
         )
-    seqs = session_sequences(split_events, index, with_events=True)
-    sids, hist, hev, intent, iev, clicks, buys = [], [], [], [], [], [], []
-    for sid, (seq, evs) in seqs.items():
+    seqs = session_runs(split_events, index, t0)
+    sids, hist, hev, intent, iev, clicks, buys, times = [], [], [], [], [], [], [], []
+    for sid, (seq, evs, ts) in seqs.items():
         h = min(history_len, len(seq))
+        times.append(ts[h] if h < len(seq) else ts[h - 1] + 1)
         sids.append(sid)
         hist.append(seq[:h][::-1][:max_history])
         hev.append(evs[:h][::-1][:max_history])
@@ -205,6 +252,7 @@ def build_episodes(
         real_clicks=np.asarray(clicks, dtype=np.int64),
         real_purchases=np.asarray(buys, dtype=np.int64),
         real_steps=np.asarray(clicks, dtype=np.int64),
+        time=np.asarray(times, dtype=np.int64),
     )
 
 
@@ -222,6 +270,8 @@ class ClickExamples:
     """(R, K) bool."""
     session: np.ndarray
     """(R,) session id of each row (for grouped splits and bootstraps)."""
+    time: np.ndarray
+    """(R,) time of the click decision (seconds since the log's start)."""
     impressions: bool
     """True: real shown-but-not-clicked negatives with slot positions (column = slot)."""
 
@@ -238,17 +288,19 @@ def click_examples(
     rng: np.random.Generator,
 ) -> ClickExamples:
     """Click examples of a split: logged slates, or next item + popularity-sampled negatives."""
+    t0 = int(catalog.t0[0])
     if has_impressions(all_events):
-        sl = slate_log(split_events, all_events, index, max_history=max_history, max_intent=max_intent)
+        sl = slate_log(split_events, all_events, index, max_history=max_history, max_intent=max_intent, t0=t0)
         return ClickExamples(
-            sl.hist, sl.hist_ev, sl.intent, sl.intent_ev, sl.items, sl.clicked, sl.session, True
+            sl.hist, sl.hist_ev, sl.intent, sl.intent_ev, sl.items, sl.clicked, sl.session, sl.time, True
         )
-    seqs = session_sequences(split_events, index, with_events=True)
+    seqs = session_runs(split_events, index, t0)
     weights = np.exp(catalog.popularity.astype(np.float64))  # ∝ train interactions + 1
     weights /= weights.sum()
-    hist, hev, intent, iev, pos, sess = [], [], [], [], [], []
-    for sid, (seq, evs) in seqs.items():
+    hist, hev, intent, iev, pos, sess, times = [], [], [], [], [], [], []
+    for sid, (seq, evs, ts) in seqs.items():
         for t in range(1, len(seq)):
+            times.append(ts[t])
             hist.append(seq[:t][::-1][:max_history])
             hev.append(evs[:t][::-1][:max_history])
             intent.append(seq[t + 1 :])
@@ -271,6 +323,7 @@ def click_examples(
         items=items,
         labels=labels,
         session=np.asarray(sess, dtype=str),
+        time=np.asarray(times, dtype=np.int64),
         impressions=False,
     )
 
@@ -285,15 +338,16 @@ class PurchaseExamples:
     """(R,) the clicked item."""
     labels: np.ndarray
     session: np.ndarray
+    time: np.ndarray
 
 
 def purchase_examples(
-    split_events: pd.DataFrame, index: pd.Index, *, max_history: int = 20, max_intent: int = 50
+    split_events: pd.DataFrame, index: pd.Index, *, t0: int, max_history: int = 20, max_intent: int = 50
 ) -> PurchaseExamples:
     """Each clicked item after the first of a session; label: bought at that step or later."""
-    seqs = session_sequences(split_events, index, with_events=True)
-    hist, hev, intent, iev, items, labels, sess = [], [], [], [], [], [], []
-    for sid, (seq, evs) in seqs.items():
+    seqs = session_runs(split_events, index, t0)
+    hist, hev, intent, iev, items, labels, sess, times = [], [], [], [], [], [], [], []
+    for sid, (seq, evs, ts) in seqs.items():
         bought = set(seq[evs == PURCHASE].tolist())
         for t in range(1, len(seq)):
             later = seq[t:][evs[t:] == PURCHASE]
@@ -304,6 +358,7 @@ def purchase_examples(
             items.append(seq[t])
             labels.append(seq[t] in set(later.tolist()) and seq[t] in bought)
             sess.append(sid)
+            times.append(ts[t])
     return PurchaseExamples(
         hist=_pad(hist, max_history),
         hist_ev=_pad(hev, max_history, np.int64),
@@ -312,6 +367,7 @@ def purchase_examples(
         items=np.asarray(items, dtype=np.int64),
         labels=np.asarray(labels, dtype=bool),
         session=np.asarray(sess, dtype=str),
+        time=np.asarray(times, dtype=np.int64),
     )
 
 

@@ -16,13 +16,16 @@ Click features (``CLICK_FEATURES``), all computed from train-split tables:
 ``same_cat_last``       item's category equals the last item's
 ``cat_share``           share of the history in the item's category
 ``revisit``             item already in the history
-``pop`` / ``ctr``       log popularity share; logit of the impression CTR
+``pop`` / ``ctr``       log popularity share and logit of the impression CTR, both as of
+                        the shopper's time from earlier events only
 ``price_rel``           log price − mean log price of the history (0 if unknown)
 ``abs_price_rel``       its absolute value; ``price_known`` flags a known price
 ``hist_len``            log1p(history length)
 ``intent_sim``          cosine(item, mean direction of the hidden intent items)
 ``in_intent``           item is one of the hidden intent items
 ``intent_cat``          share of the intent in the item's category
+``age``                 log1p(hours since the item first appeared), as of the shopper's time
+``recent``              log1p(interactions with the item in the 24 hours before that time)
 ======================  ==========================================================
 
 The intent features carry the real shopper's future into the simulated one: their weights
@@ -54,6 +57,8 @@ CLICK_FEATURES: tuple[str, ...] = (
     "intent_sim",
     "in_intent",
     "intent_cat",
+    "age",
+    "recent",
 )
 ENCODER_FEATURES = frozenset({"score", "intent_sim"})
 """Features that need the item/state vectors (dropped by the metadata-only model)."""
@@ -101,13 +106,23 @@ class Context:
     state: np.ndarray
     intent: np.ndarray
     intent_ev: np.ndarray
+    time: np.ndarray | None = None
+    """(B,) the shopper's time (seconds since the log's start): popularity and CTR are taken as
+    of this time, from earlier events only. None: the train-split totals."""
     price: tuple[np.ndarray, np.ndarray] | None = None
     """Cached (mean log price of the history, history has a price); see :func:`history_price`."""
 
     def rows(self, idx: np.ndarray) -> Context:
         price = None if self.price is None else (self.price[0][idx], self.price[1][idx])
+        time = None if self.time is None else self.time[idx]
         return Context(
-            self.hist[idx], self.hist_ev[idx], self.state[idx], self.intent[idx], self.intent_ev[idx], price
+            self.hist[idx],
+            self.hist_ev[idx],
+            self.state[idx],
+            self.intent[idx],
+            self.intent_ev[idx],
+            time,
+            price,
         )
 
 
@@ -194,8 +209,10 @@ def click_features(cat: Catalog, ctx: Context, items: np.ndarray) -> np.ndarray:
         / np.maximum(nh, 1)[:, None]
     )
     out[..., 5] = member(row_keys(hr, hitems, n_items), item_q)
-    out[..., 6] = cat.popularity[it]
-    out[..., 7] = cat.ctr[it]
+    if ctx.time is None:
+        out[..., 6], out[..., 7] = cat.popularity[it], cat.ctr[it]
+    else:
+        out[..., 6], out[..., 7], out[..., 15], out[..., 16] = cat.popularity_at(items, ctx.time)
     hp, hknown = _price(cat, ctx)
     both = cat.has_price[it] & hknown[:, None]
     rel = np.where(both, cat.log_price[it] - hp[:, None], 0.0)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,10 +184,13 @@ def compare_sessions(sim_res: ReplayResult, sim: Simulator, split: str) -> dict[
         "purchases": (sim_res.purchases, eps.real_purchases),
     }
     for name, (a, b) in pairs.items():
+        with warnings.catch_warnings():  # identical constant samples (e.g. no purchases at all)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ks = float(stats.ks_2samp(a, b).statistic)
         out[name] = {
             "sim_mean": float(np.mean(a)),
             "real_mean": float(np.mean(b)),
-            "ks": float(stats.ks_2samp(a, b).statistic),
+            "ks": ks,
             "wasserstein": float(stats.wasserstein_distance(a, b)),
         }
     out["purchase_rate"] = {

@@ -74,6 +74,10 @@ class SimulatorConfig:
     :param replay_slate_size: slate size of the replayed logging behaviour.
     :param baselines: also fit the popularity-only, metadata-only and history-only click
         models the fidelity report compares against (off: faster, for tests).
+    :param fit_splits: splits the click model is fitted on (default valid: the encoder and the
+        count tables never saw it). Popularity and CTR are computed as of each event's time
+        from earlier events, so adding ``train`` leaks nothing through them, but the encoder
+        score and the transition counts are optimistic on train rows.
     :param seed: drives negative sampling, model fitting and replays.
     """
 
@@ -86,6 +90,7 @@ class SimulatorConfig:
     calibrate: bool = True
     replay_slate_size: int = 10
     baselines: bool = True
+    fit_splits: tuple[str, ...] = ("valid",)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,6 +98,11 @@ class SimulatorConfig:
             raise ShopsimError("--negatives must be at least 1")
         if self.history_len < 1:
             raise ShopsimError("--history-len must be at least 1")
+        bad = [s for s in self.fit_splits if s not in ("train", "valid")]
+        if bad or not self.fit_splits:
+            raise ShopsimError(
+                f"--fit-splits {','.join(self.fit_splits)}: use train and/or valid (test is held out)"
+            )
         if self.hidden < 0:
             raise ShopsimError("--hidden must be 0 (logistic) or a positive number of units")
 
@@ -121,11 +131,12 @@ def _contexts(
     hist_ev: np.ndarray,
     intent: np.ndarray,
     intent_ev: np.ndarray,
+    time: np.ndarray,
 ) -> Context:
     state = np.zeros((len(hist), cat.dim), np.float32)
     for s in range(0, len(hist), 4096):
         state[s : s + 4096] = enc(cat.vectors, hist[s : s + 4096], hist_ev[s : s + 4096])
-    return Context(hist, hist_ev, state, intent, intent_ev)
+    return Context(hist, hist_ev, state, intent, intent_ev, time)
 
 
 @dataclass
@@ -140,7 +151,7 @@ class ClickTable:
 
 
 def click_table(cat: Catalog, enc: NumpyStateEncoder, ex: ClickExamples, max_positions: int) -> ClickTable:
-    ctx = _contexts(cat, enc, ex.hist, ex.hist_ev, ex.intent, ex.intent_ev)
+    ctx = _contexts(cat, enc, ex.hist, ex.hist_ev, ex.intent, ex.intent_ev, ex.time)
     xs = []
     for s in range(0, len(ex.items), 2048):
         rows = np.arange(s, min(s + 2048, len(ex.items)))
@@ -217,18 +228,31 @@ def fit_simulator(
         bar.update(1)
 
     cat = build_catalog(
-        log.split("train"), log.items, np.asarray(bundle.item_vectors), neighbours=cfg.neighbours
+        log.split("train"),
+        log.items,
+        np.asarray(bundle.item_vectors),
+        neighbours=cfg.neighbours,
+        all_events=events,  # popularity/CTR as of a time: every split, earlier events only
     )
     enc = NumpyStateEncoder.from_model(bundle.model)
     max_hist = enc.max_history
+    t_origin = int(cat.t0[0])
     episodes = {
-        s: build_episodes(log.split(s), events, index, history_len=cfg.history_len, max_history=max_hist)
+        s: build_episodes(
+            log.split(s), events, index, t0=int(cat.t0[0]), history_len=cfg.history_len, max_history=max_hist
+        )
         for s in SPLITS
     }
     stage("catalog + episodes")
     rng = np.random.default_rng(cfg.seed)
     ex_fit = click_examples(
-        log.split("valid"), events, cat, index, negatives=cfg.negatives, max_history=max_hist, rng=rng
+        events[events["split"].isin(cfg.fit_splits)],
+        events,
+        cat,
+        index,
+        negatives=cfg.negatives,
+        max_history=max_hist,
+        rng=rng,
     )
     ex_test = click_examples(
         log.split("test"), events, cat, index, negatives=cfg.negatives, max_history=max_hist, rng=rng
@@ -303,11 +327,13 @@ def fit_simulator(
         }
     else:
         purchase_mode = "model"
-        pf = purchase_examples(log.split("valid"), index, max_history=max_hist)
-        pt = purchase_examples(log.split("test"), index, max_history=max_hist)
+        pf = purchase_examples(log.split("valid"), index, t0=t_origin, max_history=max_hist)
+        pt = purchase_examples(log.split("test"), index, t0=t_origin, max_history=max_hist)
         fit_split = "valid"
         if pf.labels.sum() < 20:  # too few purchases in valid: fit on train + valid instead
-            pf = purchase_examples(events[events["split"] != "test"], index, max_history=max_hist)
+            pf = purchase_examples(
+                events[events["split"] != "test"], index, t0=t_origin, max_history=max_hist
+            )
             fit_split = "train+valid (valid has < 20 purchases; buy rates then include the row's own session)"
         xf = _purchase_x(cat, enc, pf)
         xt = _purchase_x(cat, enc, pt)
@@ -417,14 +443,20 @@ def fit_simulator(
         calib[f"{split}_real_purchases_per_session"] = round(target, 4)
         calib[f"{split}_sim_purchases_per_session"] = round(got, 4)
     stage("calibration")
-    rep = replay(sim, "test", slate_size=cfg.replay_slate_size, seed=cfg.seed + 1)
+    # impression logs replay the whole logged slate; sequence logs the configured page size
+    width = int(episodes["test"].logged_slate.shape[1]) or cfg.replay_slate_size
+    rep = replay(sim, "test", slate_size=width, n_candidates=max(width, 100), seed=cfg.seed + 1)
     sessions = compare_sessions(rep, sim, "test")
     report: dict[str, Any] = {
         "shopsim_simulator_version": 1,
         "data": str(data_dir),
         "format": log.report.get("format"),
         "impressions": impressions,
-        "splits": {"counts_and_encoder": "train", "response_model": "valid", "report": "test"},
+        "splits": {
+            "counts_and_encoder": "train",
+            "response_model": "+".join(cfg.fit_splits),
+            "report": "test",
+        },
         "click": click_report,
         "examination": exam_report,
         "calibration": calib,
@@ -453,7 +485,7 @@ def fit_simulator(
 
 
 def _purchase_x(cat: Catalog, enc: NumpyStateEncoder, ex: Any) -> np.ndarray:
-    ctx = _contexts(cat, enc, ex.hist, ex.hist_ev, ex.intent, ex.intent_ev)
+    ctx = _contexts(cat, enc, ex.hist, ex.hist_ev, ex.intent, ex.intent_ev, ex.time)
     if len(ex.items) == 0:
         return np.zeros((0, len(PURCHASE_FEATURES)), np.float32)
     return purchase_features(cat, ctx, ex.items[:, None])[:, 0]

@@ -125,14 +125,15 @@ def fit_scorer(
     positions: np.ndarray | None = None,
     n_positions: int = 0,
     seed: int = 0,
-    max_epochs: int = 300,
-    patience: int = 15,
+    max_epochs: int = 1000,
+    patience: int = 40,
     weight_decay: float = 1e-4,
 ) -> FitResult:
     """Fit a :class:`Scorer` (and e(p) when ``positions`` is given) by binary cross-entropy.
 
     Early stopping on a held-out 20% of ``groups`` (sessions), chosen with ``seed``; the
-    returned weights are the best on that held-out part.
+    returned weights are the best on that held-out part. Patience is generous because small
+    fits take few optimizer steps per epoch and the examination parameters move slowly.
 
     :param x: (R, F) features; :param y: (R,) 0/1 labels; :param groups: (R,) session ids.
     :param positions: (R,) 0-based slot of each row (impression logs), capped to ``n_positions``.
@@ -149,6 +150,15 @@ def fit_scorer(
     t = torch.as_tensor(y.astype(np.float32))
     p = torch.as_tensor(positions.astype(np.int64)) if positions is not None else None
     net = _Net(x.shape[1], hidden, n_positions if positions is not None else 0)
+    if net.exam is not None and positions is not None:
+        # start e(p) at the logged click rate of slot p relative to slot 1 (clipped), so few
+        # optimizer steps suffice on small logs
+        rate = np.array(
+            [y[positions == p].mean() if (positions == p).any() else np.nan for p in range(n_positions)]
+        )
+        ratio = np.clip(np.nan_to_num(rate[1:] / max(rate[0], 1e-9), nan=0.5), 0.05, 0.95)
+        with torch.no_grad():
+            net.exam.copy_(torch.as_tensor(np.log(ratio / (1 - ratio)), dtype=torch.float32))
     opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=weight_decay)
     tr_idx = torch.as_tensor(np.flatnonzero(tr))
     va_idx = torch.as_tensor(np.flatnonzero(held)) if held is not None else tr_idx

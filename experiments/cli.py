@@ -156,6 +156,7 @@ def cmd_simulator_fit(args: argparse.Namespace) -> int:
         hidden=args.hidden,
         history_len=args.history_len,
         leave_no_click_logit=args.leave_no_click_logit,
+        fit_splits=tuple(x.strip() for x in args.fit_splits.split(",") if x.strip()),
         seed=args.seed,
     )
     _, report = fit_simulator(args.data_dir, args.embeddings, args.out, cfg)
@@ -292,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="ASSUMPTION: leave-logit increase after a slate without a click (not measurable from logs)",
+    )
+    fit.add_argument(
+        "--fit-splits",
+        default="valid",
+        help="splits the click model is fitted on: valid (default) or train,valid",
     )
     fit.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     fit.set_defaults(func=cmd_simulator_fit)

@@ -253,3 +253,42 @@ def test_impression_log_fidelity_measures_examination_and_calibration(mind_sim: 
     assert rep["purchase"]["mode"] == "never"
     assert (mind_sim / "plots" / "reliability.png").stat().st_size > 0
     assert rep["replay"]["policy"] == "logged first slate"
+
+
+def test_env_sees_the_features_the_model_was_fitted_on(mind_sim: Path) -> None:
+    """No train/serve skew: a simulated shopper's first logged slate gets exactly the click
+    features of the same logged slate in the fitting/evaluation tables."""
+    import pandas as pd
+
+    from shopsim.envs.data import SessionLog
+    from shopsim.envs.episodes import click_examples
+    from shopsim.envs.fit import _contexts
+
+    sim = Simulator.load(mind_sim)
+    eps = sim.episodes["test"]
+    log = SessionLog.load(mind_sim.parent / "data")
+    index = pd.Index(log.items["item_id"])
+    ex = click_examples(
+        log.split("test"), log.events, sim.catalog, index,
+        max_history=sim.state_encoder.max_history, rng=np.random.default_rng(0),
+    )  # fmt: skip
+    first = np.r_[True, ex.session[1:] != ex.session[:-1]]
+    assert list(ex.session[first]) == list(eps.session_ids)
+    width = eps.logged_slate.shape[1]
+    core = ShopperBatch(
+        sim, len(eps), ShopperConfig(slate_size=width, n_candidates=max(width, 100), split="test")
+    )
+    core.reset_rows(np.arange(len(eps)), np.random.default_rng(0), np.arange(len(eps)))
+    env_phi = click_features(sim.catalog, core.context(), eps.logged_slate.astype(np.int64))
+    rows = np.flatnonzero(first)
+    ctx = _contexts(
+        sim.catalog,
+        sim.state_encoder,
+        ex.hist[rows],
+        ex.hist_ev[rows],
+        ex.intent[rows],
+        ex.intent_ev[rows],
+        ex.time[rows],
+    )
+    fit_phi = click_features(sim.catalog, ctx, ex.items[rows][:, :width])
+    np.testing.assert_allclose(env_phi, fit_phi, atol=1e-5)

@@ -248,6 +248,22 @@ class ShopperBatch:
             for j, arr in enumerate(targets):
                 arr[idx] = np.stack([entry[j] for _, entry in hit])
 
+    def precompute_start_pages(self) -> None:
+        """Fill the first-page cache for every logged session of the split (up to the cache
+        size), so that resets never compute candidates (what long training runs reach)."""
+        n = min(len(self.episodes), self.start_cache_size)
+        saved = tuple(
+            a[:1].copy() for a in (self.hist, self.hist_ev, self.state, self.intent, self.intent_ev)
+        )
+        row = np.array([0])
+        for e in range(n):
+            if e not in self._start_cache:
+                self.reset_rows(row, np.random.default_rng(0), np.array([e]))
+        for a, v in zip(
+            (self.hist, self.hist_ev, self.state, self.intent, self.intent_ev), saved, strict=True
+        ):
+            a[:1] = v
+
     # --- candidates ----------------------------------------------------------------------
     def draw_candidates(self, rows: np.ndarray, rng: np.random.Generator) -> None:
         if len(rows) == 0:
@@ -305,7 +321,7 @@ class ShopperBatch:
         mask = cand >= 0
         return {
             "user": self.state[rows].copy(),
-            "cand": self.cat.vectors0[cand],
+            "cand": np.take(self.cat.vectors0, cand, axis=0),  # take: ~1.6x faster than fancy indexing
             "cand_feat": self.cand_feat[rows].copy(),
             "cand_mask": mask.astype(np.int8),
         }

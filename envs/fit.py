@@ -49,6 +49,7 @@ from shopsim.envs.fidelity import (
     grouped_auc,
     grouped_bootstrap_auc,
     log_loss,
+    paired_auc_difference,
     plot_fidelity,
     reliability,
     replay,
@@ -279,6 +280,7 @@ def fit_simulator(
     }
     held = click_report["held_out"]
     scorers: dict[str, Scorer] = {}
+    preds: dict[str, np.ndarray] = {}
     exam_fit: np.ndarray | None = None
     for name, feats in CLICK_MODELS.items():
         if not cfg.baselines and name != "simulator":
@@ -300,6 +302,7 @@ def fit_simulator(
         p = _sigmoid(scorers[name].logit(test_t.x)) * (
             exam[np.minimum(test_t.position, len(exam) - 1)] if impressions else 1.0
         )
+        preds[name] = p
         held["auc"][name] = round(auc(test_t.y, p), 4)
         lo, hi = grouped_bootstrap_auc(test_t.y, p, test_t.session, seed=cfg.seed)
         held["auc_ci95"][name] = [round(lo, 4), round(hi, 4)]
@@ -310,6 +313,14 @@ def fit_simulator(
             )
             held.setdefault("reliability", {})[name] = reliability(test_t.y, p)
             held.setdefault("ece", {})[name] = round(held["reliability"][name]["ece"], 4)
+    if "popularity" in preds:
+        held["auc_minus_popularity"] = {
+            name: [
+                round(v, 4) for v in paired_auc_difference(test_t.y, p, preds["popularity"], test_t.session)
+            ]
+            for name, p in preds.items()
+            if name != "popularity"
+        }
     stage("click models")
 
     # purchases
@@ -518,12 +529,18 @@ def fidelity_markdown(report: dict[str, Any]) -> str:
         f"click model on held-out test events ({report['click']['test_positives']:,} clicks / "
         f"{report['click']['test_rows']:,} rows; negatives: {report['click']['negatives']})",
         "",
-        "| model | AUC [95% CI] | log-loss |" + (" per-impression AUC | ECE |" if "ece" in held else ""),
-        "|---|---|---|" + ("---|---|" if "ece" in held else ""),
+        "| model | AUC [95% CI] | AUC − popularity (paired 95% CI) | log-loss |"
+        + (" per-impression AUC | ECE |" if "ece" in held else ""),
+        "|---|---|---|---|" + ("---|---|" if "ece" in held else ""),
     ]
+    diff = held.get("auc_minus_popularity", {})
     for name in held["auc"]:
         lo, hi = held["auc_ci95"][name]
-        row = f"| {name} | {held['auc'][name]:.3f} [{lo:.3f}, {hi:.3f}] | {held['log_loss'][name]:.4f} |"
+        d = diff.get(name)
+        vs = f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]" if d else "—"
+        row = (
+            f"| {name} | {held['auc'][name]:.3f} [{lo:.3f}, {hi:.3f}] | {vs} | {held['log_loss'][name]:.4f} |"
+        )
         if "ece" in held:
             row += f" {held['auc_per_impression'][name]:.3f} | {held['ece'][name]:.4f} |"
         lines.append(row)

@@ -250,19 +250,12 @@ class ShopperBatch:
 
     def precompute_start_pages(self) -> None:
         """Fill the first-page cache for every logged session of the split (up to the cache
-        size), so that resets never compute candidates (what long training runs reach)."""
-        n = min(len(self.episodes), self.start_cache_size)
-        saved = tuple(
-            a[:1].copy() for a in (self.hist, self.hist_ev, self.state, self.intent, self.intent_ev)
-        )
+        size), so that resets never compute candidates — the state long training runs reach.
+        Uses shopper row 0 as scratch: call it before resetting."""
         row = np.array([0])
-        for e in range(n):
+        for e in range(min(len(self.episodes), self.start_cache_size)):
             if e not in self._start_cache:
                 self.reset_rows(row, np.random.default_rng(0), np.array([e]))
-        for a, v in zip(
-            (self.hist, self.hist_ev, self.state, self.intent, self.intent_ev), saved, strict=True
-        ):
-            a[:1] = v
 
     # --- candidates ----------------------------------------------------------------------
     def draw_candidates(self, rows: np.ndarray, rng: np.random.Generator) -> None:

@@ -1,0 +1,82 @@
+"""The one protocol every slate policy follows (RL agents and baselines alike).
+
+``predict`` has the shape of SB3's ``PolicyPredictor``, so ``stable_baselines3``'s
+``evaluate_policy`` and shopsim's evaluator run any of them on the same envs and seeds:
+
+    slate, state = policy.predict(obs, state=None, episode_start=None, deterministic=True)
+
+``obs`` is the env's Dict observation (one shopper, or a batch with a leading axis); ``slate``
+holds candidate indices, slot 1 first. Stochastic policies also give
+``slate_log_prob(obs, slate)`` — the exact log-probability of a slate, which off-policy
+evaluation needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class SlatePolicy(Protocol):
+    """What every shopsim policy implements."""
+
+    def predict(
+        self,
+        observation: dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Slates (…, k) of candidate indices for the observation(s)."""
+        ...
+
+
+def batched(observation: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bool]:
+    """The observation with a leading batch axis, and whether one had to be added."""
+    single = np.asarray(observation["cand_mask"]).ndim == 1
+    if single:
+        return {key: np.asarray(v)[None] for key, v in observation.items()}, True
+    return {key: np.asarray(v) for key, v in observation.items()}, False
+
+
+def top_k_slate(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    """(B, k) indices of the k best valid candidates, best first (ties: lower index first)."""
+    s = np.where(mask.astype(bool), scores, -np.inf)
+    order = np.argsort(-s, axis=1, kind="stable")
+    return order[:, :k]
+
+
+class ScoringPolicy:
+    """A deterministic policy that ranks candidates by a score function of the observation.
+
+    Subclasses implement :meth:`scores` ((B, N) array; higher is better).
+    """
+
+    name = "scoring"
+    kind = "heuristic"
+
+    def __init__(self, slate_size: int) -> None:
+        self.slate_size = slate_size
+
+    def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(
+        self,
+        observation: dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        obs, single = batched(observation)
+        slate = top_k_slate(self.scores(obs), obs["cand_mask"], self.slate_size)
+        return (slate[0] if single else slate), state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(slate_size={self.slate_size})"
+
+
+def describe(policy: Any) -> str:
+    return getattr(policy, "name", type(policy).__name__)

@@ -1,0 +1,112 @@
+"""Baseline slate policies, each a :class:`~shopsim.agents.policy.SlatePolicy`.
+
+Observation-only policies rank the candidates with what the agent sees:
+
+* ``random`` — uniformly random valid candidates (stochastic; exact slate probabilities);
+* ``popularity`` — popularity as of the shopper's time (``cand_feat`` column ``pop``);
+* ``cooccurrence`` — association rules from the last item: candidates with support ≥ 1
+  (co-occurred in a train session) ranked by lift = confidence / P(candidate), i.e.
+  log count − log popularity; the others after them by popularity;
+* ``bert_two_tower`` — the encoder's state vector against each candidate vector (cosine).
+
+Simulator-bound policies read the engine's per-candidate click features (call
+:meth:`bind` with the :class:`~shopsim.envs.core.ShopperBatch` being evaluated):
+
+* ``click_model_greedy`` — ranks by the fitted click model with the hidden-intent features
+  zeroed: the myopic optimum given what a shop could know;
+* ``click_model_oracle`` — the same with the hidden intent: the simulator's true myopic
+  optimum, an upper reference no deployable policy can use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shopsim.agents.policy import ScoringPolicy, batched
+from shopsim.envs.core import ShopperBatch
+from shopsim.envs.features import CAND_FEATURES, CLICK_FEATURES, INTENT_FEATURES
+
+POP, COOC = CAND_FEATURES.index("pop"), CAND_FEATURES.index("cooc")
+
+
+class RandomSlate:
+    """Uniformly random slates of distinct valid candidates."""
+
+    name = "random"
+    kind = "heuristic"
+
+    def __init__(self, slate_size: int, seed: int = 0) -> None:
+        self.slate_size = slate_size
+        self.rng = np.random.default_rng(seed)
+
+    def predict(
+        self,
+        observation: dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        obs, single = batched(observation)
+        keys = self.rng.random(obs["cand_mask"].shape) + (1 - obs["cand_mask"]) * 2.0
+        slate = np.argsort(keys, axis=1)[:, : self.slate_size]
+        return (slate[0] if single else slate), state
+
+    def slate_log_prob(self, observation: dict[str, np.ndarray], slate: np.ndarray) -> np.ndarray:
+        """log P(slate) = −log(n (n−1) … (n−k+1)) with n valid candidates."""
+        obs, _ = batched(observation)
+        n = obs["cand_mask"].sum(1).astype(float)
+        k = self.slate_size
+        return -np.sum([np.log(n - j) for j in range(k)], axis=0)
+
+
+class PopularitySlate(ScoringPolicy):
+    name = "popularity"
+    kind = "heuristic"
+
+    def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return obs["cand_feat"][..., POP]
+
+
+class CooccurrenceSlate(ScoringPolicy):
+    name = "cooccurrence"
+    kind = "cf"
+
+    def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        count = np.expm1(obs["cand_feat"][..., COOC])
+        pop = obs["cand_feat"][..., POP]
+        lift = np.log(np.maximum(count, 1e-12)) - pop
+        return np.where(count >= 1, 1e6 + lift, pop)  # rules first (by lift), then popularity
+
+
+class TwoTowerSlate(ScoringPolicy):
+    name = "bert_two_tower"
+    kind = "supervised"
+
+    def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.einsum("bnd,bd->bn", obs["cand"], obs["user"])
+
+
+class ClickModelGreedy(ScoringPolicy):
+    """Ranks candidates by the simulator's fitted click model (see the module docstring)."""
+
+    kind = "heuristic"
+
+    def __init__(self, slate_size: int, *, use_intent: bool = False) -> None:
+        super().__init__(slate_size)
+        self.use_intent = use_intent
+        self.name = "click_model_oracle" if use_intent else "click_model_greedy"
+        self.core: ShopperBatch | None = None
+
+    def bind(self, core: ShopperBatch) -> None:
+        self.core = core
+
+    def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        if self.core is None:
+            raise RuntimeError(f"{self.name}: call bind(core) with the simulator being evaluated")
+        phi = self.core.cand_phi.copy()
+        if not self.use_intent:
+            phi[..., [CLICK_FEATURES.index(f) for f in INTENT_FEATURES]] = 0.0
+        g = self.core.sim.click.logit(phi.reshape(-1, phi.shape[-1])).reshape(self.core.cand.shape)
+        if g.shape[0] != obs["cand_mask"].shape[0]:
+            raise RuntimeError(f"{self.name}: observation batch does not match the bound simulator")
+        return g

@@ -8,6 +8,7 @@ expected rank by the evaluator, so no model profits from catalog order.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -184,3 +185,82 @@ class AttributeMatch:
         last = a[[h[-1] for h in histories]]  # (B, A)
         match = (a[None, :, :] == last[:, None, :]) & (last[:, None, :] > 0)
         return (match * weights).sum(axis=2)
+
+
+def _session_item_matrix(log: SessionLog) -> sp.csr_matrix:
+    n = len(log.items)
+    seqs = train_sequences(log)
+    rows = np.concatenate([np.full(len(s), i) for i, s in enumerate(seqs)])
+    cols = np.concatenate(seqs)
+    mat = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(seqs), n))
+    mat.sum_duplicates()
+    return mat
+
+
+@dataclass
+class BPR:
+    """Bayesian personalised ranking (``implicit`` BPR) on train session × item; a history is
+    folded in as the mean of its items' factors (BPR has no closed-form user refit)."""
+
+    factors: int = 64
+    iterations: int = 100
+    learning_rate: float = 0.05
+    regularization: float = 0.01
+    seed: int = 0
+    item_factors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    known: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    def fit(self, log: SessionLog) -> BPR:
+        from implicit.bpr import BayesianPersonalizedRanking
+
+        mat = _session_item_matrix(log)
+        with threadpool_limits(1, "blas"):
+            model = BayesianPersonalizedRanking(
+                factors=self.factors,
+                iterations=self.iterations,
+                learning_rate=self.learning_rate,
+                regularization=self.regularization,
+                random_state=self.seed,
+                num_threads=1,  # deterministic for a fixed seed
+            )
+            model.fit(mat, show_progress=False)
+        self.item_factors = np.asarray(model.item_factors)
+        self.known = np.asarray(mat.sum(axis=0)).ravel() > 0
+        return self
+
+    def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
+        users = np.stack([self.item_factors[h].mean(0) for h in histories])
+        out = users @ self.item_factors.T
+        out[:, ~self.known] = -np.inf
+        return out
+
+
+@dataclass
+class ItemKNN:
+    """Item-to-item cosine neighbours (``implicit`` CosineRecommender, K neighbours) on train
+    session × item; a history scores an item by its summed similarity to the history's items."""
+
+    neighbours: int = 50
+    model: object | None = None
+    n_items: int = 0
+
+    def fit(self, log: SessionLog) -> ItemKNN:
+        from implicit.nearest_neighbours import CosineRecommender
+
+        mat = _session_item_matrix(log)
+        model = CosineRecommender(K=self.neighbours, num_threads=1)
+        with warnings.catch_warnings():  # implicit transposes to COO internally and warns about it
+            warnings.simplefilter("ignore")
+            model.fit(mat, show_progress=False)
+        self.model, self.n_items = model, mat.shape[1]
+        return self
+
+    def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
+        assert self.model is not None
+        n = self.n_items
+        rows = np.concatenate([np.full(len(h), i) for i, h in enumerate(histories)])
+        cols = np.concatenate(histories)
+        user_items = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(histories), n))
+        user_items.sum_duplicates()
+        sim = self.model.similarity  # type: ignore[attr-defined]
+        return np.asarray((user_items @ sim).todense(), dtype=np.float64)

@@ -9,8 +9,12 @@ Observation-only policies rank the candidates with what the agent sees:
   log count − log popularity; the others after them by popularity;
 * ``bert_two_tower`` — the encoder's state vector against each candidate vector (cosine).
 
-Simulator-bound policies read the engine's per-candidate click features (call
-:meth:`bind` with the :class:`~shopsim.envs.core.ShopperBatch` being evaluated):
+Simulator-bound policies read the engine's state (call :meth:`bind` with the
+:class:`~shopsim.envs.core.ShopperBatch` being evaluated):
+
+* ``itemknn``, ``als``, ``bpr`` (and any next-item scorer of :mod:`shopsim.agents.baselines`,
+  fitted on the train split): score the candidates from the shopper's history
+  (:class:`HistoryScorerSlate`; the ``implicit`` library's models, not hand-written);
 
 * ``click_model_greedy`` — ranks by the fitted click model with the hidden-intent features
   zeroed: the myopic optimum given what a shop could know;
@@ -110,3 +114,37 @@ class ClickModelGreedy(ScoringPolicy):
         if g.shape[0] != obs["cand_mask"].shape[0]:
             raise RuntimeError(f"{self.name}: observation batch does not match the bound simulator")
         return g
+
+
+class HistoryScorerSlate(ScoringPolicy):
+    """A next-item scorer (``scorer(histories) -> (B, catalog)``) ranking the candidates from
+    the bound shoppers' histories (oldest first, at most ``max_history`` items)."""
+
+    def __init__(
+        self, slate_size: int, scorer: object, *, name: str, kind: str = "cf", max_history: int = 20
+    ) -> None:
+        super().__init__(slate_size)
+        self.scorer = scorer
+        self.name = name
+        self.kind = kind
+        self.max_history = max_history
+        self.core: ShopperBatch | None = None
+
+    def bind(self, core: ShopperBatch) -> None:
+        self.core = core
+
+    def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        if self.core is None:
+            raise RuntimeError(f"{self.name}: call bind(core) with the simulator being evaluated")
+        hist = self.core.hist[:, : self.max_history]
+        histories = [h[h >= 0][::-1] for h in hist]
+        out = np.full(self.core.cand.shape, -np.inf)
+        has = np.array([len(h) > 0 for h in histories])
+        if has.any():
+            full = np.asarray(self.scorer([h for h in histories if len(h)]))  # type: ignore[operator]
+            cand = self.core.cand[has]
+            out[has] = np.take_along_axis(full, np.maximum(cand, 0), axis=1)
+        # unscorable candidates (cold items, empty history) fall back to popularity, below all scored
+        pop = obs["cand_feat"][..., POP].astype(np.float64)
+        fallback = -1e12 + pop
+        return np.where(np.isfinite(out), out, fallback)

@@ -201,3 +201,22 @@ def test_paired_evaluation_and_greedy_on_the_toy_shop(toy_sim: Path) -> None:
     env = VecMonitor(ShopperVecEnv(toy_sim, 4, slate_size=3, n_candidates=20, seed=0))
     mean, _ = evaluate_policy(PopularitySlate(3), env, n_eval_episodes=20)  # type: ignore[arg-type]
     assert np.isfinite(mean)
+
+
+def test_implicit_baselines_score_candidates_from_the_history(toy_sim: Path) -> None:
+    from shopsim.agents.baselines import BPR, ItemKNN
+    from shopsim.agents.evaluation import evaluate_policy_in_sim, paired_difference
+    from shopsim.agents.slate_baselines import HistoryScorerSlate, RandomSlate
+    from shopsim.envs.core import ShopperConfig
+    from shopsim.envs.data import SessionLog
+    from shopsim.envs.simulator import Simulator
+
+    log = SessionLog.load(toy_sim.parent / "data")
+    sim = Simulator.load(toy_sim)
+    cfg = ShopperConfig(slate_size=3, n_candidates=20, split="test")
+    rand = evaluate_policy_in_sim(sim, RandomSlate(3, seed=1), episodes=600, config=cfg, seed=3)
+    for name, scorer in (("itemknn", ItemKNN().fit(log)), ("bpr", BPR(iterations=50).fit(log))):
+        res = evaluate_policy_in_sim(
+            sim, HistoryScorerSlate(3, scorer, name=name), episodes=600, config=cfg, seed=3
+        )
+        assert paired_difference(res, rand)["ci95"][0] > 0, name

@@ -191,7 +191,14 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         out / "rees46", out / "rees46-encoder", out / "rees46-sim", SimulatorConfig(seed=args.seed)
     )
     print(fidelity_markdown(fid))
-    print(f"  wrote {out / 'rees46-sim'} ({fid['timing_s']:.1f} s)")
+    print(f"  wrote {out / 'rees46-sim'} ({fid['timing_s']:.1f} s)\n")
+    from shopsim.experiments.agents_run import AgentsConfig, results_markdown, run_agents
+
+    print("agents and baselines in the REES46 simulator:")
+    cfg = AgentsConfig(seed=args.seed, ppo_steps=args.ppo_steps, episodes=args.episodes)
+    report = run_agents(out / "rees46", out / "rees46-encoder", out / "rees46-sim", out, cfg)
+    print(results_markdown(report))
+    print(f"  wrote {out}/results.json, results.md, plots/returns.png, models/, tensorboard/")
     return 0
 
 
@@ -305,11 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     qs = sub.add_parser(
         "quickstart",
         help="run shopsim on the bundled sample logs",
-        description="Prepare and summarize the bundled REES46 and UCI samples, then train and "
-        "evaluate the encoder on REES46.",
+        description="Prepare and summarize the bundled REES46 and UCI samples; on REES46 train "
+        "and evaluate the encoder, fit the shopper simulator, train PPO and evaluate every "
+        "policy on the same test sessions (results.json, results.md, plots/).",
     )
     qs.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
     qs.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    qs.add_argument("--ppo-steps", type=int, default=60_000, help="PPO training budget (env steps)")
+    qs.add_argument("--episodes", type=int, default=3000, help="test sessions each policy plays")
     qs.set_defaults(func=cmd_quickstart)
 
     bench = sub.add_parser(

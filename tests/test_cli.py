@@ -39,13 +39,47 @@ def test_inspect_writes_nothing(tmp_path: Path, cli: CliRunner) -> None:
 
 
 def test_quickstart_prepares_the_bundled_samples(tmp_path: Path, cli: CliRunner) -> None:
-    code, out, err = cli("quickstart", "--out", tmp_path)
+    code, out, err = cli("quickstart", "--out", tmp_path, "--ppo-steps", "2048", "--episodes", "200")
     assert code == 0, err
     for name in ("rees46", "uci"):
         assert (tmp_path / name / "events.parquet").exists()
     assert "uci ←" in out
     assert "two_tower_frozen" in out
     assert (tmp_path / "rees46-encoder" / "eval.json").exists()
+    assert (tmp_path / "rees46-sim" / "fidelity.json").exists()
+    # results.json follows DESIGN.md's schema
+    import json
+
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert {"dataset", "seed", "config", "policies", "fidelity", "timing_s"} <= set(res)
+    names = {
+        "random",
+        "popularity",
+        "cooccurrence",
+        "itemknn",
+        "als",
+        "bpr",
+        "bert_two_tower",
+        "click_model_greedy",
+        "ppo",
+    }
+    assert names <= set(res["policies"])
+    for entry in res["policies"].values():
+        sim = entry["sim"]
+        assert {
+            "return_mean",
+            "return_ci95",
+            "ctr",
+            "purchase_rate",
+            "revenue_per_session",
+            "episodes",
+        } <= set(sim)
+        assert sim["episodes"] == 200
+        assert sim["return_ci95"][0] <= sim["return_mean"] <= sim["return_ci95"][1]
+    assert {"recall@10", "ndcg@10"} <= set(res["policies"]["als"]["offline"])
+    assert (tmp_path / "results.md").read_text().startswith("Policies on 200 test sessions")
+    assert (tmp_path / "plots" / "returns.png").exists()
+    assert (tmp_path / "models" / "ppo.zip").exists()
 
 
 def test_encode_bad_inputs_are_one_line(tmp_path: Path, cli: CliRunner) -> None:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from shopsim.encoders.bundle import EncoderBundle, NumpyStateEncoder
 from shopsim.envs.catalog import Catalog, build_catalog
 from shopsim.envs.data import SessionLog
+from shopsim.envs.dynamics import measure_dynamics
 from shopsim.envs.episodes import (
     ClickExamples,
     build_episodes,
@@ -481,6 +482,10 @@ def fit_simulator(
             **sessions,
         },
     }
+    report["dynamics"] = {
+        "what": "long-term dynamics measured on the train split (see shopsim.envs.dynamics)",
+        **measure_dynamics(log.split("train"), log.items),
+    }
     stage("replay")
     bar.close()
     report["timing_s"] = round(time.perf_counter() - t0, 2)
@@ -566,4 +571,29 @@ def fidelity_markdown(report: dict[str, Any]) -> str:
         lines.append(f"  category mix: total variation {rp['category_mix']['total_variation']:.3f}")
     cal = report["calibration"]
     lines.append(f"  click offset: {cal['click_offset']} ({cal['kind'].split(' ')[0]})")
+    dyn = report.get("dynamics", {})
+    if "leave_hazard_by_step" in dyn:
+        hz = dyn["leave_hazard_by_step"]
+        c = dyn["continuation"]
+        rv = dyn["purchase_by_repeat_views"]
+        lines.append(
+            "dynamics in the train logs: leave hazard step 1 "
+            f"{hz['1']['rate']:.2f} → step 5 {hz['5']['rate']:.2f}; continuation after a purchase "
+            f"{c['after_purchase']['rate']:.2f} vs {c['after_other']['rate']:.2f}; "
+            "purchase rate by earlier views of the item"
+            f" {rv['0']['rate']:.3f} / {rv['1']['rate']:.3f} / {rv['2+']['rate']:.3f}; "
+            f"same-category next step ×{dyn['same_category_next']['stickiness']} popularity"
+        )
+    if "ctr_by_category_history" in dyn:
+        cb = dyn["ctr_by_category_history"]
+        lines.append(
+            "dynamics: CTR by the user's earlier clicks in the item's category "
+            + ", ".join(f"{k}: {v['rate']:.3f} (n {v['n']})" for k, v in cb.items())
+        )
+    if "basket_lift" in dyn:
+        bl = dyn["basket_lift"]
+        lines.append(
+            f"dynamics: {bl['pairs_bought_together_twice']:,} item pairs bought together ≥ 2 times, "
+            f"median lift {bl['median_lift']} (one purchase raises another's odds)"
+        )
     return "\n".join(lines)

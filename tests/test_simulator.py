@@ -292,3 +292,21 @@ def test_env_sees_the_features_the_model_was_fitted_on(mind_sim: Path) -> None:
     )
     fit_phi = click_features(sim.catalog, ctx, ex.items[rows][:, :width])
     np.testing.assert_allclose(env_phi, fit_phi, atol=1e-5)
+
+
+def test_dynamics_recover_the_toy_shops_structure(toy_sim: Path) -> None:
+    """The toy walks its category's cycle 90% of the time and buys a category's first item 80%
+    of the time: the measurements must show it (and they land in fidelity.json)."""
+    from shopsim.envs.data import SessionLog
+    from shopsim.envs.dynamics import measure_dynamics
+
+    log = SessionLog.load(toy_sim.parent / "data")
+    dyn = measure_dynamics(log.split("train"), log.items)
+    same = dyn["same_category_next"]
+    assert same["rate"] > 0.85  # 0.9 cycle steps + 1/4 of the random jumps
+    assert same["expected_by_popularity"] == pytest.approx(0.25, abs=0.02)
+    # sessions have ≥ 3 steps by construction: nobody leaves after steps 1 or 2
+    assert dyn["leave_hazard_by_step"]["1"]["rate"] == 0.0
+    assert dyn["leave_hazard_by_step"]["4"]["rate"] == pytest.approx(0.3, abs=0.05)  # geometric(0.3)
+    stored = json.loads((toy_sim / "fidelity.json").read_text())["dynamics"]
+    assert stored["same_category_next"]["n"] == same["n"]

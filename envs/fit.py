@@ -23,6 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from shopsim.encoders.bundle import EncoderBundle, NumpyStateEncoder
+from shopsim.encoders.cache import hash_files
 from shopsim.envs.catalog import Catalog, build_catalog
 from shopsim.envs.data import SessionLog
 from shopsim.envs.dynamics import measure_dynamics
@@ -56,7 +57,7 @@ from shopsim.envs.fidelity import (
     replay,
 )
 from shopsim.envs.response import Scorer, _sigmoid, dcg_examination, fit_scorer
-from shopsim.envs.simulator import SPLITS, PurchaseMode, Simulator
+from shopsim.envs.simulator import SIMULATOR_VERSION, SPLITS, PurchaseMode, Simulator
 from shopsim.errors import ShopsimError
 
 
@@ -200,6 +201,13 @@ def _masked_scorer(sc: Scorer, mask: np.ndarray) -> Scorer:
     return Scorer(mean, std, sc.w1[:0].reshape(f, 0), sc.b1, w2, sc.b2)
 
 
+def _inputs_key(data_dir: Path, embeddings: Path, cfg: SimulatorConfig) -> str:
+    """Hash of everything a fit depends on: the prepared log, the encoder output, the config."""
+    files = [data_dir / "events.parquet", data_dir / "items.parquet"]
+    files += [embeddings / n for n in ("item_vectors.npy", "encoder.pt", "item_ids.json")]
+    return hash_files(files) + ":" + json.dumps(asdict(cfg), sort_keys=True)
+
+
 def fit_simulator(
     data_dir: Path,
     embeddings: Path,
@@ -207,13 +215,25 @@ def fit_simulator(
     config: SimulatorConfig | None = None,
     *,
     progress: bool = True,
+    reuse: bool = False,
 ) -> tuple[Simulator, dict[str, Any]]:
-    """Fit, calibrate, check and (if ``out``) save a simulator. Returns it and its fidelity report."""
+    """Fit, calibrate, check and (if ``out``) save a simulator. Returns it and its fidelity report.
+
+    :param reuse: if ``out`` already holds a simulator fitted from the same inputs (same log,
+        encoder output and configuration, by content hash), load it instead of refitting.
+    """
     cfg = config or SimulatorConfig()
     t0 = time.perf_counter()
     log = SessionLog.load(data_dir)
     bundle = EncoderBundle.load(embeddings)
     _check_embeddings(log, bundle, embeddings)
+    inputs = _inputs_key(data_dir, embeddings, cfg)
+    if reuse and out is not None and (out / "fidelity.json").exists() and (out / "simulator.json").exists():
+        meta = json.loads((out / "simulator.json").read_text())
+        if meta.get("inputs") == inputs and meta.get("shopsim_simulator_version") == SIMULATOR_VERSION:
+            cached: dict[str, Any] = json.loads((out / "fidelity.json").read_text())
+            cached["reused"] = True
+            return Simulator.load(out), cached
     events = log.events
     for split in ("valid", "test"):
         if not (events["split"] == split).any():
@@ -428,6 +448,7 @@ def fit_simulator(
             "history_len": cfg.history_len,
             "config": asdict(cfg),
             "click_features": list(CLICK_FEATURES),
+            "inputs": inputs,
         },
     )
     calib: dict[str, Any] = {

@@ -188,10 +188,15 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     print("shopper simulator fitted on the REES46 sample:")
     _, fid = fit_simulator(
-        out / "rees46", out / "rees46-encoder", out / "rees46-sim", SimulatorConfig(seed=args.seed)
+        out / "rees46",
+        out / "rees46-encoder",
+        out / "rees46-sim",
+        SimulatorConfig(seed=args.seed),
+        reuse=True,
     )
     print(fidelity_markdown(fid))
-    print(f"  wrote {out / 'rees46-sim'} ({fid['timing_s']:.1f} s)\n")
+    where = "reused (same inputs)" if fid.get("reused") else f"{fid['timing_s']:.1f} s"
+    print(f"  wrote {out / 'rees46-sim'} ({where})\n")
     from shopsim.experiments.agents_run import AgentsConfig, results_markdown, run_agents
 
     print("agents and baselines in the REES46 simulator:")

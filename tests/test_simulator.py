@@ -310,3 +310,15 @@ def test_dynamics_recover_the_toy_shops_structure(toy_sim: Path) -> None:
     assert dyn["leave_hazard_by_step"]["4"]["rate"] == pytest.approx(0.3, abs=0.05)  # geometric(0.3)
     stored = json.loads((toy_sim / "fidelity.json").read_text())["dynamics"]
     assert stored["same_category_next"]["n"] == same["n"]
+
+
+def test_refit_on_unchanged_inputs_is_reused(toy_sim: Path) -> None:
+    from shopsim.envs.fit import SimulatorConfig, fit_simulator
+
+    data, enc = toy_sim.parent / "data", toy_sim.parent / "enc"
+    _, rep = fit_simulator(data, enc, toy_sim, SimulatorConfig(), progress=False, reuse=True)
+    assert rep.get("reused") is True
+    _, other = fit_simulator(
+        data, enc, None, SimulatorConfig(hidden=8, baselines=False), progress=False, reuse=True
+    )
+    assert "reused" not in other  # a different configuration is fitted, not reused

@@ -26,6 +26,7 @@ from shopsim.agents.slate_baselines import (
     ClickModelGreedy,
     CooccurrenceSlate,
     HistoryScorerSlate,
+    NonMyopicRule,
     PopularitySlate,
     RandomSlate,
     TwoTowerSlate,
@@ -128,6 +129,7 @@ def run_agents(
         "bert_two_tower": TwoTowerSlate(k),
         "click_model_greedy": ClickModelGreedy(k),
         "click_model_oracle": ClickModelGreedy(k, use_intent=True),
+        "non_myopic_rule": NonMyopicRule(k, penalty=5.0),
     }
     kinds = {
         "random": "heuristic",
@@ -139,6 +141,7 @@ def run_agents(
         "bert_two_tower": "supervised",
         "click_model_greedy": "heuristic",
         "click_model_oracle": "heuristic",
+        "non_myopic_rule": "heuristic",
         "ppo": "rl",
     }
     if cfg.ppo_steps:

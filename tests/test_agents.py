@@ -220,3 +220,18 @@ def test_implicit_baselines_score_candidates_from_the_history(toy_sim: Path) -> 
             sim, HistoryScorerSlate(3, scorer, name=name), episodes=600, config=cfg, seed=3
         )
         assert paired_difference(res, rand)["ci95"][0] > 0, name
+
+
+def test_non_myopic_rule_reduces_to_greedy_without_penalty(toy_sim: Path) -> None:
+    from shopsim.agents.evaluation import evaluate_policy_in_sim
+    from shopsim.agents.slate_baselines import ClickModelGreedy, NonMyopicRule
+    from shopsim.envs.core import ShopperConfig
+    from shopsim.envs.simulator import Simulator
+
+    sim = Simulator.load(toy_sim)
+    cfg = ShopperConfig(slate_size=3, n_candidates=20, split="test")
+    a = evaluate_policy_in_sim(sim, NonMyopicRule(3, penalty=0.0), episodes=300, config=cfg, seed=2)
+    b = evaluate_policy_in_sim(sim, ClickModelGreedy(3), episodes=300, config=cfg, seed=2)
+    np.testing.assert_array_equal(a.returns, b.returns)
+    c = evaluate_policy_in_sim(sim, NonMyopicRule(3, penalty=50.0), episodes=300, config=cfg, seed=2)
+    assert c.purchases.sum() < b.purchases.sum()  # a large penalty steers away from purchases

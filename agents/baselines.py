@@ -116,12 +116,7 @@ class ALS:
     def fit(self, log: SessionLog) -> ALS:
         from implicit.als import AlternatingLeastSquares
 
-        n = len(log.items)
-        seqs = train_sequences(log)
-        rows = np.concatenate([np.full(len(s), i) for i, s in enumerate(seqs)])
-        cols = np.concatenate(seqs)
-        mat = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(seqs), n))
-        mat.sum_duplicates()
+        mat = _session_item_matrix(log)
         mat.data = 1.0 + self.alpha * mat.data
         # implicit parallelises itself; a threaded BLAS underneath only oversubscribes the cores
         with threadpool_limits(1, "blas"):
@@ -140,13 +135,7 @@ class ALS:
     def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
         assert self.model is not None
         n = len(self.known)
-        rows = np.concatenate([np.full(len(h), i) for i, h in enumerate(histories)])
-        cols = np.concatenate(histories)
-        user_items = sp.csr_matrix(
-            ((1.0 + self.alpha) * np.ones(len(rows), np.float32), (rows, cols)),
-            shape=(len(histories), n),
-        )
-        user_items.sum_duplicates()
+        user_items = _history_matrix(histories, n, 1.0 + self.alpha)
         with threadpool_limits(1, "blas"):
             ids, scores = self.model.recommend(  # type: ignore[attr-defined]
                 np.arange(len(histories)),
@@ -187,14 +176,20 @@ class AttributeMatch:
         return (match * weights).sum(axis=2)
 
 
-def _session_item_matrix(log: SessionLog) -> sp.csr_matrix:
-    n = len(log.items)
-    seqs = train_sequences(log)
-    rows = np.concatenate([np.full(len(s), i) for i, s in enumerate(seqs)])
-    cols = np.concatenate(seqs)
-    mat = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(seqs), n))
+def _history_matrix(histories: list[np.ndarray], n_items: int, value: float) -> sp.csr_matrix:
+    """One row per history, ``value`` per interaction (repeats summed)."""
+    rows = np.concatenate([np.full(len(h), i) for i, h in enumerate(histories)])
+    cols = np.concatenate(histories)
+    mat = sp.csr_matrix(
+        (np.full(len(rows), value, np.float32), (rows, cols)), shape=(len(histories), n_items)
+    )
     mat.sum_duplicates()
     return mat
+
+
+def _session_item_matrix(log: SessionLog) -> sp.csr_matrix:
+    """Train session × item counts."""
+    return _history_matrix(train_sequences(log), len(log.items), 1.0)
 
 
 @dataclass
@@ -257,10 +252,6 @@ class ItemKNN:
 
     def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
         assert self.model is not None
-        n = self.n_items
-        rows = np.concatenate([np.full(len(h), i) for i, h in enumerate(histories)])
-        cols = np.concatenate(histories)
-        user_items = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(histories), n))
-        user_items.sum_duplicates()
+        user_items = _history_matrix(histories, self.n_items, 1.0)
         sim = self.model.similarity  # type: ignore[attr-defined]
         return np.asarray((user_items @ sim).todense(), dtype=np.float64)

@@ -13,7 +13,7 @@ evaluation needs.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -76,7 +76,3 @@ class ScoringPolicy:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(slate_size={self.slate_size})"
-
-
-def describe(policy: Any) -> str:
-    return getattr(policy, "name", type(policy).__name__)

@@ -31,6 +31,7 @@ import numpy as np
 from shopsim.agents.policy import ScoringPolicy, batched
 from shopsim.envs.core import ShopperBatch
 from shopsim.envs.features import CAND_FEATURES, CLICK_FEATURES, INTENT_FEATURES
+from shopsim.envs.response import _sigmoid
 
 POP, COOC = CAND_FEATURES.index("pop"), CAND_FEATURES.index("cooc")
 
@@ -174,7 +175,5 @@ class NonMyopicRule(ClickModelGreedy):
         from shopsim.envs.features import purchase_features
 
         psi = purchase_features(core.cat, core.context(), core.cand)
-        p_buy = 1.0 / (
-            1.0 + np.exp(-(sim.purchase.logit(psi.reshape(-1, psi.shape[-1])) + sim.purchase_offset))
-        )
+        p_buy = _sigmoid(sim.purchase.logit(psi.reshape(-1, psi.shape[-1])) + sim.purchase_offset)
         return g - self.penalty * p_buy.reshape(g.shape)

@@ -79,10 +79,6 @@ class Catalog:
         ck, cv = _pair_index(self.cooc_idx, self.cooc_cnt)
         return np.r_[tk, ck + self.n_items**2], np.r_[tv, cv]
 
-    def time_of(self, ts: pd.Series | np.ndarray) -> np.ndarray:
-        """Seconds since the start of the log (the time axis of :meth:`popularity_at`)."""
-        return event_seconds(ts) - int(self.t0[0])
-
     def popularity_at(
         self, items: np.ndarray, t: np.ndarray, window: int = 86_400
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -43,6 +43,7 @@ from shopsim.envs.features import (
     purchase_features,
     row_keys,
 )
+from shopsim.envs.response import _sigmoid
 from shopsim.envs.rewards import StepEvents
 from shopsim.envs.simulator import Simulator
 from shopsim.errors import ShopsimError
@@ -50,10 +51,6 @@ from shopsim.errors import ShopsimError
 SOURCES = ("embedding", "transition", "cooccurrence", "popular", "explore")
 START_SEED = 20261123
 """Seeds the exploration items of an episode's first page (with the episode's index)."""
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 @dataclass
@@ -317,6 +314,17 @@ class ShopperBatch:
             "cand": np.take(self.cat.vectors0, cand, axis=0),  # take: ~1.6x faster than fancy indexing
             "cand_feat": self.cand_feat[rows].copy(),
             "cand_mask": mask.astype(np.int8),
+        }
+
+    def episode_summary(self, row: int) -> dict[str, float | int]:
+        """What ``info["shopper"]`` reports when shopper ``row``'s episode ends."""
+        s = self.stats[row]
+        return {
+            "clicks": int(s[0]),
+            "purchases": int(s[1]),
+            "revenue": float(s[2]),
+            "return": float(s[3]),
+            "steps": int(self.step_count[row]),
         }
 
     # --- step ----------------------------------------------------------------------------

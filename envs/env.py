@@ -113,14 +113,7 @@ class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         info: dict[str, Any] = {"events": events.row(0)}
         self._last_events = info["events"]
         if left[0] or truncated[0]:
-            s = self.core.stats[0]
-            info["shopper"] = {
-                "clicks": int(s[0]),
-                "purchases": int(s[1]),
-                "revenue": float(s[2]),
-                "return": float(s[3]),
-                "steps": int(self.core.step_count[0]),
-            }
+            info["shopper"] = self.core.episode_summary(0)
         return self._obs(), reward, bool(left[0]), bool(truncated[0]), info
 
     def render(self) -> str | None:

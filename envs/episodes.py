@@ -11,7 +11,6 @@ first logged slate is kept for replaying the logging policy.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -62,9 +61,6 @@ class Episodes:
     @classmethod
     def from_arrays(cls, z: dict[str, np.ndarray] | np.lib.npyio.NpzFile, prefix: str) -> Episodes:
         return cls(**{f.name: z[f"{prefix}_{f.name}"] for f in fields(cls)})
-
-    def save(self, path: Path) -> None:
-        np.savez(path, **self.arrays("ep"))  # type: ignore[arg-type]
 
 
 def session_runs(

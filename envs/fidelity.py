@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,18 +76,20 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, Any]:
     return {"ece": float(ece), "bins": rows}
 
 
+def _session_resamples(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Row indices of ``n_boot`` bootstrap resamples drawing whole sessions with replacement."""
+    rng = np.random.default_rng(seed)
+    ug, inv = np.unique(groups, return_inverse=True)
+    members = np.split(np.argsort(inv, kind="stable"), np.cumsum(np.bincount(inv))[:-1])
+    for _ in range(n_boot):
+        yield np.concatenate([members[i] for i in rng.integers(0, len(ug), len(ug))])
+
+
 def grouped_bootstrap_auc(
     y: np.ndarray, s: np.ndarray, groups: np.ndarray, *, n_boot: int = 200, seed: int = 0
 ) -> tuple[float, float]:
     """95% interval of the pooled AUC, resampling whole sessions."""
-    rng = np.random.default_rng(seed)
-    ug, inv = np.unique(groups, return_inverse=True)
-    members = np.split(np.argsort(inv, kind="stable"), np.cumsum(np.bincount(inv))[:-1])
-    vals = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(ug), len(ug))
-        idx = np.concatenate([members[i] for i in pick])
-        vals.append(auc(y[idx], s[idx]))
+    vals = [auc(y[idx], s[idx]) for idx in _session_resamples(groups, n_boot, seed)]
     lo, hi = np.nanpercentile(vals, [2.5, 97.5])
     return float(lo), float(hi)
 
@@ -95,13 +98,7 @@ def paired_auc_difference(
     y: np.ndarray, a: np.ndarray, b: np.ndarray, groups: np.ndarray, *, n_boot: int = 200, seed: int = 0
 ) -> tuple[float, float, float]:
     """AUC(a) − AUC(b) on the same events, with a 95% paired interval resampling whole sessions."""
-    rng = np.random.default_rng(seed)
-    ug, inv = np.unique(groups, return_inverse=True)
-    members = np.split(np.argsort(inv, kind="stable"), np.cumsum(np.bincount(inv))[:-1])
-    diffs = []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[i] for i in rng.integers(0, len(ug), len(ug))])
-        diffs.append(auc(y[idx], a[idx]) - auc(y[idx], b[idx]))
+    diffs = [auc(y[idx], a[idx]) - auc(y[idx], b[idx]) for idx in _session_resamples(groups, n_boot, seed)]
     lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
     return auc(y, a) - auc(y, b), float(lo), float(hi)
 

@@ -84,21 +84,13 @@ class ShopperVecEnv(VecEnv):
         done_rows = np.flatnonzero(dones)
         if len(done_rows):
             terminal = self.core.observe(done_rows)
-            for j, i in enumerate(done_rows):
-                s = self.core.stats[i]
+            for j, i in enumerate(done_rows.tolist()):
                 infos[i] = {
                     "terminal_observation": {k: v[j] for k, v in terminal.items()},
                     "TimeLimit.truncated": bool(truncated[i]),
-                    "shopper": {
-                        "clicks": int(s[0]),
-                        "purchases": int(s[1]),
-                        "revenue": float(s[2]),
-                        "return": float(s[3]),
-                        "steps": int(self.core.step_count[i]),
-                    },
+                    "shopper": self.core.episode_summary(i),
                 }
             self.core.reset_rows(done_rows, self.rng)
-        self.last_events = events
         return self.core.observe(), rewards, dones, infos
 
     def close(self) -> None:

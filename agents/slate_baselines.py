@@ -17,7 +17,8 @@ Simulator-bound policies read the engine's state (call :meth:`bind` with the
   (:class:`HistoryScorerSlate`; the ``implicit`` library's models, not hand-written);
 
 * ``click_model_greedy`` — ranks by the fitted click model with the hidden-intent features
-  zeroed: the myopic optimum given what a shop could know;
+  zeroed: the myopic optimum given what a shop could know (including the what-if dynamics'
+  click terms when they are switched on, so it stays the myopic optimum of the world it plays);
 * ``click_model_oracle`` — the same with the hidden intent: the simulator's true myopic
   optimum, an upper reference no deployable policy can use;
 * ``non_myopic_rule`` — greedy minus a penalty on likely purchases (which end sessions): a
@@ -114,6 +115,7 @@ class ClickModelGreedy(ScoringPolicy):
         if not self.use_intent:
             phi[..., [CLICK_FEATURES.index(f) for f in INTENT_FEATURES]] = 0.0
         g = self.core.sim.click.logit(phi.reshape(-1, phi.shape[-1])).reshape(self.core.cand.shape)
+        g = g + self.core.whatif_logit(self.core.cand)  # zero unless what-if dynamics are on
         if g.shape[0] != obs["cand_mask"].shape[0]:
             raise RuntimeError(f"{self.name}: observation batch does not match the bound simulator")
         return g

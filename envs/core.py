@@ -19,6 +19,22 @@ An episode's first page depends only on its logged session: its exploration item
 a seed derived from the session's index, so it is computed once and cached (resets are most
 of the work otherwise: logged sessions are short).
 
+**What-if dynamics** (``ShopperConfig.fatigue``, ``exposure_intent``; both 0 by default) are
+*assumptions*, not measurements: the REES46 logs show the opposite of fatigue (shoppers stay in
+a category, ×11.5 stickiness, see ``fidelity.json`` → ``dynamics``). They add to the click logit
+of a shown item i of category c
+
+.. math::
+
+    g_i \\mathrel{+}= \\text{exposure\\_intent} \\cdot \\log(1 + n_i)
+        - \\text{fatigue} \\cdot \\log(1 + m_c)
+
+with :math:`n_i` / :math:`m_c` the times item i / an item of category c was shown earlier in the
+episode. They exist to ask "if shoppers tired of repeated categories, or warmed to items they
+had seen, would RL beat the myopic ranker?" (see ``benchmarks/agent_results``), never to make
+RL look good on the logged data. The agent observes both counts (``cand_feat`` columns
+``item_shown``, ``cat_shown``), so the what-if worlds are learnable.
+
 Candidates mix retrieval sources with quotas (``candidate_mix``): embedding neighbours of the
 last item, its train transitions, its train co-occurrences, the most popular items, and
 uniformly random exploration; duplicates, the last item and bought items are removed and the
@@ -48,6 +64,7 @@ from shopsim.envs.rewards import StepEvents
 from shopsim.envs.simulator import Simulator
 from shopsim.errors import ShopsimError
 
+_ITEM_SHOWN, _CAT_SHOWN = CAND_FEATURES.index("item_shown"), CAND_FEATURES.index("cat_shown")
 SOURCES = ("embedding", "transition", "cooccurrence", "popular", "explore")
 START_SEED = 20261123
 """Seeds the exploration items of an episode's first page (with the episode's index)."""
@@ -63,6 +80,10 @@ class ShopperConfig:
     :param split: logged sessions the shoppers start from (``train``, ``valid``, ``test``).
     :param candidate_mix: share of N drawn from each source in :data:`SOURCES` order.
     :param bought_capacity: purchases remembered per episode (never recommended again).
+    :param fatigue: WHAT-IF ASSUMPTION (default 0 = off): click-logit penalty per log(1 + times
+        the item's category was shown earlier in the episode). Not measured from the logs.
+    :param exposure_intent: WHAT-IF ASSUMPTION (default 0 = off): click-logit bonus per
+        log(1 + times the item itself was shown earlier in the episode). Not measured.
     """
 
     slate_size: int = 10
@@ -71,8 +92,16 @@ class ShopperConfig:
     split: str = "train"
     candidate_mix: tuple[float, float, float, float, float] = (0.3, 0.2, 0.2, 0.2, 0.1)
     bought_capacity: int = 64
+    fatigue: float = 0.0
+    exposure_intent: float = 0.0
 
     def validate(self, sim: Simulator) -> None:
+        if not (np.isfinite(self.fatigue) and self.fatigue >= 0):
+            raise ShopsimError(f"fatigue={self.fatigue}: must be a finite number ≥ 0 (0 switches it off)")
+        if not (np.isfinite(self.exposure_intent) and self.exposure_intent >= 0):
+            raise ShopsimError(
+                f"exposure_intent={self.exposure_intent}: must be a finite number ≥ 0 (0 switches it off)"
+            )
         if self.split not in sim.episodes:
             raise ShopsimError(f"split {self.split!r}: not in this simulator; use {', '.join(sim.episodes)}")
         if len(sim.episodes[self.split]) == 0:
@@ -148,6 +177,12 @@ class ShopperBatch:
         self.cand_phi = np.zeros((n, config.n_candidates, len(CLICK_FEATURES)), np.float32)
         """Click features of every candidate, computed once per draw; a slate's are gathered."""
         self.stats = np.zeros((n, 4))  # clicks, purchases, revenue, return
+        # exposure counts of this episode (observed by the agent; used by the what-if dynamics);
+        # shown_log lets a reset clear only the items the episode showed (O(k · max_steps))
+        self.item_seen = np.zeros((n, self.cat.n_items), np.uint8)  # (log1p of these: cast first,
+        # numpy's log1p of small ints is float16)
+        self.cat_seen = np.zeros((n, int(self.cat.category.max()) + 1), np.uint16)
+        self.shown_log = np.full((n, config.max_steps * config.slate_size), -1, np.int64)
         exam = sim.examination
         k = config.slate_size
         self.exam = np.r_[exam, np.full(max(0, k - len(exam)), exam[-1])][:k].astype(np.float64)
@@ -219,6 +254,10 @@ class ShopperBatch:
         self.touched_cats[rows, :w] = hc[:, :w]
         self.step_count[rows] = 0
         self.stats[rows] = 0.0
+        lr, lc = np.nonzero(self.shown_log[rows] >= 0)
+        self.item_seen[rows[lr], self.shown_log[rows[lr], lc]] = 0
+        self.shown_log[rows] = -1
+        self.cat_seen[rows] = 0
         self.state[rows] = self.start_state[pick]
         self.price_mean[rows], self.price_known[rows] = self.start_price[0][pick], self.start_price[1][pick]
         self._start_candidates(rows, pick)
@@ -363,6 +402,9 @@ class ShopperBatch:
         shown = items >= 0
         it = np.maximum(items, 0)
         g = sim.click.logit(phi.reshape(-1, phi.shape[-1])).reshape(b, k)
+        icat = np.where(shown, cat.category[it], 0)
+        if self.cfg.fatigue or self.cfg.exposure_intent:
+            g = g + self.whatif_logit(items, icat)
         p_click = self.exam[None, :k] * _sigmoid(g + sim.click_offset) * shown
         u = rng.random((b, 2 * k + 1))  # one draw per step: click, purchase and leave uniforms
         clicked = u[:, :k] < p_click
@@ -380,11 +422,11 @@ class ShopperBatch:
         # a purchase-only log: an item already bought cannot be "clicked" (bought) again
         if sim.purchase_mode == "always":
             clicked &= ~already
-        icat = np.where(shown, cat.category[it], 0)
         touched = ((icat[:, :, None] == self.touched_cats[:, None, :]) & (icat[:, :, None] > 0)).any(2)
         in_basket = (items[:, :, None] == np.where(self.intent >= 0, self.intent, -2)[:, None, :]).any(
             2
         ) & shown
+        self._record_exposure(items, icat, shown)
         self.step_count += 1
         n_click = clicked.sum(1)
         n_buy = purchased.sum(1)
@@ -435,4 +477,42 @@ class ShopperBatch:
         self.stats[:, 2] += (purchased * price).sum(1)
         # retrieval depends on the history: only shoppers whose history changed get new candidates
         self.draw_candidates(np.flatnonzero(~left & ~truncated & (n_click > 0)), rng)
+        self.refresh_exposure()
         return events, left, truncated
+
+    # --- exposure (observed) and the what-if dynamics ---------------------------------------
+    def whatif_logit(self, items: np.ndarray, icat: np.ndarray | None = None) -> np.ndarray:
+        """(B, m) what-if click-logit terms for items (B, m) (-1 = none; see the module docstring)."""
+        rows = np.arange(len(items))[:, None]
+        it = np.maximum(items, 0)
+        if icat is None:
+            icat = self.cat.category[it]
+        out = np.zeros(items.shape)
+        if self.cfg.exposure_intent:
+            out += self.cfg.exposure_intent * np.log1p(self.item_seen[rows, it].astype(np.float64))
+        if self.cfg.fatigue:
+            out -= self.cfg.fatigue * np.log1p(self.cat_seen[rows, icat].astype(np.float64))
+        return np.where(items >= 0, out, 0.0)
+
+    def _record_exposure(self, items: np.ndarray, icat: np.ndarray, shown: np.ndarray) -> None:
+        k = items.shape[1]
+        r, c = np.nonzero(shown)
+        it = items[r, c]
+        # a slate never repeats an item, so plain fancy-index increments are exact
+        self.item_seen[r, it] = np.minimum(self.item_seen[r, it].astype(np.int64) + 1, 255)
+        np.add.at(self.cat_seen, (r, icat[r, c]), 1)
+        pos = np.minimum(self.step_count, self.cfg.max_steps - 1)[:, None] * k + np.arange(k)
+        self.shown_log[np.arange(len(items))[:, None], pos] = items
+
+    def refresh_exposure(self, rows: np.ndarray | slice = slice(None)) -> None:
+        """Write the exposure counts of the current candidates into ``cand_feat``."""
+        cand = self.cand[rows]
+        rr = np.arange(len(cand))[:, None]
+        it = np.maximum(cand, 0)
+        valid = cand >= 0
+        f = self.cand_feat[rows]
+        f[..., _ITEM_SHOWN] = np.where(valid, np.log1p(self.item_seen[rows][rr, it].astype(np.float32)), 0.0)
+        f[..., _CAT_SHOWN] = np.where(
+            valid, np.log1p(self.cat_seen[rows][rr, self.cat.category[it]].astype(np.float32)), 0.0
+        )
+        self.cand_feat[rows] = f

@@ -59,6 +59,10 @@ class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     :param split: logged sessions to start from. :param reward: a reward callable or a dict of
         :class:`~shopsim.envs.rewards.WeightedReward` weights (default: clicks).
     :param candidate_mix: shares of the candidate sources (see :mod:`shopsim.envs.core`).
+    :param fatigue: what-if assumption, off by default: category fatigue (see
+        :class:`~shopsim.envs.core.ShopperConfig`). Not measured from the logs.
+    :param exposure_intent: what-if assumption, off by default: interest built by seeing an
+        item again. Not measured from the logs.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 (gymnasium declares it an instance attribute)
@@ -73,6 +77,8 @@ class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         split: str = "train",
         reward: RewardFn | dict[str, float] | None = None,
         candidate_mix: tuple[float, float, float, float, float] = (0.3, 0.2, 0.2, 0.2, 0.1),
+        fatigue: float = 0.0,
+        exposure_intent: float = 0.0,
         render_mode: str | None = None,
     ) -> None:
         self.sim = load_simulator(simulator)
@@ -82,6 +88,8 @@ class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             max_steps=max_steps,
             split=split,
             candidate_mix=candidate_mix,
+            fatigue=fatigue,
+            exposure_intent=exposure_intent,
         )
         self.core = ShopperBatch(self.sim, 1, self.config)
         self.reward_fn = make_reward(reward)
@@ -110,7 +118,7 @@ class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         events, left, truncated = self.core.step_slate(np.asarray(action).reshape(1, -1), self.np_random)
         reward = float(self.reward_fn(events)[0])
         self.core.stats[0, 3] += reward
-        info: dict[str, Any] = {"events": events.row(0)}
+        info: dict[str, Any] = {"events": events.row(0), "slot_clicks": events.clicked[0].astype(np.int8)}
         self._last_events = info["events"]
         if left[0] or truncated[0]:
             info["shopper"] = self.core.episode_summary(0)

@@ -90,8 +90,13 @@ CAND_FEATURES: tuple[str, ...] = (
     "src_cooccurrence",
     "src_popular",
     "src_explore",
+    "item_shown",
+    "cat_shown",
 )
-"""What the agent sees per candidate (never the hidden intent)."""
+"""What the agent sees per candidate (never the hidden intent). ``item_shown`` / ``cat_shown``
+are log(1 + times the item / an item of its category was shown earlier in the episode): what
+the shop itself showed, and what the what-if dynamics of :class:`~shopsim.envs.core.ShopperConfig`
+(``fatigue``, ``exposure_intent``) act on. The engine fills them after every step."""
 
 PURCHASE_CODE = 5  # EVENT_CODES["purchase"]
 CART_CODE = 4
@@ -273,6 +278,7 @@ def candidate_features(cat: Catalog, phi: np.ndarray, cand: np.ndarray, src: np.
     out[..., 5] = phi[..., 3]  # same_cat_last
     out[..., 6] = phi[..., 5]  # revisit
     out[..., 7:9] = phi[..., 1:3]  # trans, cooc
-    out[..., 9:] = src[..., None] == np.arange(1, 6)
+    out[..., 9:14] = src[..., None] == np.arange(1, 6)
+    out[..., 14:] = 0.0  # exposure counts: filled by the engine (ShopperBatch.refresh_exposure)
     out[cand < 0] = 0.0
     return out

@@ -40,6 +40,8 @@ class ShopperVecEnv(VecEnv):
         split: str = "train",
         reward: RewardFn | dict[str, float] | None = None,
         candidate_mix: tuple[float, float, float, float, float] = (0.3, 0.2, 0.2, 0.2, 0.1),
+        fatigue: float = 0.0,
+        exposure_intent: float = 0.0,
         seed: int | None = None,
     ) -> None:
         self.sim = load_simulator(simulator)
@@ -49,6 +51,8 @@ class ShopperVecEnv(VecEnv):
             max_steps=max_steps,
             split=split,
             candidate_mix=candidate_mix,
+            fatigue=fatigue,
+            exposure_intent=exposure_intent,
         )
         self.core = ShopperBatch(self.sim, n_envs, self.config)
         self.reward_fn = make_reward(reward)
@@ -80,12 +84,13 @@ class ShopperVecEnv(VecEnv):
         rewards = np.asarray(self.reward_fn(events), dtype=np.float32)
         self.core.stats[:, 3] += rewards
         dones = left | truncated
-        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        # per-slot clicks for every shopper: off-policy slate learners (SlateQ) need the choice
+        infos: list[dict[str, Any]] = [{"slot_clicks": c} for c in events.clicked.astype(np.int8)]
         done_rows = np.flatnonzero(dones)
         if len(done_rows):
             terminal = self.core.observe(done_rows)
             for j, i in enumerate(done_rows.tolist()):
-                infos[i] = {
+                infos[i] |= {
                     "terminal_observation": {k: v[j] for k, v in terminal.items()},
                     "TimeLimit.truncated": bool(truncated[i]),
                     "shopper": self.core.episode_summary(i),

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm.auto import tqdm
 
 from shopsim.agents.baselines import ALS, BPR, CoOccurrence, ItemKNN, Popularity
@@ -31,6 +31,7 @@ from shopsim.agents.slate_baselines import (
     RandomSlate,
     TwoTowerSlate,
 )
+from shopsim.agents.slateq import SlateQ, SlateQPolicy
 from shopsim.envs.core import ShopperConfig
 from shopsim.envs.data import SessionLog
 from shopsim.envs.simulator import Simulator
@@ -44,22 +45,28 @@ class AgentsConfig:
     """Budgets and settings of the agents stage.
 
     :param ppo_steps: PPO environment steps (the quickstart's small budget).
+    :param dqn_steps: SlateQ (``dqn``) environment steps.
     :param n_envs: shoppers simulated in parallel during training.
     :param episodes: test sessions every policy plays in the evaluation.
     :param slate_size: k. :param n_candidates: N.
     :param seed: drives training, the evaluation's sessions and the engine.
+    :param fatigue, exposure_intent: what-if assumptions of the simulated world (default off;
+        see :class:`~shopsim.envs.core.ShopperConfig`).
     """
 
     ppo_steps: int = 60_000
+    dqn_steps: int = 30_000
     n_envs: int = 32
     episodes: int = 3000
     slate_size: int = 10
     n_candidates: int = 100
     seed: int = 0
+    fatigue: float = 0.0
+    exposure_intent: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.ppo_steps < 0 or self.episodes < 1 or self.n_envs < 1:
-            raise ShopsimError("ppo_steps ≥ 0, episodes ≥ 1 and n_envs ≥ 1 are required")
+        if self.ppo_steps < 0 or self.dqn_steps < 0 or self.episodes < 1 or self.n_envs < 1:
+            raise ShopsimError("ppo_steps ≥ 0, dqn_steps ≥ 0, episodes ≥ 1 and n_envs ≥ 1 are required")
 
 
 class _Progress(BaseCallback):
@@ -77,10 +84,34 @@ class _Progress(BaseCallback):
         self.bar.close()
 
 
-def train_ppo(sim: Simulator, cfg: AgentsConfig, out: Path) -> tuple[PPO, float]:
-    env = ShopperVecEnv(
-        sim, cfg.n_envs, slate_size=cfg.slate_size, n_candidates=cfg.n_candidates, seed=cfg.seed
+def _train_env(sim: Simulator, cfg: AgentsConfig) -> ShopperVecEnv:
+    return ShopperVecEnv(
+        sim,
+        cfg.n_envs,
+        slate_size=cfg.slate_size,
+        n_candidates=cfg.n_candidates,
+        seed=cfg.seed,
+        fatigue=cfg.fatigue,
+        exposure_intent=cfg.exposure_intent,
     )
+
+
+def eval_config(cfg: AgentsConfig) -> ShopperConfig:
+    """The shop every policy is evaluated in: the test split's sessions, same world as training."""
+    return ShopperConfig(
+        slate_size=cfg.slate_size,
+        n_candidates=cfg.n_candidates,
+        split="test",
+        fatigue=cfg.fatigue,
+        exposure_intent=cfg.exposure_intent,
+    )
+
+
+def train_ppo(
+    sim: Simulator, cfg: AgentsConfig, out: Path, callback: BaseCallback | None = None
+) -> tuple[PPO, float]:
+    """PPO with the pointer policy; saves ``out/models/ppo.zip``; returns (model, seconds)."""
+    env = _train_env(sim, cfg)
     model = PPO(
         SlatePointerPolicy,  # type: ignore[arg-type]
         env,
@@ -92,10 +123,27 @@ def train_ppo(sim: Simulator, cfg: AgentsConfig, out: Path) -> tuple[PPO, float]
         tensorboard_log=str(out / "tensorboard"),
     )
     t0 = time.perf_counter()
-    model.learn(cfg.ppo_steps, callback=_Progress(cfg.ppo_steps, "PPO"), tb_log_name="ppo")
+    cbs = CallbackList([_Progress(cfg.ppo_steps, "PPO"), *([callback] if callback else [])])
+    model.learn(cfg.ppo_steps, callback=cbs, tb_log_name="ppo")
     secs = time.perf_counter() - t0
     (out / "models").mkdir(parents=True, exist_ok=True)
     model.save(out / "models" / "ppo.zip")
+    return model, secs
+
+
+def train_dqn(
+    sim: Simulator, cfg: AgentsConfig, out: Path, callback: BaseCallback | None = None
+) -> tuple[SlateQ, float]:
+    """SlateQ (the ``dqn`` policy) with :class:`~shopsim.agents.slateq.SlateQ`'s defaults;
+    saves ``out/models/dqn.zip``; returns (model, seconds)."""
+    env = _train_env(sim, cfg)
+    model = SlateQ(SlateQPolicy, env, seed=cfg.seed, tensorboard_log=str(out / "tensorboard"))
+    t0 = time.perf_counter()
+    cbs = CallbackList([_Progress(cfg.dqn_steps, "SlateQ"), *([callback] if callback else [])])
+    model.learn(cfg.dqn_steps, callback=cbs, tb_log_name="dqn")
+    secs = time.perf_counter() - t0
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    model.save(out / "models" / "dqn.zip")
     return model, secs
 
 
@@ -143,12 +191,17 @@ def run_agents(
         "click_model_oracle": "heuristic",
         "non_myopic_rule": "heuristic",
         "ppo": "rl",
+        "dqn": "rl",
     }
     if cfg.ppo_steps:
         ppo, secs = train_ppo(sim, cfg, out)
         timing["train_ppo"] = secs
         policies["ppo"] = ppo
-    shop = ShopperConfig(slate_size=k, n_candidates=cfg.n_candidates, split="test")
+    if cfg.dqn_steps:
+        dqn, secs = train_dqn(sim, cfg, out)
+        timing["train_dqn"] = secs
+        policies["dqn"] = dqn
+    shop = eval_config(cfg)
     results: dict[str, EpisodeResults] = {}
     t0 = time.perf_counter()
     for name, pol in tqdm(policies.items(), desc="evaluating policies", unit="policy"):
@@ -228,7 +281,8 @@ def results_markdown(report: dict[str, Any]) -> str:
         "",
         "`click_model_oracle` uses the shopper's hidden intent (the simulator's true myopic optimum): a "
         "reference no deployable policy can reach. `ppo` is the top-k slate of the trained policy, "
-        "`ppo_sampled` its stochastic Plackett–Luce slates. Offline metrics: next-item ranking of the "
+        "`ppo_sampled` its stochastic Plackett–Luce slates; `dqn` is SlateQ's best slate under its learned "
+        "choice model and item values. Offline metrics: next-item ranking of the "
         "whole catalog on the logged test split (RL agents rank candidates only, so they have none).",
     ]
     return "\n".join(lines)

@@ -200,10 +200,60 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from shopsim.experiments.agents_run import AgentsConfig, results_markdown, run_agents
 
     print("agents and baselines in the REES46 simulator:")
-    cfg = AgentsConfig(seed=args.seed, ppo_steps=args.ppo_steps, episodes=args.episodes)
+    cfg = AgentsConfig(
+        seed=args.seed, ppo_steps=args.ppo_steps, dqn_steps=args.dqn_steps, episodes=args.episodes
+    )
     report = run_agents(out / "rees46", out / "rees46-encoder", out / "rees46-sim", out, cfg)
     print(results_markdown(report))
     print(f"  wrote {out}/results.json, results.md, plots/returns.png, models/, tensorboard/")
+    return 0
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(float(x)) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ShopsimError(f"{what} {text!r}: expected comma-separated numbers, e.g. 15000,30000") from None
+    if not vals or min(vals) < 1:
+        raise ShopsimError(f"{what} {text!r}: expected positive numbers, e.g. 15000,30000")
+    return vals
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """``shopsim study budget|whatif``: RL against the myopic ranker (see agents_study)."""
+    from shopsim.experiments.agents_run import AgentsConfig
+    from shopsim.experiments.agents_study import _budget_md, _whatif_md, budget_curve, whatif_sweep
+
+    if not (args.simulator / "simulator.json").exists():
+        raise ShopsimError(f"{args.simulator}: not a simulator folder (run `shopsim simulator fit` first)")
+    cfg = AgentsConfig(
+        seed=args.seed,
+        ppo_steps=args.ppo_steps,
+        dqn_steps=args.dqn_steps,
+        episodes=args.episodes,
+        slate_size=args.slate_size,
+        n_candidates=args.candidates,
+    )
+    if args.study == "budget":
+        report = budget_curve(
+            args.simulator,
+            args.out,
+            cfg,
+            ppo_budgets=_ints(args.ppo_budgets, "--ppo-budgets"),
+            dqn_budgets=_ints(args.dqn_budgets, "--dqn-budgets"),
+        )
+        print(_budget_md(report))
+        print(f"  wrote {args.out}/budget.json, budget.md, budget.png")
+    else:
+        try:
+            strengths = tuple(float(x) for x in args.strengths.split(","))
+        except ValueError:
+            strengths = ()
+        if not strengths or not all(0 < x < float("inf") for x in strengths):
+            raise ShopsimError(f"--strengths {args.strengths!r}: expected positive numbers, e.g. 0.5,1,2")
+        report = whatif_sweep(args.simulator, args.out, cfg, strengths=strengths)
+        print(_whatif_md(report))
+        print(f"  wrote {args.out}/whatif.json, whatif.md, whatif.png")
     return 0
 
 
@@ -324,8 +374,30 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
     qs.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     qs.add_argument("--ppo-steps", type=int, default=60_000, help="PPO training budget (env steps)")
+    qs.add_argument("--dqn-steps", type=int, default=30_000, help="SlateQ (dqn) training budget (env steps)")
     qs.add_argument("--episodes", type=int, default=3000, help="test sessions each policy plays")
     qs.set_defaults(func=cmd_quickstart)
+
+    st = sub.add_parser(
+        "study",
+        help="RL vs the myopic ranker: training budgets, what-if dynamics",
+        description="budget: PPO and SlateQ against click_model_greedy at growing training budgets. "
+        "whatif: the same in worlds with ASSUMED dynamics (category fatigue, exposure-built intent) "
+        "at growing strengths. Paired differences with 95%% intervals on the same test sessions.",
+    )
+    st.add_argument("study", choices=("budget", "whatif"), help="which study")
+    st.add_argument("--simulator", type=Path, required=True, help="a fitted simulator folder")
+    st.add_argument("--out", type=Path, required=True, help="output folder")
+    st.add_argument("--episodes", type=int, default=3000, help="test sessions each policy plays")
+    st.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    st.add_argument("--slate-size", type=int, default=10, help="k, items per slate")
+    st.add_argument("--candidates", type=int, default=100, help="N, candidates per step")
+    st.add_argument("--ppo-steps", type=int, default=60_000, help="whatif: PPO budget per world")
+    st.add_argument("--dqn-steps", type=int, default=30_000, help="whatif: SlateQ budget per world")
+    st.add_argument("--strengths", default="0.5,1,2", help="whatif: strengths of each assumed dynamic")
+    st.add_argument("--ppo-budgets", default="15000,30000,60000,120000,240000", help="budget: PPO steps")
+    st.add_argument("--dqn-budgets", default="15000,30000,60000,120000", help="budget: SlateQ steps")
+    st.set_defaults(func=cmd_study)
 
     bench = sub.add_parser(
         "bench", help="measure performance", description="Measure prepare throughput and memory."

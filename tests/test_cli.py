@@ -12,7 +12,17 @@ from shopsim.envs.data import sample_path
 
 CliRunner = Callable[..., tuple[int, str, str]]
 
-COMMANDS = [[], ["data"], ["data", "prepare"], ["data", "inspect"], ["quickstart"], ["bench"], ["encode"]]
+COMMANDS = [
+    [],
+    ["data"],
+    ["data", "prepare"],
+    ["data", "inspect"],
+    ["quickstart"],
+    ["bench"],
+    ["encode"],
+    ["study"],
+    ["simulator", "fit"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "shopsim")
@@ -39,7 +49,9 @@ def test_inspect_writes_nothing(tmp_path: Path, cli: CliRunner) -> None:
 
 
 def test_quickstart_prepares_the_bundled_samples(tmp_path: Path, cli: CliRunner) -> None:
-    code, out, err = cli("quickstart", "--out", tmp_path, "--ppo-steps", "2048", "--episodes", "200")
+    code, out, err = cli(
+        "quickstart", "--out", tmp_path, "--ppo-steps", "2048", "--dqn-steps", "2048", "--episodes", "200"
+    )
     assert code == 0, err
     for name in ("rees46", "uci"):
         assert (tmp_path / name / "events.parquet").exists()
@@ -62,6 +74,7 @@ def test_quickstart_prepares_the_bundled_samples(tmp_path: Path, cli: CliRunner)
         "bert_two_tower",
         "click_model_greedy",
         "ppo",
+        "dqn",
     }
     assert names <= set(res["policies"])
     for entry in res["policies"].values():
@@ -80,6 +93,7 @@ def test_quickstart_prepares_the_bundled_samples(tmp_path: Path, cli: CliRunner)
     assert (tmp_path / "results.md").read_text().startswith("Policies on 200 test sessions")
     assert (tmp_path / "plots" / "returns.png").exists()
     assert (tmp_path / "models" / "ppo.zip").exists()
+    assert (tmp_path / "models" / "dqn.zip").exists()
 
 
 def test_encode_bad_inputs_are_one_line(tmp_path: Path, cli: CliRunner) -> None:
@@ -94,3 +108,45 @@ def test_encode_bad_inputs_are_one_line(tmp_path: Path, cli: CliRunner) -> None:
     assert code == 2
     assert err.startswith("shopsim: error: backbone 'bert-base-uncased': no local copy")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_study_budget_on_the_toy_shop(toy_sim: Path, tmp_path: Path, cli: CliRunner) -> None:
+    args = ["--simulator", toy_sim, "--out", tmp_path, "--slate-size", "3", "--candidates", "20"]
+    code, out, err = cli(
+        "study", "budget", *args, "--episodes", "100", "--ppo-budgets", "4096", "--dqn-budgets", "1000,2000"
+    )
+    assert code == 0, err
+    rep = json.loads((tmp_path / "budget.json").read_text())
+    assert set(rep["curves"]["dqn"]) == {"1000", "2000", "train_seconds"}
+    assert set(rep["curves"]["ppo"]) == {"4096", "train_seconds"}
+    row = rep["curves"]["dqn"]["2000"]
+    assert row["minus_click_model_greedy"]["ci95"][0] <= row["minus_click_model_greedy"]["diff"]
+    assert "| dqn | 2,000 |" in out
+    assert (tmp_path / "budget.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ppo-budgets", "10k"], "--ppo-budgets '10k': expected comma-separated numbers"),
+        (["--dqn-budgets", "0"], "--dqn-budgets '0': expected positive numbers"),
+        (["--strengths", "a,b"], "--strengths 'a,b': expected positive numbers"),
+        (["--strengths", "1,-2"], "--strengths '1,-2': expected positive numbers"),
+    ],
+)
+def test_study_bad_inputs_are_one_line(
+    toy_sim: Path, tmp_path: Path, cli: CliRunner, args: list[str], message: str
+) -> None:
+    study = "whatif" if "--strengths" in args else "budget"
+    code, _, err = cli("study", study, "--simulator", toy_sim, "--out", tmp_path, *args)
+    assert code == 2
+    assert err.startswith(f"shopsim: error: {message}")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_study_needs_a_simulator_folder(tmp_path: Path, cli: CliRunner) -> None:
+    code, _, err = cli("study", "budget", "--simulator", tmp_path, "--out", tmp_path / "o")
+    assert code == 2
+    assert err.strip() == (
+        f"shopsim: error: {tmp_path}: not a simulator folder (run `shopsim simulator fit` first)"
+    )

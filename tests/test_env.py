@@ -230,6 +230,13 @@ BAD_ENV_CASES = [
         {"candidate_mix": (1.0, -1.0, 0, 0, 0)},
         "candidate_mix: expected 5",
     ),
+    ("negative fatigue", lambda d: None, {"fatigue": -1.0}, "fatigue=-1.0: must be a finite number ≥ 0"),
+    (
+        "nan exposure intent",
+        lambda d: None,
+        {"exposure_intent": float("nan")},
+        "exposure_intent=nan: must be a finite number ≥ 0",
+    ),
 ]
 
 
@@ -273,3 +280,63 @@ def test_basket_flags_mark_items_of_the_logged_intent(toy_sim: Path) -> None:
         assert ev["in_basket"] == [i in intent for i in ev["items"]]
         checked += sum(ev["in_basket"])
     assert checked > 0
+
+
+# --- exposure counts and the what-if dynamics -----------------------------------------------
+
+
+def test_exposure_counts_are_observed_and_cleared_on_reset(toy_sim: Path) -> None:
+    from shopsim.envs.core import ShopperBatch, ShopperConfig
+    from shopsim.envs.features import CAND_FEATURES
+
+    sim = Simulator.load(toy_sim)
+    core = ShopperBatch(sim, 6, ShopperConfig(slate_size=3, n_candidates=20, max_steps=8))
+    rng = np.random.default_rng(0)
+    core.reset_rows(np.arange(6), rng)
+    seen: list[dict[int, int]] = [{} for _ in range(6)]
+    cats: list[dict[int, int]] = [{} for _ in range(6)]
+    for _ in range(4):
+        items = core.slate_items(np.tile(np.arange(3), (6, 1)))
+        core.step_slate(np.tile(np.arange(3), (6, 1)), rng)
+        for b in range(6):
+            for i in items[b][items[b] >= 0].tolist():
+                seen[b][i] = seen[b].get(i, 0) + 1
+                c = int(sim.catalog.category[i])
+                cats[b][c] = cats[b].get(c, 0) + 1
+    obs = core.observe()
+    for b in range(6):
+        assert {int(i): int(n) for i, n in enumerate(core.item_seen[b]) if n} == seen[b]
+        assert {int(c): int(n) for c, n in enumerate(core.cat_seen[b]) if n} == cats[b]
+        for j, item in enumerate(core.cand[b]):
+            if item < 0:
+                continue
+            f = obs["cand_feat"][b, j]
+            assert f[CAND_FEATURES.index("item_shown")] == pytest.approx(np.log1p(seen[b].get(int(item), 0)))
+            c = int(sim.catalog.category[item])
+            assert f[CAND_FEATURES.index("cat_shown")] == pytest.approx(np.log1p(cats[b].get(c, 0)))
+    core.reset_rows(np.array([1, 4]), rng)
+    assert core.item_seen[[1, 4]].sum() == 0
+    assert core.cat_seen[[1, 4]].sum() == 0
+    assert core.item_seen[0].sum() == sum(seen[0].values())  # other shoppers keep theirs
+
+
+def test_whatif_dynamics_act_on_the_click_logit_as_documented(toy_sim: Path) -> None:
+    from shopsim.envs.core import ShopperBatch, ShopperConfig
+
+    sim = Simulator.load(toy_sim)
+    items = np.tile(np.array([[3, 7, 11]]), (4000, 1))
+    clicks = {}
+    for name, kw in (("off", {}), ("fatigue", {"fatigue": 1.5}), ("exposure", {"exposure_intent": 1.5})):
+        cfg = ShopperConfig(slate_size=3, n_candidates=20, max_steps=6, **kw)  # type: ignore[arg-type]
+        core = ShopperBatch(sim, len(items), cfg)
+        rng = np.random.default_rng(1)
+        core.reset_rows(np.arange(len(items)), rng, np.zeros(len(items), np.int64))
+        core.step(items, rng)  # first showing: no what-if term yet
+        n = core.item_seen[0, items[0]].astype(float)
+        m = core.cat_seen[0, sim.catalog.category[items[0]]].astype(float)
+        expected = kw.get("exposure_intent", 0) * np.log1p(n) - kw.get("fatigue", 0) * np.log1p(m)
+        np.testing.assert_allclose(core.whatif_logit(items[:1])[0], expected)
+        ev, _, _ = core.step(items, rng)  # second showing: the terms apply
+        clicks[name] = ev.clicked.sum()
+    # same uniforms in all three worlds: the click counts move in the documented direction
+    assert clicks["fatigue"] < clicks["off"] < clicks["exposure"]

@@ -1,0 +1,1 @@
+"""Off-policy evaluation: logged feedback, estimators with intervals, validation against truth."""

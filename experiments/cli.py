@@ -257,6 +257,16 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ope_obd(args: argparse.Namespace) -> int:
+    """``shopsim ope obd DIR --out OUT``: each OBD logging policy's CTR from the other's logs."""
+    from shopsim.experiments.ope.obd import obd_markdown, run_obd
+
+    report = run_obd(args.folder, args.out, n_boot=args.n_boot, seed=args.seed)
+    print(obd_markdown(report))
+    print(f"  wrote {args.out / 'ope_obd.json'}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """``shopsim bench``: performance figures as one JSON object."""
     from shopsim.experiments.bench import run_benchmarks
@@ -398,6 +408,21 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--ppo-budgets", default="15000,30000,60000,120000,240000", help="budget: PPO steps")
     st.add_argument("--dqn-budgets", default="15000,30000,60000,120000", help="budget: SlateQ steps")
     st.set_defaults(func=cmd_study)
+
+    ope = sub.add_parser("ope", help="off-policy evaluation")
+    ope_sub = ope.add_subparsers(dest="ope_command", required=True, parser_class=_Parser)
+    obd = ope_sub.add_parser(
+        "obd",
+        help="estimate each Open Bandit Dataset policy's CTR from the other's logs",
+        description="On a folder with random/ and bts/ (one log CSV each, plus item_context.csv): "
+        "estimate the uniform-random policy's CTR from the BTS logs and vice versa with every "
+        "single-slot estimator, next to the on-policy truth, all with 95%% bootstrap intervals.",
+    )
+    obd.add_argument("folder", type=Path, help="folder with random/ and bts/")
+    obd.add_argument("--out", type=Path, required=True, help="output folder (ope_obd.json)")
+    obd.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates")
+    obd.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    obd.set_defaults(func=cmd_ope_obd)
 
     bench = sub.add_parser(
         "bench", help="measure performance", description="Measure prepare throughput and memory."

@@ -30,10 +30,11 @@ fixed round rewards.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from shopsim.errors import ShopsimError
 
@@ -54,7 +55,6 @@ class Estimate:
         return {"value": self.value, "ci95": list(self.ci95)}
 
 
-@dataclass
 class LoggedBandit:
     """Single-slot (or position-wise) logged feedback, validated on construction.
 
@@ -62,26 +62,33 @@ class LoggedBandit:
     :param reward: (n,) observed reward (e.g. click).
     :param pscore: (n,) behaviour probability of the logged action at its position, in (0, 1];
         None for logs without propensities (IPS-type estimators then refuse to run).
-    :param position: (n,) 0-based slot; None = one slot.
-    :param n_actions: size of the action set. :param n_positions: slots.
+    :param n_actions: size of the action set.
+    :param position: (n,) 0-based slot; None = one slot. :param n_positions: slots.
+    :param meta: free-form provenance (source file, behaviour policy …).
     """
 
-    action: np.ndarray
-    reward: np.ndarray
-    pscore: np.ndarray | None
-    n_actions: int
-    position: np.ndarray | None = None
-    n_positions: int = 1
-    context: np.ndarray | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    def __init__(
+        self,
+        action: ArrayLike,
+        reward: ArrayLike,
+        pscore: ArrayLike | None,
+        n_actions: int,
+        position: ArrayLike | None = None,
+        n_positions: int = 1,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.action = np.asarray(action, dtype=np.int64)
+        self.reward = np.asarray(reward, dtype=np.float64)
+        self.n_actions, self.n_positions = int(n_actions), int(n_positions)
+        self.position = (
+            np.zeros(len(self.action), np.int64) if position is None else np.asarray(position, np.int64)
+        )
+        self.pscore = None if pscore is None else np.asarray(pscore, dtype=np.float64)
+        self.meta = meta or {}
+        self._validate()
 
-    def __post_init__(self) -> None:
-        self.action = np.asarray(self.action, dtype=np.int64)
+    def _validate(self) -> None:
         n = len(self.action)
-        self.reward = np.asarray(self.reward, dtype=np.float64)
-        if self.position is None:
-            self.position = np.zeros(n, np.int64)
-        self.position = np.asarray(self.position, dtype=np.int64)
         for name, arr in (("reward", self.reward), ("position", self.position)):
             if arr.shape != (n,):
                 raise ShopsimError(
@@ -105,7 +112,6 @@ class LoggedBandit:
             bad = int(np.flatnonzero(~np.isfinite(self.reward))[0])
             raise ShopsimError(f"reward: round {bad} is not a finite number")
         if self.pscore is not None:
-            self.pscore = np.asarray(self.pscore, dtype=np.float64)
             if self.pscore.shape != (n,):
                 raise ShopsimError(
                     f"pscore: length {len(self.pscore)} but action has {n} rounds; "

@@ -17,8 +17,9 @@ candidate *i* and the state only (permutation equivariant):
   (from the masked mean of the candidates and the state), with a target copy.
 
 **Slate selection** maximises :math:`Q(s, A)` over slates of k distinct valid candidates
-exactly. :math:`Q` is a ratio :math:`N(A)/D(A)`, so Dinkelbach's method applies: for a value
-λ, :math:`\\max_A N(A) - λ D(A)` is solved by the top-k of :math:`v_i(\\bar Q(s,i) - λ)`;
+(exactly with ``dinkelbach_iters`` ≥ 3–4; the default, one iteration, is the robust top-k rule —
+see :class:`SlateQPolicy`). :math:`Q` is a ratio :math:`N(A)/D(A)`, so Dinkelbach's method
+applies: for a value λ, :math:`\\max_A N(A) - λ D(A)` is solved by the top-k of :math:`v_i(\\bar Q(s,i) - λ)`;
 setting λ to the value of that slate and repeating converges in a few steps (the paper solves
 the same fractional programme with an LP; its "top-k by :math:`v_i \\bar Q_i`" heuristic is the
 first step with λ = 0). Invalid candidates get a large finite negative key inside the network
@@ -189,7 +190,13 @@ class SlateQPolicy(BasePolicy):
     """Choice model + item-wise Q-network (+ target copy) for :class:`SlateQ`.
 
     :param hidden: width of the MLPs.
-    :param dinkelbach_iters: slate-optimisation iterations (exact after a few).
+    :param dinkelbach_iters: slate-optimisation iterations. 1 (default) = top-k of
+        v_i (Q̄_i − Q̄_⊥), SlateQ's top-k rule measured against the no-click value; ≥ 3–4 = the
+        exact optimum of the learned model. The exact optimum is *less* robust: when the
+        choice model is confident (large v), it picks by the sign of small, noisy differences
+        between item values and ignores v. Measured on the toy shop (30k steps): exact
+        selection 2.3–2.6 return after the observation gained its exposure columns, one
+        iteration 4.86–5.07 (best observable 5.20).
     """
 
     def __init__(
@@ -198,7 +205,7 @@ class SlateQPolicy(BasePolicy):
         action_space: spaces.MultiDiscrete,
         lr_schedule: Schedule,
         hidden: int = 64,
-        dinkelbach_iters: int = 4,
+        dinkelbach_iters: int = 1,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:

@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
     qs.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     qs.add_argument("--ppo-steps", type=int, default=60_000, help="PPO training budget (env steps)")
-    qs.add_argument("--dqn-steps", type=int, default=30_000, help="SlateQ (dqn) training budget (env steps)")
+    qs.add_argument("--dqn-steps", type=int, default=60_000, help="SlateQ (dqn) training budget (env steps)")
     qs.add_argument("--episodes", type=int, default=3000, help="test sessions each policy plays")
     qs.set_defaults(func=cmd_quickstart)
 
@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--slate-size", type=int, default=10, help="k, items per slate")
     st.add_argument("--candidates", type=int, default=100, help="N, candidates per step")
     st.add_argument("--ppo-steps", type=int, default=60_000, help="whatif: PPO budget per world")
-    st.add_argument("--dqn-steps", type=int, default=30_000, help="whatif: SlateQ budget per world")
+    st.add_argument("--dqn-steps", type=int, default=60_000, help="whatif: SlateQ budget per world")
     st.add_argument("--strengths", default="0.5,1,2", help="whatif: strengths of each assumed dynamic")
     st.add_argument("--ppo-budgets", default="15000,30000,60000,120000,240000", help="budget: PPO steps")
     st.add_argument("--dqn-budgets", default="15000,30000,60000,120000", help="budget: SlateQ steps")

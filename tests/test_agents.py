@@ -84,7 +84,8 @@ def toy_ppo(toy_sim: Path) -> PPO:
         seed=0,
         verbose=0,
     )
-    model.learn(30_000)
+    # 45k steps: seeds 0 and 1 reach 94% of the best observable return (30k gave 86%)
+    model.learn(45_000)
     return model
 
 

@@ -326,3 +326,32 @@ def test_session_bad_inputs() -> None:
         session_estimate("pdis", [np.array([1.0])], [np.array([-1.0])])
     with pytest.raises(ShopsimError, match="estimator 'wis': unknown"):
         session_estimate("wis", [np.array([1.0])], [np.array([1.0])])
+
+
+def test_stochastic_logging_policy_records_exact_propensities() -> None:
+    from shopsim.experiments.ope.feedback import check_slate_propensities
+    from shopsim.experiments.ope.logging_policy import StochasticSlate
+
+    class Fixed:
+        name = "fixed"
+
+        def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+            return np.tile(np.array([2.0, 1.0, 0.5, 0.0, -1.0]), (len(obs["cand_mask"]), 1))
+
+    obs = {"cand_mask": np.array([[1, 1, 1, 0, 1]], np.int8)}
+    pol = StochasticSlate(Fixed(), 2, epsilon=0.2, temperature=0.5, n_mc=20_000, seed=0)
+    valid = [0, 1, 2, 4]
+    slates = np.array([(a, b) for a in valid for b in valid if a != b])
+    many = {k: np.repeat(v, len(slates), axis=0) for k, v in obs.items()}
+    p = pol.propensities(many, slates)
+    assert p["joint"].sum() == pytest.approx(1.0, abs=1e-12)  # a distribution over all ordered slates
+    check_slate_propensities(p["joint"], p["prefix"][:, 0], p["marginal"][:, 0])
+    check_slate_propensities(p["joint"], p["prefix"][:, 1], p["marginal"][:, 1], atol=1e-9)
+    for item in valid:  # marginal at slot 2 = sum of joints with that item second (MC within 0.01)
+        exact = p["joint"][slates[:, 1] == item].sum()
+        assert p["marginal"][slates[:, 1] == item, 1][0] == pytest.approx(exact, abs=0.01)
+    drawer = StochasticSlate(Fixed(), 2, epsilon=0.2, temperature=0.5, n_mc=1, seed=1)
+    draws = drawer.predict({"cand_mask": np.repeat(obs["cand_mask"], 20_000, axis=0)})[0]
+    assert not (draws == 3).any()  # masked candidate never shown
+    freq = np.array([np.mean((draws[:, 0] == a) & (draws[:, 1] == b)) for a, b in slates])
+    np.testing.assert_allclose(freq, p["joint"], atol=0.01)  # the recorded joint is what it draws

@@ -9,7 +9,7 @@ probability ε a uniformly random slate of valid candidates, otherwise a Placket
 * ``prefix`` (B, k) — P(the slate's first l items in order), l = 1 … k (exact, same mixture);
 * ``marginal`` (B, k) — P(item at its slot): exact for slot 1; for deeper slots the PL part has
   no closed form and is estimated from ``n_mc`` Gumbel-top-k draws (a labelled Monte-Carlo
-  estimate, floored at the uniform part so it stays positive).
+  estimate, kept ≥ the prefix probability); ``n_mc=0`` skips it (NaN below slot 1).
 
 Invariants joint ≤ prefix ≤ marginal hold by construction (checked by
 :func:`~shopsim.experiments.ope.feedback.check_slate_propensities` in the tests).
@@ -73,6 +73,8 @@ class StochasticSlate:
         self.rng = np.random.default_rng(seed)
         self.name = f"stochastic_{getattr(base, 'name', 'policy')}"
         self.last: dict[str, np.ndarray] = {}
+        self.record = True
+        """Record propensities on every draw (off for on-policy Monte-Carlo rollouts)."""
 
     def bind(self, core: Any) -> None:
         if hasattr(self.base, "bind"):
@@ -96,7 +98,7 @@ class StochasticSlate:
         unif = np.argsort(self.rng.random(s.shape) + (~mask) * 2.0, axis=1)[:, :k]
         explore = np.asarray(self.rng.random(b) < self.epsilon)
         slate = np.where(explore[:, None], unif, pl)
-        self.last = self.propensities(obs, slate, s)
+        self.last = self.propensities(obs, slate, s) if self.record else {}
         return (slate[0] if single else slate), state
 
     def propensities(
@@ -116,7 +118,9 @@ class StochasticSlate:
         # marginals: uniform part exact (1/n at every slot); PL part exact at slot 1, MC below
         pl_marg = np.empty(slate.shape)
         pl_marg[:, 0] = _pl_prefix(s, mask, slate[:, :1])[:, 0]
-        if k > 1:
+        if k > 1 and self.n_mc == 0:
+            pl_marg[:, 1:] = np.nan  # not computed (n_mc = 0): estimators needing marginals refuse NaN
+        elif k > 1:
             for lo in range(0, len(s), 16):  # row chunks bound memory: 16 × n_mc × N keys
                 c = slice(lo, lo + 16)
                 keys = s[c, None, :] + self.rng.gumbel(size=(len(s[c]), self.n_mc, s.shape[1]))

@@ -377,3 +377,21 @@ def test_simulator_logs_carry_propensities_and_recover_a_policys_value(toy_sim: 
     truth, _ = on_policy_value(sim, tgt, episodes=6000, config=cfg, seed=99)
     assert abs(snips - truth) / truth < 0.1, (snips, truth)
     assert abs(snips - truth) < abs(log["reward"].mean() - truth)  # the estimate moved towards the target
+
+
+def test_estimated_propensity_mode_is_labelled_and_recovers_uniform_logging() -> None:
+    from shopsim.experiments.ope.estimators import EstimatedPropensityWarning, with_estimated_pscore
+
+    rng = np.random.default_rng(0)
+    n, k = 20_000, 8
+    a = rng.integers(0, k, n)  # uniform logging, propensities not recorded
+    mu = np.linspace(0.05, 0.4, k)
+    r = (rng.random(n) < mu[a]).astype(float)
+    blind = LoggedBandit(a, r, None, n_actions=k)
+    with pytest.warns(EstimatedPropensityWarning, match="can be biased"):
+        est = with_estimated_pscore(blind)
+    assert est.meta["pscore"] == "estimated"
+    assert est.pscore is not None
+    np.testing.assert_allclose(est.pscore, 1 / k, atol=0.01)
+    pe = np.tile(np.eye(k)[k - 1], (n, 1))  # always the best action
+    assert estimate("snips", est, pe).value == pytest.approx(mu[-1], abs=0.03)

@@ -250,3 +250,38 @@ def diagnostics(data: LoggedBandit, action_dist: np.ndarray) -> dict[str, float]
         "max_weight": float(w.max()),
         "mean_weight": float(w.mean()),
     }
+
+
+class EstimatedPropensityWarning(UserWarning):
+    """Propensities were estimated from the log, not recorded by the logging policy."""
+
+
+def with_estimated_pscore(data: LoggedBandit) -> LoggedBandit:
+    """ESTIMATED-PROPENSITY MODE for logs without propensities (e.g. MIND impressions).
+
+    The behaviour probability of action a at slot p is estimated as its share of the log's
+    rows at slot p (a context-free behaviour model). Estimates built on it **can be biased**: a
+    logging policy that used context, or changed over time, is not context-free, and the error
+    of the estimated propensities enters every importance weight. The returned log is marked
+    ``meta["pscore"] = "estimated"`` and a :class:`EstimatedPropensityWarning` is raised.
+    """
+    import warnings
+
+    counts = np.zeros((data.n_actions, data.n_positions))
+    np.add.at(counts, (data.action, data.position), 1.0)
+    share = counts / np.maximum(counts.sum(0, keepdims=True), 1.0)
+    warnings.warn(
+        "estimated propensities: the behaviour policy is modelled as context-free item shares "
+        "per slot; importance-weighted estimates can be biased",
+        EstimatedPropensityWarning,
+        stacklevel=2,
+    )
+    return LoggedBandit(
+        data.action,
+        data.reward,
+        share[data.action, data.position],
+        n_actions=data.n_actions,
+        position=data.position,
+        n_positions=data.n_positions,
+        meta={**data.meta, "pscore": "estimated"},
+    )

@@ -48,6 +48,12 @@ def top_k_slate(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
     return order[:, :k]
 
 
+def random_valid_slates(mask: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, k) uniformly random ordered slates of distinct valid candidates (``mask`` (B, N))."""
+    keys = rng.random(mask.shape) + (1 - mask) * 2.0
+    return np.argsort(keys, axis=1)[:, :k]
+
+
 class ScoringPolicy:
     """A deterministic policy that ranks candidates by a score function of the observation.
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shopsim.agents.policy import ScoringPolicy, batched
+from shopsim.agents.policy import ScoringPolicy, batched, random_valid_slates
 from shopsim.envs.core import ShopperBatch
 from shopsim.envs.features import CAND_FEATURES, CLICK_FEATURES, INTENT_FEATURES
 from shopsim.envs.response import _sigmoid
@@ -55,8 +55,7 @@ class RandomSlate:
         deterministic: bool = True,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         obs, single = batched(observation)
-        keys = self.rng.random(obs["cand_mask"].shape) + (1 - obs["cand_mask"]) * 2.0
-        slate = np.argsort(keys, axis=1)[:, : self.slate_size]
+        slate = random_valid_slates(obs["cand_mask"], self.slate_size, self.rng)
         return (slate[0] if single else slate), state
 
     def slate_log_prob(self, observation: dict[str, np.ndarray], slate: np.ndarray) -> np.ndarray:

@@ -70,6 +70,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from shopsim.agents.distributions import MASK_VALUE
+from shopsim.agents.policy import random_valid_slates
 
 
 class SlateReplaySamples(NamedTuple):
@@ -252,12 +253,6 @@ class SlateQPolicy(BasePolicy):
         self.choice_net.train(mode)
         self.q_net.train(mode)
         self.training = mode
-
-
-def random_valid_slates(mask: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """(B, k) uniformly random ordered slates of distinct valid candidates."""
-    keys = rng.random(mask.shape) + (1 - mask) * 2.0
-    return np.argsort(keys, axis=1)[:, :k]
 
 
 class SlateQ(OffPolicyAlgorithm):

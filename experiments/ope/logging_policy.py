@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from shopsim.agents.policy import batched
+from shopsim.agents.policy import batched, random_valid_slates
 
 
 def _pl_prefix(scores: np.ndarray, mask: np.ndarray, slate: np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ class StochasticSlate:
         s = np.where(mask, s, -np.inf)
         g = s + self.rng.gumbel(size=s.shape)
         pl = np.argsort(-g, axis=1)[:, :k]
-        unif = np.argsort(self.rng.random(s.shape) + (~mask) * 2.0, axis=1)[:, :k]
+        unif = random_valid_slates(mask, k, self.rng)
         explore = np.asarray(self.rng.random(b) < self.epsilon)
         slate = np.where(explore[:, None], unif, pl)
         self.last = self.propensities(obs, slate, s) if self.record else {}

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shopsim.agents.evaluation import bootstrap_mean_ci
 from shopsim.errors import ShopsimError
 from shopsim.experiments.ope.estimators import SINGLE_SLOT, LoggedBandit, diagnostics, estimate
 
@@ -99,10 +100,8 @@ def bts_marginal(bts: LoggedBandit) -> np.ndarray:
 
 
 def _truth(log: LoggedBandit, n_boot: int, seed: int) -> dict[str, Any]:
-    r = log.reward
-    boots = np.random.default_rng(seed).choice(r, (n_boot, len(r))).mean(1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"value": float(r.mean()), "ci95": [float(lo), float(hi)]}
+    lo, hi = bootstrap_mean_ci(log.reward, n_boot=n_boot, seed=seed)
+    return {"value": float(log.reward.mean()), "ci95": [lo, hi]}
 
 
 def run_obd(folder: Path, out: Path, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shopsim.agents.evaluation import bootstrap_mean_ci
 from shopsim.errors import ShopsimError
 from shopsim.experiments.ope.estimators import Estimate
 
@@ -93,7 +94,4 @@ def slate_estimate(
 ) -> Estimate:
     """The estimate with a bootstrap 95% interval over slates (see :func:`slate_round_values`)."""
     v = slate_round_values(name, reward, **props)  # type: ignore[arg-type]
-    rng = np.random.default_rng(seed)
-    boots = rng.choice(v, (n_boot, len(v))).mean(1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return Estimate(float(v.mean()), (float(lo), float(hi)))
+    return Estimate(float(v.mean()), bootstrap_mean_ci(v, n_boot=n_boot, seed=seed))

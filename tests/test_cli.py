@@ -150,3 +150,28 @@ def test_study_needs_a_simulator_folder(tmp_path: Path, cli: CliRunner) -> None:
     assert err.strip() == (
         f"shopsim: error: {tmp_path}: not a simulator folder (run `shopsim simulator fit` first)"
     )
+
+
+def test_ope_obd_bad_inputs_are_one_line(tmp_path: Path, cli: CliRunner) -> None:
+    code, _, err = cli("ope", "obd", tmp_path / "nope", "--out", tmp_path / "o")
+    assert code == 2
+    assert err.strip() == (
+        f"shopsim: error: {tmp_path / 'nope'}: no such folder; point at an Open Bandit Dataset folder "
+        "with random/ and bts/"
+    )
+    (tmp_path / "obd" / "random").mkdir(parents=True)
+    (tmp_path / "obd" / "random" / "all.csv").write_text("item_id,position,click\n1,1,0\n")
+    code, _, err = cli("ope", "obd", tmp_path / "obd", "--out", tmp_path / "o")
+    assert code == 2
+    assert err.strip() == (
+        f"shopsim: error: {tmp_path / 'obd' / 'random' / 'all.csv'}: missing column(s) propensity_score; "
+        "is this an Open Bandit Dataset log?"
+    )
+    (tmp_path / "obd" / "random" / "all.csv").write_text(
+        "item_id,position,click,propensity_score\n1,1,0,0.5\n"
+    )
+    code, _, err = cli("ope", "obd", tmp_path / "obd", "--out", tmp_path / "o")
+    assert code == 2
+    assert err.strip() == (
+        f"shopsim: error: {tmp_path / 'obd' / 'bts'}: no such folder; expected random/ and bts/ sub-folders"
+    )

@@ -29,6 +29,8 @@ class EpisodeResults:
     revenue: np.ndarray
     steps: np.ndarray
     shown: np.ndarray
+    first: np.ndarray
+    """Reward of the first page (its context does not depend on the policy: OPE's bandit estimand)."""
 
     def summary(self, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
         """The ``sim`` block of results.json."""
@@ -74,7 +76,10 @@ def evaluate_policy_in_sim(
     cfg = config or ShopperConfig(split="test")
     reward_fn = make_reward(reward)
     pick = np.random.default_rng(seed).integers(0, len(sim.episodes[cfg.split]), episodes)
-    out = {k: np.zeros(episodes) for k in ("returns", "clicks", "purchases", "revenue", "steps", "shown")}
+    out = {
+        k: np.zeros(episodes)
+        for k in ("returns", "clicks", "purchases", "revenue", "steps", "shown", "first")
+    }
     for start in range(0, episodes, batch):
         idx = pick[start : start + batch]
         b = len(idx)
@@ -90,6 +95,8 @@ def evaluate_policy_in_sim(
             ev, left, trunc = core.step_slate(np.asarray(slate).reshape(b, -1), rng)
             r = np.asarray(reward_fn(ev), dtype=float)
             acc["returns"] += r * alive
+            if not acc["steps"].any():
+                acc["first"] += r
             acc["clicks"] += ev.clicked.sum(1) * alive
             acc["purchases"] += ev.purchased.sum(1) * alive
             acc["revenue"] += (ev.purchased * ev.price).sum(1) * alive

@@ -98,24 +98,38 @@ class WeightedReward:
             if not isinstance(value, (int, float)) or not np.isfinite(value):
                 raise ShopsimError(f"reward weight {name}={value!r}: expected a finite number")
 
-    def __call__(self, ev: StepEvents) -> np.ndarray:
+    @property
+    def slot_additive(self) -> bool:
+        """True when the reward is a sum of per-slot terms (no diversity, no_click or leave
+        term): then :meth:`slot_rewards` sums to the page reward, as item-level off-policy
+        estimators require."""
+        return not (self.diversity or self.no_click or self.leave)
+
+    def slot_rewards(self, ev: StepEvents) -> np.ndarray:
+        """(B, k) per-slot part of the reward: click, purchase, revenue, cross-category, basket
+        and novelty terms of each slot's item."""
         c = ev.clicked.astype(np.float64)
         u = ev.purchased.astype(np.float64)
-        r = self.click * c.sum(1) + self.purchase * u.sum(1)
+        r = self.click * c + self.purchase * u
         if self.revenue:
-            r += self.revenue * (u * ev.price).sum(1)
+            r += self.revenue * u * ev.price
         if self.cross_category:
-            r += self.cross_category * (u * ev.new_category).sum(1)
+            r += self.cross_category * u * ev.new_category
         if self.basket:
-            r += self.basket * (u * ev.in_basket).sum(1)
+            r += self.basket * u * ev.in_basket
+        if self.novelty:
+            r += self.novelty * c * -ev.popularity
+        return r
+
+    def __call__(self, ev: StepEvents) -> np.ndarray:
+        c = ev.clicked.astype(np.float64)
+        r = self.slot_rewards(ev).sum(1)
         if self.diversity:
             k = ev.items.shape[1]
             cats = np.where(ev.shown & (ev.category > 0), ev.category, -1)
             srt = np.sort(cats, axis=1)
             distinct = ((srt[:, 1:] != srt[:, :-1]) & (srt[:, 1:] >= 0)).sum(1) + (srt[:, 0] >= 0)
             r += self.diversity * distinct / k
-        if self.novelty:
-            r += self.novelty * (c * -ev.popularity).sum(1)
         if self.no_click:
             r += self.no_click * (c.sum(1) == 0)
         if self.leave:

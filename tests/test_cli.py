@@ -175,3 +175,85 @@ def test_ope_obd_bad_inputs_are_one_line(tmp_path: Path, cli: CliRunner) -> None
     assert err.strip() == (
         f"shopsim: error: {tmp_path / 'obd' / 'bts'}: no such folder; expected random/ and bts/ sub-folders"
     )
+
+
+def test_ope_validate_on_the_toy_shop(toy_sim: Path, tmp_path: Path, cli: CliRunner) -> None:
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"policies": {"bert_two_tower": {"kind": "supervised"}, "other": {}}}))
+    args = ["--sim", toy_sim, "--out", tmp_path / "v", "--slate-size", "3", "--candidates", "20"]
+    small = ["--n-logged", "6000", "--repeats", "2", "--truth-episodes", "1500", "--n-boot", "100"]
+    code, out, err = cli("ope", "validate", *args, *small, "--results", results)
+    assert code == 0, err
+    rep = json.loads((tmp_path / "v" / "ope_validation.json").read_text())
+    names = {
+        "random",
+        "popularity",
+        "cooccurrence",
+        "bert_two_tower",
+        "click_model_greedy",
+        "non_myopic_rule",
+    }
+    assert set(rep["truth"]) == names
+    assert set(rep["estimators"]["session"]) == {"pdis", "wpdis", "dr", "wdr"}
+    assert set(rep["estimators"]["first_page"]) == {
+        "ips", "snips", "dm", "dr", "sndr", "switch_dr", "dros", "iips", "rips", "cascade_dr"
+    }  # fmt: skip
+    assert set(rep["checks"]) == {"session/wpdis", "session/dr", "first_page/snips", "first_page/dr"}
+    assert len(rep["repeats"]) == 2
+    assert all(m["pages"] >= 6000 for m in rep["logs"])
+    for n in names:  # the session-assigned A/B/n logger keeps every policy's weights near 1 on average
+        assert 0.7 < rep["repeats"][0][n]["session"]["diagnostics"]["mean_weight"] < 1.3
+    # a loose statistical check at this small size: DR and WPDIS are within 15% of the truth
+    assert rep["estimators"]["session"]["dr"]["rel_error_mean"] < 0.15
+    assert rep["estimators"]["session"]["wpdis"]["rel_error_mean"] < 0.15
+    assert rep["estimators"]["session"]["dr"]["spearman"] > 0.8
+    assert "| click_model_greedy | session |" in out
+    assert (tmp_path / "v" / "plots" / "ope_validation.png").exists()
+    annotated = json.loads(results.read_text())["policies"]
+    assert set(annotated["bert_two_tower"]["ope"]) == {"pdis", "wpdis", "dr", "wdr"}
+    assert "ope" not in annotated["other"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--behaviour", "foo"], "behaviour 'foo': unknown; use mixture or one of bert_two_tower, "),
+        (["--epsilon", "0"], "epsilon=0.0: must be in (0, 1] so every slate can be logged"),
+        (
+            ["--repeats", "0"],
+            "n_logged ≥ 100, repeats ≥ 1, truth_episodes ≥ 100 and n_boot ≥ 50 are required",
+        ),
+        (["--models", "{tmp}"], "{tmp}: no ppo.zip or dqn.zip; pass the models/ folder a quickstart wrote"),
+        (["--results", "{tmp}/r.json", "--n-logged", "100"], "{tmp}/r.json: no such results.json"),
+    ],
+)
+def test_ope_validate_bad_inputs_are_one_line(
+    toy_sim: Path, tmp_path: Path, cli: CliRunner, args: list[str], message: str
+) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    small = [
+        "--truth-episodes",
+        "100",
+        "--n-boot",
+        "50",
+        "--repeats",
+        "1",
+        "--slate-size",
+        "3",
+        "--candidates",
+        "20",
+    ]
+    if "--repeats" in args:
+        small = small[:4] + small[6:]
+    if "--n-logged" not in args:
+        small += ["--n-logged", "100"]
+    code, _, err = cli("ope", "validate", "--sim", toy_sim, "--out", tmp_path / "o", *small, *args)
+    assert code == 2, err
+    assert err.startswith(f"shopsim: error: {message.replace('{tmp}', str(tmp_path))}")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_ope_validate_needs_a_simulator_folder(tmp_path: Path, cli: CliRunner) -> None:
+    code, _, err = cli("ope", "validate", "--sim", tmp_path / "nope", "--out", tmp_path / "o")
+    assert code == 2
+    assert err.strip() == f"shopsim: error: --sim {tmp_path / 'nope'}: no such folder"

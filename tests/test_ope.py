@@ -317,6 +317,53 @@ def test_session_estimators_against_exact_truth() -> None:
     assert 0.88 <= np.mean(cover) <= 0.99
 
 
+def test_session_dr_identities_and_unbiasedness_with_a_wrong_model() -> None:
+    from shopsim.experiments.ope.sessions import session_estimate
+
+    rng = np.random.default_rng(4)
+    truth = _session_truth()
+    q_step1 = np.array([0.35, 0.35])  # a deliberately wrong immediate-reward model
+    q_step2 = np.full((2, 2), 0.2)
+    dr, pdis, dr_good = [], [], []
+    for i in range(300):
+        a = (rng.random(1000) < PB_S[1]).astype(int)
+        b = (rng.random(1000) < PB_S[1]).astype(int)
+        r1 = (rng.random(1000) < MU_S[a]).astype(float)
+        go = rng.random(1000) < CONT[a]
+        r2 = (rng.random(1000) < NU[a, b]).astype(float)
+        rho1, rho2 = PE_S[a] / PB_S[a], PE_S[b] / PB_S[b]
+        two = [go[j] for j in range(1000)]
+        rw = [np.array([r1[j], r2[j]]) if two[j] else np.array([r1[j]]) for j in range(1000)]
+        rt = [np.array([rho1[j], rho2[j]]) if two[j] else np.array([rho1[j]]) for j in range(1000)]
+
+        def model(
+            q1: np.ndarray, q2: np.ndarray, a: np.ndarray = a, b: np.ndarray = b, rw: list = rw
+        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+            v1 = float(PE_S @ q1)
+            qs = [np.array([q1[a[j]], q2[a[j], b[j]]])[: len(rw[j])] for j in range(1000)]
+            vs = [np.array([v1, PE_S @ q2[a[j]]])[: len(rw[j])] for j in range(1000)]
+            return qs, vs
+
+        qs, vs = model(q_step1, q_step2)
+        zeros = [np.zeros(len(r)) for r in rw]
+        if i < 3:  # identities: a zero model turns DR into PDIS and WDR into WPDIS
+            for d_name, is_name in (("dr", "pdis"), ("wdr", "wpdis")):
+                d = session_estimate(d_name, rw, rt, q_hat=zeros, v_hat=zeros, n_boot=50, seed=i)
+                ref = session_estimate(is_name, rw, rt, n_boot=50, seed=i)
+                assert d.value == pytest.approx(ref.value, abs=1e-12)
+                assert d.ci95 == pytest.approx(ref.ci95, abs=1e-12)
+        dr.append(session_estimate("dr", rw, rt, q_hat=qs, v_hat=vs, n_boot=10).value)
+        pdis.append(session_estimate("pdis", rw, rt, n_boot=10).value)
+        # with the true immediate rewards (and no continuation value) DR varies less than PDIS
+        qg, vg = model(MU_S, NU)
+        dr_good.append(session_estimate("dr", rw, rt, q_hat=qg, v_hat=vg, n_boot=10).value)
+    d = np.array(dr)
+    assert abs(d.mean() - truth) < 3.5 * d.std() / np.sqrt(len(d))  # unbiased with a wrong model
+    assert np.std(dr_good) < np.std(pdis)
+    with pytest.raises(ShopsimError, match="dr: needs a reward model"):
+        session_estimate("dr", rw, rt)
+
+
 def test_session_bad_inputs() -> None:
     from shopsim.experiments.ope.sessions import session_estimate
 
@@ -374,7 +421,8 @@ def test_simulator_logs_carry_propensities_and_recover_a_policys_value(toy_sim: 
     assert (log["pscore_joint"] <= log["pscore_prefix"][:, 0] + 1e-12).all()
     w = log["greedy_joint"] / log["pscore_joint"]
     snips = np.sum(w * log["reward"]) / np.sum(w)
-    truth, _ = on_policy_value(sim, tgt, episodes=6000, config=cfg, seed=99)
+    res = on_policy_value(sim, tgt, episodes=6000, config=cfg, seed=99)
+    truth = res.returns.sum() / res.steps.sum()
     assert abs(snips - truth) / truth < 0.1, (snips, truth)
     assert abs(snips - truth) < abs(log["reward"].mean() - truth)  # the estimate moved towards the target
 
@@ -395,3 +443,75 @@ def test_estimated_propensity_mode_is_labelled_and_recovers_uniform_logging() ->
     np.testing.assert_allclose(est.pscore, 1 / k, atol=0.01)
     pe = np.tile(np.eye(k)[k - 1], (n, 1))  # always the best action
     assert estimate("snips", est, pe).value == pytest.approx(mu[-1], abs=0.03)
+
+
+class _Fixed:
+    """A deterministic slate policy that always shows the same slate."""
+
+    def __init__(self, slate: list[int]) -> None:
+        self.slate = np.array(slate)
+
+    def predict(self, obs: dict, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        return np.tile(self.slate, (obs["cand_mask"].shape[0], 1)), None
+
+
+def test_mixture_behaviour_propensities_are_exact_per_page_and_per_session() -> None:
+    import itertools
+
+    from shopsim.experiments.ope.feedback import check_slate_propensities
+    from shopsim.experiments.ope.logging_policy import MixtureSlate
+
+    comps = {"random": None, "a": _Fixed([0, 1]), "b": _Fixed([0, 2])}
+    slates = np.array(list(itertools.permutations(range(4), 2)))  # all 12 ordered slates
+    obs = {"cand_mask": np.ones((len(slates), 4), np.int8)}
+    for assignment in ("page", "session"):
+        mix = MixtureSlate(comps, 2, epsilon=0.2, assignment=assignment, seed=0)
+        mix.predict(obs)  # computes the component slates for this observation
+        mix.reset_rows(np.arange(len(slates)))
+        p = mix.propensities(obs, slates)
+        assert p["joint"].sum() == pytest.approx(1.0, abs=1e-12)
+        for slot in range(2):
+            check_slate_propensities(p["joint"], p["prefix"][:, slot], p["marginal"][:, slot], atol=1e-12)
+        for slot in range(2):  # each slot's marginals over items sum to 1
+            items = np.zeros(4)
+            np.add.at(items, slates[:, slot], p["joint"])
+            marg = [p["marginal"][slates[:, slot] == i, slot][0] for i in range(4)]
+            np.testing.assert_allclose(items, marg)
+        # (0, 1): ⅓·(0.8 + 0.2/12) + ⅓·0.2/12 + ⅓/12
+        assert p["joint"][0] == pytest.approx((0.8 + 0.2 / 12) / 3 + 0.2 / 36 + 1 / 36)
+    # per session: the product of recorded page propensities is the trajectory's probability
+    n = 60_000
+    mix = MixtureSlate(comps, 2, epsilon=0.2, assignment="session", seed=1)
+    one = {"cand_mask": np.ones((n, 4), np.int8)}
+    mix.reset_rows(np.arange(n))
+    s1, _ = mix.predict(one)
+    j1 = mix.last["joint"]
+    s2, _ = mix.predict(one)
+    j2 = mix.last["joint"]
+    traj = (s1[:, 0] == 0) & (s1[:, 1] == 1) & (s2[:, 0] == 0) & (s2[:, 1] == 1)
+    mu = {"random": 1 / 12, "a": 0.8 + 0.2 / 12, "b": 0.2 / 12}
+    exact = sum(m**2 for m in mu.values()) / 3  # Σ_k P(k) μ_k(s)·μ_k(s), not (Σ_k P(k) μ_k(s))²
+    assert (j1 * j2)[traj] == pytest.approx(exact, rel=1e-12)
+    assert traj.mean() == pytest.approx(exact, abs=4 * np.sqrt(exact / n))
+
+
+def test_slot_reward_model_recovers_click_probabilities() -> None:
+    from shopsim.experiments.ope.reward_model import SlotRewardModel, cross_fit
+
+    rng = np.random.default_rng(0)
+    n, k, f = 20_000, 3, 4
+    feat = rng.normal(size=(n, k, f)).astype(np.float32)
+    theta, beta = np.array([1.0, -0.5, 0.0, 0.8]), np.array([-1.0, -1.5, -2.0])
+    p = 1 / (1 + np.exp(-(feat @ theta + beta)))
+    clicks = (rng.random((n, k)) < p).astype(float)
+    model = SlotRewardModel().fit(feat, clicks, 2 * clicks, 2 * clicks.sum(1) + 0.5)
+    err = np.abs(model.predict(feat) - 2 * p)  # slot value = reward per click × P(click)
+    assert err.mean() < 0.01
+    assert err.max() < 0.08
+    assert model.c0 == pytest.approx(0.5)
+    fold = np.arange(n) % 2
+    q, others, c0 = cross_fit(fold, feat, clicks, clicks, clicks.sum(1), {"t": feat[:, ::-1]})
+    assert q.shape == (n, k)
+    assert others["t"].shape == (n, k)
+    assert c0 == pytest.approx(0.0)
+    assert np.abs(q - p).mean() < 0.01

@@ -179,22 +179,40 @@ def importance_weights(data: LoggedBandit, pi: np.ndarray) -> np.ndarray:
 def _terms(
     name: str, data: LoggedBandit, pi: np.ndarray, q: np.ndarray | None, lam: float | None
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Per-round (a, b, d) of the estimator's ratio form (see the module docstring)."""
+    """Per-round (a, b, d) of the estimator's ratio form for a :class:`LoggedBandit`."""
     idx = np.arange(data.n)
-    r = data.reward
+    q_pi = q_f = None
     if name in NEEDS_MODEL:
         q = check_reward_model(data, q, name)
         q_pi = (pi[idx, :, data.position] * q[idx, :, data.position]).sum(1)
         q_f = q[idx, data.action, data.position]
+    w = None if name == "dm" else importance_weights(data, pi)
+    return round_terms(name, data.reward, w, q_f, q_pi, lam)
+
+
+def round_terms(
+    name: str,
+    r: np.ndarray,
+    w: np.ndarray | None,
+    q_f: np.ndarray | None = None,
+    q_pi: np.ndarray | None = None,
+    lam: float | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Per-round (a, b, d) of the ratio form from plain arrays: rewards ``r``, importance
+    weights ``w``, the reward model at the logged action ``q_f`` and its target expectation
+    ``q_pi``. Serves any "action" — an item at a slot, a whole slate, a page."""
     if name == "dm":
+        assert q_pi is not None
         return q_pi, None, None
-    w = importance_weights(data, pi)
+    assert w is not None
     if name == "ips":
         return w * r, None, None
     if name == "ips_clip":
         return np.minimum(w, _lam(name, lam)) * r, None, None
     if name == "snips":
-        return np.zeros(data.n), w * r, w
+        return np.zeros(len(r)), w * r, w
+    assert q_pi is not None
+    assert q_f is not None
     if name == "dr":
         return q_pi + w * (r - q_f), None, None
     if name == "sndr":
@@ -205,6 +223,23 @@ def _terms(
         lm = _lam(name, lam)
         return q_pi + lm * w / (w**2 + lm) * (r - q_f), None, None
     raise ShopsimError(f"estimator {name!r}: unknown; choose from {', '.join((*SINGLE_SLOT, 'ips_clip'))}")
+
+
+def boot_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) multinomial resampling counts of n rounds (one bootstrap draw per row)."""
+    return np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+
+
+def ratio_estimate(a: np.ndarray, b: np.ndarray | None, d: np.ndarray | None, counts: np.ndarray) -> Estimate:
+    """Value and percentile 95% interval of :math:`Σca/Σc + Σcb/Σcd` over bootstrap ``counts``."""
+    n = len(a)
+    value = float(a.mean() + (b.sum() / d.sum() if b is not None and d is not None and d.sum() > 0 else 0.0))
+    boots = counts @ a / n
+    if b is not None and d is not None:
+        den = counts @ d
+        boots = boots + np.divide(counts @ b, den, out=np.zeros(len(counts)), where=den > 0)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return Estimate(value, (float(lo), float(hi)))
 
 
 def _lam(name: str, lam: float | None) -> float:
@@ -230,21 +265,19 @@ def estimate(
     pi = check_action_dist(data, action_dist)
     lam = DEFAULT_LAMBDA.get(name) if lam is None else lam
     a, b, d = _terms(name, data, pi, estimated_rewards, lam)
-    value = float(a.mean() + (b.sum() / d.sum() if b is not None and d is not None else 0.0))
-    counts = np.random.default_rng(seed).multinomial(data.n, np.full(data.n, 1.0 / data.n), size=n_boot)
-    boots = counts @ a / data.n
-    if b is not None and d is not None:
-        den = counts @ d
-        boots = boots + np.divide(counts @ b, den, out=np.zeros(n_boot), where=den > 0)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return Estimate(value, (float(lo), float(hi)))
+    return ratio_estimate(a, b, d, boot_counts(data.n, n_boot, seed))
 
 
 def diagnostics(data: LoggedBandit, action_dist: np.ndarray) -> dict[str, float]:
     """Importance-weight diagnostics: effective sample size (Σw)²/Σw², max and mean weight
     (the mean should be ≈ 1 when the propensities are right and the target's support is
     covered)."""
-    w = importance_weights(data, check_action_dist(data, action_dist))
+    return weight_diagnostics(importance_weights(data, check_action_dist(data, action_dist)))
+
+
+def weight_diagnostics(w: np.ndarray) -> dict[str, float]:
+    """ESS (Σw)²/Σw², max and mean of importance weights ``w``."""
+    w = np.asarray(w, dtype=np.float64)
     return {
         "ess": float(w.sum() ** 2 / max((w**2).sum(), 1e-300)),
         "max_weight": float(w.max()),

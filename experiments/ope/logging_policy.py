@@ -129,3 +129,204 @@ class StochasticSlate:
         marginal = eps / n_valid[:, None] + (1 - eps) * pl_marg
         marginal = np.maximum(marginal, prefix)  # MC noise must not break prefix ≤ marginal
         return {"joint": prefix[:, -1].copy(), "prefix": prefix, "marginal": marginal}
+
+
+def indicator_propensities(target_slate: np.ndarray, slate: np.ndarray) -> dict[str, np.ndarray]:
+    """Propensities of ``slate`` under a *deterministic* policy that shows ``target_slate``:
+    joint = 1{whole slate equal}, prefix = 1{first l items equal}, marginal = 1{same item at
+    the slot} (all exact)."""
+    same = np.asarray(target_slate) == np.asarray(slate)
+    prefix = np.cumprod(same, axis=1).astype(np.float64)
+    return {"joint": prefix[:, -1].copy(), "prefix": prefix, "marginal": same.astype(np.float64)}
+
+
+def uniform_propensities(mask: np.ndarray, slate: np.ndarray) -> dict[str, np.ndarray]:
+    """Propensities of ``slate`` under uniformly random valid slates (the ``random`` policy)."""
+    n_valid = mask.astype(bool).sum(1).astype(np.float64)
+    prefix = _unif_prefix(n_valid, slate.shape[1])
+    marginal = np.repeat(1.0 / n_valid[:, None], slate.shape[1], axis=1)
+    return {"joint": prefix[:, -1].copy(), "prefix": prefix, "marginal": marginal}
+
+
+class MixtureSlate:
+    """A randomised A/B/n behaviour policy over K policies with ε-uniform exploration.
+
+    Each session (``assignment="session"``, the default — how shops run A/B tests) or each
+    page (``assignment="page"``) is assigned one of the K policies uniformly; on every page, with
+    probability ε the shown slate is a uniformly random valid slate instead of that policy's
+    slate. A component may be ``None``: the uniformly random policy itself.
+
+    Component k shows slate s with probability :math:`\\mu_k(s) = (1-ε)1\\{S_k = s\\} + ε
+    P_{unif}(s)` (:math:`P_{unif}(s)` for the random component). The behaviour's probability of
+    the shown slate given everything observed so far is exact:
+    :math:`\\mu(s_t \\mid h_t) = \\sum_k P(k \\mid h_t)\\,\\mu_k(s_t)`, with the posterior
+    :math:`P(k \\mid h_t) \\propto \\prod_{u<t} \\mu_k(s_u)` under session assignment (uniform under
+    page assignment); prefix and marginal propensities likewise. The product of these
+    per-page propensities over a session is the probability of the whole logged trajectory, so
+    per-decision importance weights of a target that is one of the components are bounded by
+    :math:`K/(1-ε)^{t+1}` after t + 1 pages — against :math:`(K/(1-ε))^{t+1}` under page
+    assignment: session assignment is what makes session-level OPE feasible.
+
+    After :meth:`predict`, ``slates[name]`` holds each deterministic component's slate for the
+    same observation (targets among the components cost nothing extra) and ``last`` the
+    propensities of the shown slate. Call :meth:`reset_rows` when rows start new sessions.
+    """
+
+    def __init__(
+        self,
+        policies: dict[str, Any],
+        slate_size: int,
+        *,
+        epsilon: float = 0.1,
+        assignment: str = "session",
+        seed: int = 0,
+    ) -> None:
+        if not 0 < epsilon <= 1:
+            raise ValueError(f"epsilon={epsilon}: must be in (0, 1] so every slate has positive probability")
+        if assignment not in ("session", "page"):
+            raise ValueError(f"assignment={assignment!r}: use 'session' or 'page'")
+        if not policies:
+            raise ValueError("MixtureSlate: needs at least one policy")
+        self.policies, self.slate_size, self.epsilon = dict(policies), slate_size, epsilon
+        self.assignment = assignment
+        self.rng = np.random.default_rng(seed)
+        self.name = "mixture"
+        self.slates: dict[str, np.ndarray] = {}
+        self.last: dict[str, np.ndarray] = {}
+        self.assigned = np.zeros(0, np.int64)
+        self.logpost = np.zeros((0, len(self.policies)))
+
+    def bind(self, core: Any) -> None:
+        for p in self.policies.values():
+            if p is not None and hasattr(p, "bind"):
+                p.bind(core)
+
+    def reset_rows(self, rows: np.ndarray) -> None:
+        """New sessions in ``rows``: draw their policy, forget their history."""
+        rows = np.asarray(rows, dtype=np.int64)
+        need = int(rows.max()) + 1 if len(rows) else 0
+        if len(self.assigned) < need:
+            grow = need - len(self.assigned)
+            self.assigned = np.r_[self.assigned, np.zeros(grow, np.int64)]
+            self.logpost = np.r_[self.logpost, np.zeros((grow, len(self.policies)))]
+        self.assigned[rows] = self.rng.integers(0, len(self.policies), len(rows))
+        self.logpost[rows] = 0.0
+
+    def predict(
+        self,
+        observation: dict[str, np.ndarray],
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """Draw the shown slates and record their exact propensities in ``last``."""
+        obs, single = batched(observation)
+        mask = obs["cand_mask"].astype(bool)
+        b, k = mask.shape[0], self.slate_size
+        if len(self.assigned) != b:
+            self.assigned = np.zeros(b, np.int64)
+            self.logpost = np.zeros((b, len(self.policies)))
+            self.reset_rows(np.arange(b))
+        self.slates = {
+            n: np.asarray(p.predict(obs, deterministic=True)[0], dtype=np.int64).reshape(b, k)
+            for n, p in self.policies.items()
+            if p is not None
+        }
+        comp = self.assigned if self.assignment == "session" else self.rng.integers(0, len(self.policies), b)
+        unif = random_valid_slates(mask, k, self.rng)
+        explore = np.asarray(self.rng.random(b) < self.epsilon)
+        slate = unif.copy()
+        for j, n in enumerate(self.policies):
+            use = (comp == j) & ~explore
+            if n in self.slates:
+                slate[use] = self.slates[n][use]
+        self.last = self.propensities(obs, slate, update=True)
+        return (slate[0] if single else slate), state
+
+    def component_propensities(
+        self, obs: dict[str, np.ndarray], slate: np.ndarray
+    ) -> list[dict[str, np.ndarray]]:
+        """Each component's joint / prefix / marginal of ``slate`` (same observation)."""
+        u = uniform_propensities(obs["cand_mask"], slate)
+        out = []
+        for n in self.policies:
+            if n not in self.slates:
+                out.append(u)
+                continue
+            ind = indicator_propensities(self.slates[n], slate)
+            out.append({key: self.epsilon * u[key] + (1 - self.epsilon) * ind[key] for key in u})
+        return out
+
+    def propensities(
+        self, obs: dict[str, np.ndarray], slate: np.ndarray, *, update: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Exact joint (B,), prefix (B, k) and marginal (B, k) of ``slate`` given each row's
+        history; ``update`` adds this page to the session posteriors."""
+        comps = self.component_propensities(obs, slate)
+        if self.assignment == "session":
+            post = np.exp(self.logpost - self.logpost.max(1, keepdims=True))
+            post /= post.sum(1, keepdims=True)
+        else:
+            post = np.full((len(slate), len(comps)), 1.0 / len(comps))
+        out = {
+            key: sum(post[:, j].reshape(-1, *([1] * (c[key].ndim - 1))) * c[key] for j, c in enumerate(comps))
+            for key in ("joint", "prefix", "marginal")
+        }
+        if update and self.assignment == "session":
+            self.logpost += np.log(np.stack([c["joint"] for c in comps], axis=1))
+        return out
+
+
+class ComponentTarget:
+    """Target = one deterministic component of a :class:`MixtureSlate` (its slate of the current
+    page is already computed by the behaviour)."""
+
+    def __init__(self, mixture: MixtureSlate, name: str) -> None:
+        self.mixture, self.name = mixture, name
+
+    def propensities(self, obs: dict[str, np.ndarray], slate: np.ndarray) -> dict[str, np.ndarray]:
+        return indicator_propensities(self.model_slate(obs), slate)
+
+    def model_slate(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The slate the target shows on this page."""
+        return self.mixture.slates[self.name]
+
+
+class DeterministicTarget:
+    """Target = any deterministic slate policy (``predict(obs, deterministic=True)``), evaluated
+    once per page (cached on the observation object)."""
+
+    def __init__(self, policy: Any, slate_size: int) -> None:
+        self.policy, self.slate_size = policy, slate_size
+        self._obs: object = None
+        self._slate = np.zeros((0, slate_size), np.int64)
+
+    def bind(self, core: Any) -> None:
+        if hasattr(self.policy, "bind"):
+            self.policy.bind(core)
+
+    def model_slate(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The slate the target shows on this page."""
+        if obs is not self._obs:
+            b = obs["cand_mask"].shape[0]
+            self._slate = np.asarray(self.policy.predict(obs, deterministic=True)[0], np.int64).reshape(b, -1)
+            self._obs = obs
+        return self._slate
+
+    def propensities(self, obs: dict[str, np.ndarray], slate: np.ndarray) -> dict[str, np.ndarray]:
+        return indicator_propensities(self.model_slate(obs), slate)
+
+
+class UniformTarget:
+    """Target = the uniformly random policy (exact uniform propensities). Its ``model_slate`` is
+    one uniform draw: an unbiased Monte-Carlo stand-in for the reward model's expectation."""
+
+    def __init__(self, slate_size: int, seed: int = 0) -> None:
+        self.slate_size = slate_size
+        self.rng = np.random.default_rng(seed)
+
+    def propensities(self, obs: dict[str, np.ndarray], slate: np.ndarray) -> dict[str, np.ndarray]:
+        return uniform_propensities(obs["cand_mask"], slate)
+
+    def model_slate(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return random_valid_slates(obs["cand_mask"].astype(bool), self.slate_size, self.rng)

@@ -8,7 +8,14 @@ importance ratio :math:`\\rho_{i,t} = \\pi_e(A_{i,t} \\mid s_{i,t}) / \\pi_b(A_{
 * ``pdis`` — per-decision importance sampling (Precup, Sutton & Singh 2000), unbiased:
   :math:`\\frac1n \\sum_i \\sum_t \\gamma^t w_{i,t} r_{i,t}`;
 * ``wpdis`` — weighted per-decision IS, biased but consistent and bounded by the rewards at
-  each step: :math:`\\sum_t \\gamma^t \\frac{\\sum_i w_{i,t} r_{i,t}}{\\sum_i w_{i,t}}`.
+  each step: :math:`\\sum_t \\gamma^t \\frac{\\sum_i w_{i,t} r_{i,t}}{\\sum_i w_{i,t}}`;
+* ``dr`` — step-wise doubly robust (Jiang & Li 2016; Thomas & Brunskill 2016) with a model
+  :math:`\\hat q_{i,t} = \\hat Q(s_{i,t}, A_{i,t})` at the logged action and its target value
+  :math:`\\hat v_{i,t} = E_{A \\sim \\pi_e}\\hat Q(s_{i,t}, A)`:
+  :math:`\\frac1n \\sum_i \\sum_t \\gamma^t [w_{i,t}(r_{i,t} - \\hat q_{i,t}) + w_{i,t-1}\\hat v_{i,t}]`
+  (:math:`w_{i,-1} = 1`); unbiased for any model, and PDIS when the model is zero;
+* ``wdr`` — weighted DR (Thomas & Brunskill 2016): each step's two sums divided by
+  :math:`\\sum_i w_{i,t}` and :math:`\\sum_i w_{i,t-1}` instead of n.
 
 Sessions have different lengths: a finished session is treated as absorbed (reward 0, ratio 1
 afterwards), the usual convention (Jiang & Li 2016), so its weight keeps counting in WPDIS's
@@ -20,9 +27,10 @@ from __future__ import annotations
 import numpy as np
 
 from shopsim.errors import ShopsimError
-from shopsim.experiments.ope.estimators import Estimate
+from shopsim.experiments.ope.estimators import Estimate, boot_counts
 
-SESSION_ESTIMATORS = ("pdis", "wpdis")
+SESSION_ESTIMATORS = ("pdis", "wpdis", "dr", "wdr")
+NEEDS_MODEL = {"dr", "wdr"}
 
 
 def pad_sessions(rewards: list[np.ndarray], ratios: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -45,13 +53,38 @@ def pad_sessions(rewards: list[np.ndarray], ratios: list[np.ndarray]) -> tuple[n
     return r_out, rho_out
 
 
-def _values(name: str, r: np.ndarray, w: np.ndarray, disc: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Estimates for each row of bootstrap ``counts`` (B, n)."""
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def session_values(
+    name: str,
+    r: np.ndarray,
+    w: np.ndarray,
+    disc: np.ndarray,
+    counts: np.ndarray,
+    q: np.ndarray | None = None,
+    v: np.ndarray | None = None,
+) -> np.ndarray:
+    """Estimates for each row of bootstrap ``counts`` (B, n) from padded (n, T) rewards ``r``,
+    cumulative weights ``w`` and, for ``dr``/``wdr``, the model's ``q`` and ``v``."""
+    n = r.shape[0]
     if name == "pdis":
-        return counts @ ((w * r) @ disc) / r.shape[0]
-    num = counts @ (w * r)  # (B, T)
-    den = counts @ w
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0) @ disc
+        return counts @ ((w * r) @ disc) / n
+    if name == "wpdis":
+        return _ratio(counts @ (w * r), counts @ w) @ disc
+    if q is None or v is None:
+        raise ShopsimError(
+            f"{name}: needs a reward model (q_hat at the logged actions and v_hat under the target)"
+        )
+    w_prev = np.concatenate([np.ones((n, 1)), w[:, :-1]], axis=1)
+    if name == "dr":
+        return counts @ ((w * (r - q) + w_prev * v) @ disc) / n
+    if name == "wdr":
+        return (
+            _ratio(counts @ (w * (r - q)), counts @ w) + _ratio(counts @ (w_prev * v), counts @ w_prev)
+        ) @ disc
+    raise ShopsimError(f"estimator {name!r}: unknown; choose from {', '.join(SESSION_ESTIMATORS)}")
 
 
 def session_estimate(
@@ -59,17 +92,41 @@ def session_estimate(
     rewards: list[np.ndarray],
     ratios: list[np.ndarray],
     *,
+    q_hat: list[np.ndarray] | None = None,
+    v_hat: list[np.ndarray] | None = None,
     gamma: float = 1.0,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> Estimate:
-    """``pdis`` or ``wpdis`` with a bootstrap 95% interval over sessions."""
+    """A session estimator (``pdis``, ``wpdis``, ``dr``, ``wdr``) with a bootstrap 95% interval
+    over sessions; ``q_hat``/``v_hat`` are per-session model values for the DR estimators."""
     if name not in SESSION_ESTIMATORS:
         raise ShopsimError(f"estimator {name!r}: unknown; choose from {', '.join(SESSION_ESTIMATORS)}")
     r, rho = pad_sessions(rewards, ratios)
-    w = np.cumprod(rho, axis=1)
+    q = v = None
+    if name in NEEDS_MODEL:
+        if q_hat is None or v_hat is None:
+            raise ShopsimError(
+                f"{name}: needs a reward model (q_hat at the logged actions and v_hat under the target)"
+            )
+        q, _ = pad_sessions(q_hat, ratios)
+        v, _ = pad_sessions(v_hat, ratios)
+    counts = boot_counts(len(r), n_boot, seed)
+    return padded_session_estimate(name, r, np.cumprod(rho, axis=1), counts, q, v, gamma=gamma)
+
+
+def padded_session_estimate(
+    name: str,
+    r: np.ndarray,
+    w: np.ndarray,
+    counts: np.ndarray,
+    q: np.ndarray | None = None,
+    v: np.ndarray | None = None,
+    *,
+    gamma: float = 1.0,
+) -> Estimate:
+    """:func:`session_estimate` on padded arrays (cumulative weights ``w``) and given counts."""
     disc = gamma ** np.arange(r.shape[1])
-    value = float(_values(name, r, w, disc, np.ones((1, len(r))))[0])
-    counts = np.random.default_rng(seed).multinomial(len(r), np.full(len(r), 1.0 / len(r)), size=n_boot)
-    lo, hi = np.percentile(_values(name, r, w, disc, counts.astype(float)), [2.5, 97.5])
+    value = float(session_values(name, r, w, disc, np.ones((1, len(r))), q, v)[0])
+    lo, hi = np.percentile(session_values(name, r, w, disc, counts, q, v), [2.5, 97.5])
     return Estimate(value, (float(lo), float(hi)))

@@ -348,10 +348,10 @@ def test_session_dr_identities_and_unbiasedness_with_a_wrong_model() -> None:
         zeros = [np.zeros(len(r)) for r in rw]
         if i < 3:  # identities: a zero model turns DR into PDIS and WDR into WPDIS
             for d_name, is_name in (("dr", "pdis"), ("wdr", "wpdis")):
-                d = session_estimate(d_name, rw, rt, q_hat=zeros, v_hat=zeros, n_boot=50, seed=i)
+                est = session_estimate(d_name, rw, rt, q_hat=zeros, v_hat=zeros, n_boot=50, seed=i)
                 ref = session_estimate(is_name, rw, rt, n_boot=50, seed=i)
-                assert d.value == pytest.approx(ref.value, abs=1e-12)
-                assert d.ci95 == pytest.approx(ref.ci95, abs=1e-12)
+                assert est.value == pytest.approx(ref.value, abs=1e-12)
+                assert est.ci95 == pytest.approx(ref.ci95, abs=1e-12)
         dr.append(session_estimate("dr", rw, rt, q_hat=qs, v_hat=vs, n_boot=10).value)
         pdis.append(session_estimate("pdis", rw, rt, n_boot=10).value)
         # with the true immediate rewards (and no continuation value) DR varies less than PDIS

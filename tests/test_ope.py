@@ -515,3 +515,32 @@ def test_slot_reward_model_recovers_click_probabilities() -> None:
     assert others["t"].shape == (n, k)
     assert c0 == pytest.approx(0.0)
     assert np.abs(q - p).mean() < 0.01
+
+
+@pytest.mark.skipif(not (OBD / "bts").exists(), reason="needs ../shared/data/obd_sample")
+def test_logged_bandit_from_canonical_events_matches_the_raw_obd_log(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from shopsim.envs.data import PrepareOptions, prepare
+    from shopsim.experiments.ope.feedback import from_events
+    from shopsim.experiments.ope.obd import read_policy_log
+
+    prepare(OBD / "bts", PrepareOptions(format="obd", split=(1.0, 0.0, 0.0)), tmp_path / "d")
+    events = pd.read_parquet(tmp_path / "d" / "events.parquet")
+    data, ids = from_events(events, source="bts")
+    raw = read_policy_log(OBD / "bts")
+    assert data.n == len(raw)
+    assert data.reward.sum() == raw["click"].sum()
+    assert sorted(data.pscore) == pytest.approx(sorted(raw["propensity_score"]))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(np.bincount(data.position), np.bincount(raw["position"] - 1))
+    # the clicked (item, position) pairs are the raw log's
+    clicked = {(ids[a], p) for a, p, r in zip(data.action, data.position, data.reward, strict=True) if r}
+    assert clicked == {(str(i), p - 1) for i, p in raw.loc[raw["click"] == 1, ["item_id", "position"]].values}
+    # bad canonical events: one clear line each
+    with pytest.raises(ShopsimError, match=r"^bts: 3 impression rows have no position"):
+        from_events(events.assign(position=events["position"].mask(events.index < 3)), source="bts")
+    half = events.assign(propensity=events["propensity"].mask(events.index % 2 == 0))
+    with pytest.raises(ShopsimError, match=r"impressions have no propensity; drop them or use the estimated"):
+        from_events(half, source="bts")
+    with pytest.raises(ShopsimError, match=r"^x: no impression rows"):
+        from_events(events[events["event"] != "impression"], source="x")

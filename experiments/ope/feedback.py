@@ -100,3 +100,69 @@ def check_slate_propensities(
                 f"{a} > {b} at row {i} ({float(pa[i]):.6g} > {float(pb[i]):.6g}); a slate cannot be more "
                 "likely than its prefix, nor a prefix more likely than one of its items at its slot"
             )
+
+
+def from_events(
+    events: Any,
+    *,
+    reward_events: tuple[str, ...] = ("click",),
+    item_ids: list[str] | None = None,
+    source: str = "events",
+) -> tuple[LoggedBandit, list[str]]:
+    """Canonical events (DESIGN.md's schema, e.g. ``events.parquet`` of ``shopsim data prepare``)
+    → position-wise :class:`LoggedBandit`.
+
+    One round per ``impression`` row with a ``position``: the action is its item, the position
+    0-based, the propensity the row's ``propensity``; the reward is 1 when an event of
+    ``reward_events`` exists for the same slate (``slate_id``, else ``session_id``), item and
+    position. Actions are coded in ``item_ids`` order (default: sorted ids of the impressions),
+    returned alongside. Impressions without a position are refused with their count; when no row
+    has a propensity the log gets ``pscore=None`` (IPS-type estimators then refuse; see
+    :func:`~shopsim.experiments.ope.estimators.with_estimated_pscore`), and a log where only
+    some rows have one is refused (mixing is never silent).
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(events)
+    missing = [c for c in ("session_id", "item_id", "event", "position") if c not in df.columns]
+    if missing:
+        raise ShopsimError(f"{source}: missing column(s) {', '.join(missing)}; expected canonical events")
+    imp = df[df["event"] == "impression"]
+    if imp.empty:
+        raise ShopsimError(f"{source}: no impression rows; off-policy evaluation needs what was shown")
+    no_pos = int(imp["position"].isna().sum())
+    if no_pos:
+        raise ShopsimError(
+            f"{source}: {no_pos} impression rows have no position; every shown item needs its slot"
+        )
+    slate_col = "slate_id" if "slate_id" in df.columns and df["slate_id"].notna().all() else "session_id"
+    key = [slate_col, "item_id", "position"]
+    hits = df[df["event"].isin(reward_events)][key].drop_duplicates().assign(_hit=1.0)
+    rounds = imp.merge(hits, on=key, how="left")
+    reward = rounds["_hit"].fillna(0.0).to_numpy()
+    ids = sorted(imp["item_id"].astype(str).unique()) if item_ids is None else list(item_ids)
+    code = {v: i for i, v in enumerate(ids)}
+    unknown = set(rounds["item_id"].astype(str)) - set(code)
+    if unknown:
+        raise ShopsimError(
+            f"{source}: {len(unknown)} shown items are not in item_ids (e.g. {sorted(unknown)[0]})"
+        )
+    action = rounds["item_id"].astype(str).map(code).to_numpy()
+    position = rounds["position"].astype("int64").to_numpy() - 1
+    pscore = None
+    if "propensity" in rounds.columns and rounds["propensity"].notna().any():
+        n_missing = int(rounds["propensity"].isna().sum())
+        if n_missing:
+            raise ShopsimError(
+                f"{source}: {n_missing} of {len(rounds)} impressions have no propensity; "
+                "drop them or use the estimated-propensity mode for the whole log"
+            )
+        pscore = rounds["propensity"].astype(float).to_numpy()
+    try:
+        data = LoggedBandit(
+            action, reward, pscore, n_actions=len(ids), position=position,
+            n_positions=int(position.max()) + 1, meta={"source": source},
+        )  # fmt: skip
+    except ShopsimError as exc:
+        raise ShopsimError(f"{source}: {exc}") from None
+    return data, ids

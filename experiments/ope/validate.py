@@ -412,35 +412,35 @@ def validation_markdown(report: dict[str, Any]) -> str:
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
+    """Per policy: each repeat's estimate relative to the truth (dots), the truth's own 95%
+    interval (grey) and the ±5% target band (dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = list(report["truth"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    names = sorted(report["truth"], key=lambda n: report["truth"][n]["session"]["value"])
+    y = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.38 * len(names) + 1.8), sharey=True)
     for ax, (estimand, es) in zip(axes, HEADLINE.items(), strict=True):
         truth = np.array([report["truth"][n][estimand]["value"] for n in names])
+        ci = np.array([report["truth"][n][estimand]["ci95"] for n in names])
+        ax.barh(y, ci[:, 1] / truth - ci[:, 0] / truth, left=ci[:, 0] / truth - 1, height=0.6,
+                color="#dddddd", label="truth's own 95% CI")  # fmt: skip
         for j, e in enumerate(es):
             vals = np.array([[rep[n][estimand][e]["value"] for n in names] for rep in report["repeats"]])
-            off = (j - 0.5) * 0.012 * max(truth.max(), 1e-9)
-            ax.errorbar(
-                truth + off,
-                vals.mean(0),
-                yerr=vals.std(0),
-                fmt="o",
-                capsize=3,
-                label=f"{e} (mean ± sd over repeats)",
-            )
-        lim = [0, max(truth.max(), 1e-9) * 1.1]
-        ax.plot(lim, lim, "k--", lw=1, label="estimate = truth")
-        for n, x in zip(names, truth, strict=True):
-            ax.annotate(n, (x, x), fontsize=7, xytext=(3, -9), textcoords="offset points")
-        ax.set_xlabel(f"on-policy truth ({estimand.replace('_', ' ')} value)")
-        ax.set_ylabel("off-policy estimate")
-        ax.set_title(estimand.replace("_", " "))
-        ax.legend(fontsize=7)
+            rel = vals / truth[None, :] - 1
+            jitter = (j - 0.5) * 0.25
+            ys = np.tile(y + jitter, len(rel))
+            ax.plot(rel.ravel(), ys, "o", ms=3, alpha=0.6, label=f"{e} (each repeat)")
+        for x in (-0.05, 0.05):
+            ax.axvline(x, color="k", ls="--", lw=0.8)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y, names)
+        ax.set_xlabel("estimate / truth − 1")
+        ax.set_title(f"{estimand.replace('_', ' ')} value")
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -544,3 +544,44 @@ def test_logged_bandit_from_canonical_events_matches_the_raw_obd_log(tmp_path: P
         from_events(half, source="bts")
     with pytest.raises(ShopsimError, match=r"^x: no impression rows"):
         from_events(events[events["event"] != "impression"], source="x")
+
+
+def test_simulator_log_exports_obps_long_slate_format_and_back(toy_sim: Path) -> None:
+    from shopsim.agents.slate_baselines import ClickModelGreedy, TwoTowerSlate
+    from shopsim.envs.core import ShopperConfig
+    from shopsim.envs.simulator import Simulator
+    from shopsim.experiments.ope.feedback import (
+        SLATE_KEYS,
+        from_slate_bandit_feedback,
+        to_slate_bandit_feedback,
+    )
+    from shopsim.experiments.ope.logging_policy import ComponentTarget, MixtureSlate
+    from shopsim.experiments.ope.sim_logging import log_in_simulator
+    from shopsim.experiments.ope.slate import slate_estimate
+
+    sim = Simulator.load(toy_sim)
+    cfg = ShopperConfig(slate_size=3, n_candidates=20, split="test")
+    mix = MixtureSlate(
+        {"random": None, "tt": TwoTowerSlate(3), "g": ClickModelGreedy(3)}, 3, epsilon=0.2, seed=0
+    )
+    log = log_in_simulator(sim, mix, {"g": ComponentTarget(mix, "g")}, config=cfg, episodes=300, seed=1)
+    n = len(log["reward"])
+    fb = to_slate_bandit_feedback(log, n_unique_action=sim.catalog.n_items, context=np.ones((n, 2)))
+    assert tuple(fb) == SLATE_KEYS
+    assert (fb["n_rounds"], fb["len_list"], fb["n_unique_action"]) == (n, 3, sim.catalog.n_items)
+    for key in SLATE_KEYS[3:]:
+        want = (n, 2) if key == "context" else (n * 3,)
+        assert fb[key].shape == want, key
+        assert fb[key].dtype == (np.int64 if key in ("slate_id", "position", "action") else np.float64), key
+    back = from_slate_bandit_feedback(fb)
+    np.testing.assert_array_equal(back["items"], log["items"])
+    np.testing.assert_array_equal(back["pscore_prefix"], log["pscore_prefix"])
+    joint = (log["g_joint"], back["pscore_joint"])
+    assert slate_estimate("sips", back["reward"], joint=joint).value == pytest.approx(
+        slate_estimate("sips", log["slot_reward"], joint=(log["g_joint"], log["pscore_joint"])).value,
+        abs=1e-12,
+    )
+    with pytest.raises(ShopsimError, match="pscore \\(the joint propensity\\) differs within a slate"):
+        from_slate_bandit_feedback({**fb, "pscore": fb["pscore"] * np.tile([1.0, 0.5, 1.0], n)})
+    with pytest.raises(ShopsimError, match=r"slate bandit_feedback: missing key\(s\) pscore_cascade"):
+        from_slate_bandit_feedback({k: v for k, v in fb.items() if k != "pscore_cascade"})

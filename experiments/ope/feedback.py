@@ -166,3 +166,72 @@ def from_events(
     except ShopsimError as exc:
         raise ShopsimError(f"{source}: {exc}") from None
     return data, ids
+
+
+def to_slate_bandit_feedback(
+    log: dict[str, Any], n_unique_action: int, context: np.ndarray | None = None
+) -> dict[str, Any]:
+    """obp's long slate format from a simulator log (:func:`~.sim_logging.log_in_simulator`):
+    one row per (page, slot) with the shown item as the action, the slot reward (or click) as
+    the reward, and the behaviour's joint / prefix / marginal propensities. obp's optional
+    synthetic-data keys (``expected_reward_factual``, ``pi_b``) have no counterpart in logs and
+    are not written."""
+    items = np.asarray(log["items"], dtype=np.int64)
+    n, k = items.shape
+    reward = np.asarray(log.get("slot_reward", log["slot_clicks"]), dtype=np.float64)
+    joint, prefix, marginal = log["pscore_joint"], log["pscore_prefix"], log["pscore_marginal"]
+    for j in range(k):
+        check_slate_propensities(joint, prefix[:, j], marginal[:, j], atol=1e-9)
+    ctx = np.zeros((n, 0)) if context is None else np.asarray(context, np.float64)
+    if ctx.shape[0] != n:
+        raise ShopsimError(f"context: {ctx.shape[0]} rows but the log has {n} slates")
+    return {
+        "n_rounds": int(n),
+        "n_unique_action": int(n_unique_action),
+        "len_list": int(k),
+        "slate_id": np.repeat(np.arange(n, dtype=np.int64), k),
+        "position": np.tile(np.arange(k, dtype=np.int64), n),
+        "action": items.reshape(-1),
+        "reward": reward.reshape(-1),
+        "context": ctx,
+        "pscore": np.repeat(np.asarray(joint, np.float64), k),
+        "pscore_cascade": np.asarray(prefix, np.float64).reshape(-1),
+        "pscore_item_position": np.asarray(marginal, np.float64).reshape(-1),
+    }
+
+
+def from_slate_bandit_feedback(feedback: dict[str, Any]) -> dict[str, np.ndarray]:
+    """obp's long slate dict → (slates, slots) arrays ``items``, ``reward`` and the propensities
+    ``pscore_joint`` (n,), ``pscore_prefix`` and ``pscore_marginal`` (n, k), validated."""
+    missing = [key for key in SLATE_KEYS if key != "context" and key not in feedback]
+    if missing:
+        raise ShopsimError(f"slate bandit_feedback: missing key(s) {', '.join(missing)}")
+    n, k = int(feedback["n_rounds"]), int(feedback["len_list"])
+    for key in SLATE_KEYS[3:]:
+        if key != "context" and np.shape(feedback[key]) != (n * k,):
+            raise ShopsimError(
+                f"slate bandit_feedback: {key} has shape {np.shape(feedback[key])}, "
+                f"expected (n_rounds · len_list,) = ({n * k},)"
+            )
+    order = np.lexsort((feedback["position"], feedback["slate_id"]))
+
+    def grid(key: str) -> np.ndarray:
+        return np.asarray(feedback[key])[order].reshape(n, k)
+
+    if not (grid("position") == np.arange(k)).all():
+        raise ShopsimError("slate bandit_feedback: every slate needs positions 0 … len_list − 1 exactly once")
+    joint_rows = grid("pscore")
+    if not np.allclose(joint_rows, joint_rows[:, :1]):
+        raise ShopsimError("slate bandit_feedback: pscore (the joint propensity) differs within a slate")
+    out = {
+        "items": grid("action").astype(np.int64),
+        "reward": grid("reward").astype(np.float64),
+        "pscore_joint": joint_rows[:, 0].astype(np.float64),
+        "pscore_prefix": grid("pscore_cascade").astype(np.float64),
+        "pscore_marginal": grid("pscore_item_position").astype(np.float64),
+    }
+    for j in range(k):
+        check_slate_propensities(
+            out["pscore_joint"], out["pscore_prefix"][:, j], out["pscore_marginal"][:, j], atol=1e-9
+        )
+    return out

@@ -100,6 +100,7 @@ def log_in_simulator(
         add("step", core.step_count[rows] - 1)
         add("reward", r[rows])
         add("slot_clicks", ev.clicked[rows].astype(float))
+        add("items", ev.items[rows].astype(np.int64))
         if slot_fn is not None:
             add("slot_reward", slot_fn(ev)[rows])
         for key in ("joint", "prefix", "marginal"):

@@ -17,6 +17,7 @@ seen that round's reward.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 from shopsim.errors import ShopsimError
 
@@ -57,7 +58,7 @@ class SlotRewardModel:
         theta[f:] = np.log(base / (1 - base))  # start at each slot's click rate
         pen = np.r_[np.full(f, self.l2), np.full(k, 1e-6)]
         for _ in range(self.iters):
-            p = 1.0 / (1.0 + np.exp(-(x @ theta)))
+            p = expit(x @ theta)
             grad = x.T @ (y - p) - pen * theta
             hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(pen)
             step = np.linalg.solve(hess, grad)
@@ -73,7 +74,7 @@ class SlotRewardModel:
     def predict(self, feat: np.ndarray) -> np.ndarray:
         """(n, k) slot values :math:`\\hat q(x, s_l, l)` of slates with features ``feat``."""
         n, k, _ = feat.shape
-        p = 1.0 / (1.0 + np.exp(-(self._design(feat) @ self.theta)))
+        p = expit(self._design(feat) @ self.theta)
         return p.reshape(n, k) * self.m[None, :k]
 
 

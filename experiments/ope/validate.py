@@ -35,7 +35,9 @@ Writes ``ope_validation.json``, ``ope_validation.md`` and ``plots/ope_validation
 from __future__ import annotations
 
 import json
+import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -230,14 +232,18 @@ def _summary(
                     "rel_error": float(rel[:, j].mean()),
                     "coverage": float(cover[:, j].mean()),
                 }
-            rho = [spearmanr(v, v_true).statistic if len(names) > 2 else float("nan") for v in vals]
+            # constant estimates (e.g. a reward model that ranks nothing) have no rank correlation: None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # scipy warns on constant input; handled below
+                rho = [spearmanr(v, v_true).statistic for v in vals] if len(names) > 2 else []
+            finite = [float(x) for x in rho if np.isfinite(x)]
             per_estimator[estimand][e] = {
                 "rel_error_mean": float(rel.mean()),
                 "rel_error_median": float(np.median(rel.mean(0))),
                 "rel_error_max": float(rel.mean(0).max()),
                 "rel_error_pooled": float(np.abs(err).mean(0).sum() / np.abs(v_true).sum()),
                 "coverage": float(cover.mean()),
-                "spearman": float(np.nanmean(rho)) if len(names) > 2 else None,
+                "spearman": float(np.mean(finite)) if finite else None,
             }
     return per_policy, per_estimator
 
@@ -342,12 +348,23 @@ def run_validation(
         "repeats": per_repeat,
         "timing_s": {key: round(v, 1) for key, v in timing.items()},
     }
-    (out / "ope_validation.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "ope_validation.json").write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
     (out / "ope_validation.md").write_text(validation_markdown(report) + "\n")
     _plot(report, out / "plots" / "ope_validation.png")
     if results is not None:
         annotate_results(results, per_repeat[0])
     return report
+
+
+def _finite(x: Any) -> Any:
+    """Non-finite numbers (e.g. a relative error against a zero truth) → None: strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
 
 
 def annotate_results(path: Path, first_repeat: dict[str, Any]) -> None:

@@ -223,9 +223,8 @@ class MixtureSlate:
         obs, single = batched(observation)
         mask = obs["cand_mask"].astype(bool)
         b, k = mask.shape[0], self.slate_size
-        if len(self.assigned) != b:
-            self.assigned = np.zeros(b, np.int64)
-            self.logpost = np.zeros((b, len(self.policies)))
+        if len(self.assigned) != b:  # first call without the logger's reset_rows: every row is new
+            self.assigned, self.logpost = self.assigned[:0], self.logpost[:0]
             self.reset_rows(np.arange(b))
         self.slates = {
             n: np.asarray(p.predict(obs, deterministic=True)[0], dtype=np.int64).reshape(b, k)
@@ -268,8 +267,8 @@ class MixtureSlate:
             post /= post.sum(1, keepdims=True)
         else:
             post = np.full((len(slate), len(comps)), 1.0 / len(comps))
-        out = {
-            key: sum(post[:, j].reshape(-1, *([1] * (c[key].ndim - 1))) * c[key] for j, c in enumerate(comps))
+        out = {  # Σ_k P(k | h) μ_k, over the stacked (B, K, …) component propensities
+            key: np.einsum("bk,bk...->b...", post, np.stack([c[key] for c in comps], axis=1))
             for key in ("joint", "prefix", "marginal")
         }
         if update and self.assignment == "session":

@@ -61,6 +61,7 @@ from shopsim.envs.simulator import Simulator
 from shopsim.errors import ShopsimError
 from shopsim.experiments.ope.estimators import (
     DEFAULT_LAMBDA,
+    SINGLE_SLOT,
     boot_counts,
     ratio_estimate,
     round_terms,
@@ -73,12 +74,14 @@ from shopsim.experiments.ope.logging_policy import (
     UniformTarget,
 )
 from shopsim.experiments.ope.reward_model import cross_fit
-from shopsim.experiments.ope.sessions import padded_session_estimate
+from shopsim.experiments.ope.sessions import SESSION_ESTIMATORS, padded_session_estimate
 from shopsim.experiments.ope.sim_logging import log_in_simulator, on_policy_value
 from shopsim.experiments.ope.slate import slate_round_values
 
-SESSION = ("pdis", "wpdis", "dr", "wdr")
-FIRST_PAGE = ("ips", "snips", "dm", "dr", "sndr", "switch_dr", "dros", "iips", "rips", "cascade_dr")
+SESSION = SESSION_ESTIMATORS
+ITEM_LEVEL = ("iips", "rips", "cascade_dr")
+"""Slate estimators on per-slot weights (the single-slot ones take the whole slate as the action)."""
+FIRST_PAGE = (*SINGLE_SLOT, *ITEM_LEVEL)
 HEADLINE = {"session": ("wpdis", "dr"), "first_page": ("snips", "dr")}
 """The issue's "SNIPS and DR" per estimand (for sessions the self-normalised IS is WPDIS)."""
 
@@ -188,14 +191,14 @@ def _estimate_repeat(
             res["session"][e] = padded_session_estimate(e, r_pad, w, counts, q_pad, v_pad).to_json()
         res["session"]["diagnostics"] = weight_diagnostics(w[:, -1])
         fr, fw = log["reward"][first], rho[first]
-        for e in FIRST_PAGE[:7]:
+        for e in SINGLE_SLOT:
             a, b, d = round_terms(e, fr, fw, q_page[first], v_page[first], DEFAULT_LAMBDA.get(e))
             res["first_page"][e] = ratio_estimate(a, b, d, counts).to_json()
         props = {
             "marginal": (log[f"{n}_marginal"][first], log["pscore_marginal"][first]),
             "prefix": (log[f"{n}_prefix"][first], log["pscore_prefix"][first]),
         }
-        for e in FIRST_PAGE[7:]:
+        for e in ITEM_LEVEL:
             a = slate_round_values(
                 e,
                 slot_r[first],

@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from shopsim.data import SessionLog
+from shopsim.data.next_item import NextItemTask, evaluate_scorer
 from shopsim.encoders.embed import embed_texts, encode_batch
 from shopsim.encoders.model import TwoTower
 from shopsim.encoders.text import item_attributes, item_texts, price_features
-from shopsim.envs.data import SessionLog
 from shopsim.errors import ShopsimError
-from shopsim.experiments.offline import NextItemTask, evaluate_scorer
 
 FINETUNE_MODES = ("none", "full", "lora")
 

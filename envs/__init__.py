@@ -1,5 +1,5 @@
-"""The shopper environment and everything it is made of: the log layer (:mod:`shopsim.envs.data`),
-the catalog, the response model, the engine, the Gymnasium env and the vector env.
+"""The shopper environment: the fitted shopper model (:mod:`shopsim.envs.model`), its fitting
+(:mod:`shopsim.envs.fitting`), the engine, the rewards, the Gymnasium env and the vector env.
 
 Importing this package registers ``shopsim/Shopper-v0``::
 

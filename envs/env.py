@@ -7,12 +7,12 @@ Observation (``Dict``):
 
 * ``user`` — Box(d): the shopper's state vector (state encoder over the history);
 * ``cand`` — Box(N, d): candidate item vectors (zeros where masked);
-* ``cand_feat`` — Box(N, f): candidate features (:data:`~shopsim.envs.features.CAND_FEATURES`);
+* ``cand_feat`` — Box(N, f): candidate features (:data:`~shopsim.envs.model.features.CAND_FEATURES`);
 * ``cand_mask`` — MultiBinary(N): 1 where the candidate is valid (always ≥ k valid).
 
 Action: ``MultiDiscrete([N] * k)``, candidate indices by slot (slot 1 first). Any action is
 accepted; a slot repeating an earlier slot's item, or pointing at a masked candidate, is shown
-empty (:meth:`~shopsim.envs.core.ShopperBatch.slate_items`).
+empty (:meth:`~shopsim.envs.engine.ShopperBatch.slate_items`).
 
 ``terminated`` — the shopper left (leave model). ``truncated`` — ``max_steps`` reached.
 ``info["events"]`` lists the step's shown items, positions, clicks, purchases, prices and
@@ -28,10 +28,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from shopsim.envs.core import ShopperBatch, ShopperConfig
-from shopsim.envs.features import CAND_FEATURES
+from shopsim.envs.engine import ShopperBatch, ShopperConfig
+from shopsim.envs.model.features import CAND_FEATURES
+from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, make_reward
-from shopsim.envs.simulator import Simulator
 
 
 def observation_space(dim: int, n: int) -> spaces.Dict:
@@ -54,13 +54,13 @@ class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     """A shopper from a real logged session responding to recommendation slates.
 
     :param simulator: a fitted simulator folder (``shopsim simulator fit``) or a loaded
-        :class:`~shopsim.envs.simulator.Simulator`.
+        :class:`~shopsim.envs.model.simulator.Simulator`.
     :param slate_size: k. :param n_candidates: N. :param max_steps: truncation.
     :param split: logged sessions to start from. :param reward: a reward callable or a dict of
         :class:`~shopsim.envs.rewards.WeightedReward` weights (default: clicks).
-    :param candidate_mix: shares of the candidate sources (see :mod:`shopsim.envs.core`).
+    :param candidate_mix: shares of the candidate sources (see :mod:`shopsim.envs.engine`).
     :param fatigue: what-if assumption, off by default: category fatigue (see
-        :class:`~shopsim.envs.core.ShopperConfig`). Not measured from the logs.
+        :class:`~shopsim.envs.engine.ShopperConfig`). Not measured from the logs.
     :param exposure_intent: what-if assumption, off by default: interest built by seeing an
         item again. Not measured from the logs.
     """

@@ -1,7 +1,7 @@
 """``ShopperVecEnv``: B shoppers stepped together with numpy, as a Stable-Baselines3 ``VecEnv``.
 
 It runs the same engine as :class:`~shopsim.envs.env.ShopperEnv`
-(:class:`~shopsim.envs.core.ShopperBatch`), over B rows instead of one, so it is the same
+(:class:`~shopsim.envs.engine.ShopperBatch`), over B rows instead of one, so it is the same
 simulator. SB3 semantics: ``reset()`` returns observations only, ``step`` returns
 ``(obs, rewards, dones, infos)``, finished shoppers are replaced at once and their last
 observation is in ``infos[i]["terminal_observation"]`` (with ``TimeLimit.truncated``).
@@ -20,10 +20,10 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from shopsim.envs.core import ShopperBatch, ShopperConfig
+from shopsim.envs.engine import ShopperBatch, ShopperConfig
 from shopsim.envs.env import load_simulator, observation_space
+from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, make_reward
-from shopsim.envs.simulator import Simulator
 
 
 class ShopperVecEnv(VecEnv):

@@ -2,7 +2,7 @@
 
 ``results.json`` follows DESIGN.md's schema; ``results.md`` is the table people read; the
 plot shows each policy's session return with its 95% interval. Every policy plays the same
-test sessions with the same engine seed (:mod:`shopsim.agents.evaluation`), and differences
+test sessions with the same engine seed (:mod:`shopsim.evaluation.in_simulator`), and differences
 to the click-model greedy ranker and to random are paired.
 """
 
@@ -19,10 +19,8 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm.auto import tqdm
 
-from shopsim.agents.baselines import ALS, BPR, CoOccurrence, ItemKNN, Popularity
-from shopsim.agents.evaluation import EpisodeResults, evaluate_policy_in_sim, paired_difference
-from shopsim.agents.ppo import SlatePointerPolicy
-from shopsim.agents.slate_baselines import (
+from shopsim.agents.baselines.next_item import ALS, BPR, CoOccurrence, ItemKNN, Popularity
+from shopsim.agents.baselines.slates import (
     ClickModelGreedy,
     CooccurrenceSlate,
     HistoryScorerSlate,
@@ -31,13 +29,16 @@ from shopsim.agents.slate_baselines import (
     RandomSlate,
     TwoTowerSlate,
 )
+from shopsim.agents.ppo import SlatePointerPolicy
 from shopsim.agents.slateq import SlateQ, SlateQPolicy
-from shopsim.envs.core import ShopperConfig
-from shopsim.envs.data import SessionLog
-from shopsim.envs.simulator import Simulator
+from shopsim.data import SessionLog
+from shopsim.data.next_item import NextItemTask, evaluate_scorer
+from shopsim.envs.engine import ShopperConfig
+from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.vec_env import ShopperVecEnv
 from shopsim.errors import ShopsimError
-from shopsim.experiments.offline import NextItemTask, evaluate_scorer, summarize
+from shopsim.evaluation.in_simulator import EpisodeResults, evaluate_policy_in_sim, paired_difference
+from shopsim.evaluation.next_item import summarize
 
 
 @dataclass
@@ -51,7 +52,7 @@ class AgentsConfig:
     :param slate_size: k. :param n_candidates: N.
     :param seed: drives training, the evaluation's sessions and the engine.
     :param fatigue, exposure_intent: what-if assumptions of the simulated world (default off;
-        see :class:`~shopsim.envs.core.ShopperConfig`).
+        see :class:`~shopsim.envs.engine.ShopperConfig`).
     """
 
     ppo_steps: int = 60_000

@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 
 def bench_prepare_sample(repeats: int = 3) -> dict[str, Any]:
     """Prepare the bundled REES46 sample ``repeats`` times; report the best wall time."""
-    from shopsim.envs.data import PrepareOptions, prepare, sample_path
+    from shopsim.data import PrepareOptions, prepare, sample_path
 
     times = []
     rows = 0
@@ -112,10 +112,10 @@ def bench_encoder(finetune_steps: int = 5, batch: int = 32) -> dict[str, Any]:
     batches) in items/s, and full fine-tuning (forward + backward + step) in texts/s."""
     import torch
 
+    from shopsim.data import PrepareOptions, SessionLog, prepare, sample_path
     from shopsim.encoders.backbone import load_backbone, locate_backbone
     from shopsim.encoders.embed import embed_texts, encode_batch
     from shopsim.encoders.text import item_texts
-    from shopsim.envs.data import PrepareOptions, SessionLog, prepare, sample_path
 
     with tempfile.TemporaryDirectory() as tmp:
         prepare(sample_path("rees46"), PrepareOptions(format="rees46"), Path(tmp))

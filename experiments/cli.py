@@ -45,7 +45,7 @@ def _parse_split(text: str) -> tuple[float, float, float]:
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
-    from shopsim.envs.data import FORMATS
+    from shopsim.data import FORMATS
 
     p.add_argument("src", type=Path, metavar="SRC", help="source log file or folder")
     p.add_argument("--format", required=True, choices=list(FORMATS), help="source log format")
@@ -84,7 +84,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from shopsim.envs.data import PrepareOptions
+    from shopsim.data import PrepareOptions
 
     return PrepareOptions(
         format=args.format,
@@ -103,7 +103,7 @@ def _options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     """``shopsim data prepare``."""
-    from shopsim.envs.data import format_summary, prepare
+    from shopsim.data import format_summary, prepare
 
     result = prepare(args.src, _options(args), args.out)
     print(format_summary(result.to_json()))
@@ -113,7 +113,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     """``shopsim data inspect``."""
-    from shopsim.envs.data import format_summary, prepare
+    from shopsim.data import format_summary, prepare
 
     result = prepare(args.src, _options(args), None)
     if args.json:
@@ -149,7 +149,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_simulator_fit(args: argparse.Namespace) -> int:
     """``shopsim simulator fit``."""
-    from shopsim.envs.fit import SimulatorConfig, fidelity_markdown, fit_simulator
+    from shopsim.envs.fitting.fit import SimulatorConfig, fidelity_markdown, fit_simulator
 
     cfg = SimulatorConfig(
         negatives=args.negatives,
@@ -167,8 +167,8 @@ def cmd_simulator_fit(args: argparse.Namespace) -> int:
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """``shopsim quickstart``: the bundled samples end to end (log layer, then the encoder)."""
+    from shopsim.data import PrepareOptions, format_summary, prepare, sample_format, sample_path
     from shopsim.encoders.finetune import EncoderConfig
-    from shopsim.envs.data import PrepareOptions, format_summary, prepare, sample_format, sample_path
     from shopsim.experiments.encode import eval_markdown, run_encode
 
     out: Path = args.out
@@ -184,7 +184,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     report = run_encode(out / "rees46", out / "rees46-encoder", EncoderConfig(seed=args.seed), text="auto")
     print(eval_markdown(report))
     print(f"  wrote {out / 'rees46-encoder'} ({report['timing_s']['total']:.1f} s)\n")
-    from shopsim.envs.fit import SimulatorConfig, fidelity_markdown, fit_simulator
+    from shopsim.envs.fitting.fit import SimulatorConfig, fidelity_markdown, fit_simulator
 
     print("shopper simulator fitted on the REES46 sample:")
     _, fid = fit_simulator(
@@ -222,7 +222,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 def cmd_study(args: argparse.Namespace) -> int:
     """``shopsim study budget|whatif``: RL against the myopic ranker (see agents_study)."""
     from shopsim.experiments.agents_run import AgentsConfig
-    from shopsim.experiments.agents_study import _budget_md, _whatif_md, budget_curve, whatif_sweep
+    from shopsim.experiments.studies import _budget_md, _whatif_md, budget_curve, whatif_sweep
 
     if not (args.simulator / "simulator.json").exists():
         raise ShopsimError(f"{args.simulator}: not a simulator folder (run `shopsim simulator fit` first)")
@@ -259,7 +259,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_ope_obd(args: argparse.Namespace) -> int:
     """``shopsim ope obd DIR --out OUT``: each OBD logging policy's CTR from the other's logs."""
-    from shopsim.experiments.ope.obd import obd_markdown, run_obd
+    from shopsim.experiments.ope_obd import obd_markdown, run_obd
 
     report = run_obd(args.folder, args.out, n_boot=args.n_boot, seed=args.seed)
     print(obd_markdown(report))
@@ -269,7 +269,7 @@ def cmd_ope_obd(args: argparse.Namespace) -> int:
 
 def cmd_ope_validate(args: argparse.Namespace) -> int:
     """``shopsim ope validate --sim SIM --out OUT``: OPE estimates vs on-policy truth."""
-    from shopsim.experiments.ope.validate import ValidateConfig, run_validation, validation_markdown
+    from shopsim.experiments.ope_validate import ValidateConfig, run_validation, validation_markdown
 
     for flag, path in (("--sim", args.sim), ("--models", args.models), ("--data", args.data)):
         if path is not None and not path.is_dir():

@@ -20,14 +20,15 @@ import numpy as np
 import torch
 
 from shopsim import __version__
-from shopsim.agents.baselines import ALS, AttributeMatch, CoOccurrence, Popularity
+from shopsim.agents.baselines.next_item import ALS, AttributeMatch, CoOccurrence, Popularity
+from shopsim.data import SessionLog
+from shopsim.data.next_item import NextItemTask, evaluate_scorer
 from shopsim.encoders.backbone import load_backbone, locate_backbone, weights_hash
 from shopsim.encoders.cache import cached, hash_files, hash_texts
 from shopsim.encoders.embed import embed_texts
 from shopsim.encoders.finetune import EncoderConfig, EncoderTrainer
 from shopsim.encoders.text import item_texts
-from shopsim.envs.data import SessionLog
-from shopsim.experiments.offline import NextItemTask, evaluate_scorer, paired_difference_ci, summarize
+from shopsim.evaluation.next_item import paired_difference_ci, summarize
 
 ABLATIONS: dict[str, dict[str, Any]] = {
     "text+attributes+id": {},

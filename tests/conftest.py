@@ -33,9 +33,9 @@ def _build_simulator(
 ) -> Path:
     """prepare → encode → simulator fit on a bundled sample (or a log ``sample`` in format
     ``fmt``); returns the simulator folder."""
+    from shopsim.data import PrepareOptions, prepare, sample_format, sample_path
     from shopsim.encoders.finetune import EncoderConfig
-    from shopsim.envs.data import PrepareOptions, prepare, sample_format, sample_path
-    from shopsim.envs.fit import SimulatorConfig, fit_simulator
+    from shopsim.envs.fitting.fit import SimulatorConfig, fit_simulator
     from shopsim.experiments.encode import run_encode
 
     src = sample_path(sample) if isinstance(sample, str) else sample

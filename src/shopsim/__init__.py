@@ -1,8 +1,11 @@
 """shopsim: a reinforcement-learning playground built from a shop's own logged sessions.
 
-Subpackages follow the pipeline: :mod:`shopsim.envs` (log layer, shopper simulator),
-:mod:`shopsim.encoders` (item and state encoders), :mod:`shopsim.agents` (slate policies and
-baselines), :mod:`shopsim.experiments` (CLI, runner, evaluation, reporting).
+Subpackages follow the pipeline, bottom to top (each imports only from those before it; see
+docs/architecture.md): :mod:`shopsim.data` (the log layer), :mod:`shopsim.encoders` (item and
+state encoders), :mod:`shopsim.envs` (the shopper model, its fitting and the runtime env),
+:mod:`shopsim.agents` (slate policies, baselines, one registry), :mod:`shopsim.evaluation`
+(statistics, in-simulator and next-item evaluation, OPE), :mod:`shopsim.experiments` (config,
+runner, studies, reporting, CLI).
 """
 
 from shopsim.errors import ShopsimError

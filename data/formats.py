@@ -1,0 +1,838 @@
+"""Source-log formats: how each known log maps onto the canonical schema.
+
+A format stages its files (see :mod:`.staging`) and returns a :class:`Plan`: SQL that yields
+*raw canonical* rows (all text, plus ``_row``/``_sub``/``_src`` for ordering and messages and
+``_reason`` for rows the format itself rejects), SQL for the item table, and the rules the
+shared pipeline (:mod:`.prepare`) applies. Per-format rules, documented in the README's
+"Log formats" table:
+
+* ``rees46`` — one row per event; sessions are ``user_session``; items from the events
+  (category, brand, median price).
+* ``hm`` — one row per purchased unit; sessions are customer × day; rows of a day keep file
+  order (the log has dates only); items from ``articles.csv``.
+* ``uci`` — one line per invoice line; sessions are invoices; cancellation invoices (``C…``)
+  are dropped as ``cancellation``; non-product lines (postage, fees, manual) as
+  ``non_product_line``; lines without CustomerID get the placeholder user ``guest-<InvoiceNo>``.
+* ``mind`` — each impression log becomes a session: one ``impression`` row per shown item
+  (``slate_id`` = impression id, ``position`` = 1-based slot) and a ``click`` row per clicked
+  one; the user's history becomes ``click`` rows in a session ``hist-<user>`` placed one second
+  apart just before the user's first impression (MIND records no clock for history); repeated
+  copies of the same history on later impressions are dropped as ``repeated_history``.
+* ``obd`` — each row is one shown item at one position: an ``impression`` row with its
+  propensity, plus a ``click`` row when clicked; each row is its own slate and session (the
+  public sample has no slate grouping); the user is a hash of the user features.
+* ``events`` — any CSV/Parquet with ``--map canonical=source``; sessions derived by a
+  30-minute inactivity gap per user when absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from shopsim.data.schema import EVENT_TYPES
+from shopsim.data.staging import StagedTable, is_parquet, stage_file
+from shopsim.errors import ShopsimError
+
+RAW_COLUMNS: tuple[str, ...] = (
+    "session_id",
+    "user_id",
+    "ts_raw",
+    "item_id",
+    "event_raw",
+    "price_raw",
+    "quantity_raw",
+    "position_raw",
+    "slate_id",
+    "propensity_raw",
+)
+"""Text columns every format's raw SQL yields (besides ``_row``, ``_sub``, ``_src``,
+``_reason`` and its extra columns)."""
+
+CANONICAL_OF_RAW: dict[str, str] = {
+    "ts_raw": "timestamp",
+    "event_raw": "event",
+    "price_raw": "price",
+    "quantity_raw": "quantity",
+    "position_raw": "position",
+    "propensity_raw": "propensity",
+}
+
+MAPPABLE: tuple[str, ...] = (
+    "session_id",
+    "user_id",
+    "timestamp",
+    "item_id",
+    "event",
+    "price",
+    "position",
+    "slate_id",
+    "propensity",
+    "quantity",
+    "category",
+)
+"""Canonical names ``--map`` accepts (``category`` describes items)."""
+
+DUPLICATE_POLICIES = ("drop", "keep")
+MISSING_ITEM_POLICIES = ("drop", "keep")
+
+
+@dataclass
+class PrepareOptions:
+    """Options of ``shopsim data prepare`` (all but ``format`` optional)."""
+
+    format: str
+    """Source format: one of :data:`FORMATS`."""
+    items: Path | None = None
+    """Item table file (``hm``: articles.csv; ``events``: any CSV/Parquet with ``item_id``)."""
+    column_map: dict[str, str] = field(default_factory=dict)
+    """``events`` only: canonical column → source column."""
+    default_event: str | None = None
+    """``events`` only: event type for rows whose event column is absent or empty."""
+    text_cols: list[str] | None = None
+    """``events`` only: columns whose values, joined, form an item's text."""
+    duplicates: str | None = None
+    """``drop`` exact duplicate rows (counted) or ``keep`` them; default per format."""
+    missing_items: str | None = None
+    """Events whose item is not in the item table: ``drop`` (counted) or ``keep`` (the item is
+    added without metadata, counted); default per format."""
+    session_gap_minutes: float = 30.0
+    """Inactivity gap that starts a new session when the log has no session id."""
+    timestamp_format: str | None = None
+    """strptime format tried first when parsing timestamps (e.g. ``%d/%m/%Y %H:%M``)."""
+    timestamp_unit: str | None = None
+    """Read integer timestamps as Unix time in ``s``/``ms``/``us`` instead of an order key."""
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """Train/valid/test fractions of sessions, by session start time."""
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ShopsimError(f"unknown format {self.format!r}; choose one of: {', '.join(FORMATS)}")
+        if self.duplicates is not None and self.duplicates not in DUPLICATE_POLICIES:
+            raise ShopsimError(f"--duplicates must be drop or keep, not {self.duplicates!r}")
+        if self.missing_items is not None and self.missing_items not in MISSING_ITEM_POLICIES:
+            raise ShopsimError(f"--missing-items must be drop or keep, not {self.missing_items!r}")
+        if self.default_event is not None and self.default_event not in EVENT_TYPES:
+            raise ShopsimError(
+                f"--default-event {self.default_event!r} is not an event type; "
+                f"use one of: {', '.join(EVENT_TYPES)}"
+            )
+        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
+            raise ShopsimError(
+                f"--split {','.join(map(str, self.split))} must be three non-negative fractions "
+                "summing to 1, e.g. 0.8,0.1,0.1"
+            )
+        if self.session_gap_minutes <= 0:
+            raise ShopsimError("--session-gap must be a positive number of minutes")
+        if self.timestamp_unit not in (None, "s", "ms", "us"):
+            raise ShopsimError(f"--timestamp-unit must be s, ms or us, not {self.timestamp_unit!r}")
+        for key in self.column_map:
+            if key not in MAPPABLE:
+                raise ShopsimError(
+                    f"--map {key}=…: {key!r} is not a canonical column; use one of: {', '.join(MAPPABLE)}"
+                )
+        if self.format != "events":
+            given = [
+                flag
+                for flag, value in (
+                    ("--map", self.column_map),
+                    ("--default-event", self.default_event),
+                    ("--text-cols", self.text_cols),
+                )
+                if value
+            ]
+            if given:
+                raise ShopsimError(
+                    f"{', '.join(given)} only apply to --format events; "
+                    f"format {self.format!r} knows its columns"
+                )
+
+
+@dataclass
+class Plan:
+    """What a format hands to the shared pipeline."""
+
+    raw_sql: str
+    """SELECT yielding ``_row, _sub, _src, _reason`` + :data:`RAW_COLUMNS` + ``extras``."""
+    extras: list[str]
+    """Extra event columns written to events.parquet."""
+    item_attrs: list[str]
+    """Extra raw columns used only to build the item table (not written with the events)."""
+    items_sql: str
+    """SELECT yielding ``item_id, text, category, price_raw`` + extra item columns, ``_row``.
+    May read the table ``kept`` (the events that survived) when ``external_items`` is False."""
+    external_items: bool
+    """True when items come from their own file, so events may name unknown items."""
+    source_columns: dict[str, tuple[str, str]]
+    """Raw column → (file, source column name), for messages."""
+    main_file: Path
+    duplicates: str = "drop"
+    missing_items: str = "keep"
+    derive_sessions: bool = False
+    ts_formats: list[str] = field(default_factory=list)
+    notes: dict[str, int | float | str] = field(default_factory=dict)
+    notes_sql: dict[str, str] = field(default_factory=dict)
+    """Facts about the source to report, as scalar SQL over the staged tables."""
+
+
+class StageContext:
+    """Stages files into a DuckDB connection as views named by the caller."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, work: Path) -> None:
+        self.con = con
+        self.work = work
+        self.staged: dict[str, StagedTable] = {}
+        self.item_views: set[str] = set()
+
+    def stage(
+        self,
+        view: str,
+        path: Path,
+        *,
+        required: list[str] | None = None,
+        fix: str = "",
+        items: bool = False,
+        **kwargs: object,
+    ) -> StagedTable:
+        """Stage ``path`` as view ``view`` (with a constant ``_src`` column); ``items`` marks an
+        item table (its malformed lines count as item drops, not event drops)."""
+        dest = self.work / f"{view}.parquet"
+        table = stage_file(path, dest, **kwargs)  # type: ignore[arg-type]
+        missing = [c for c in (required or []) if c not in table.columns]
+        if missing:
+            raise ShopsimError(
+                f"{path}: missing column(s) {', '.join(map(repr, missing))} "
+                f"(found: {', '.join(table.columns[:12])}{', …' if len(table.columns) > 12 else ''})"
+                + (f"; {fix}" if fix else "")
+            )
+        src = str(path).replace("'", "''")
+        self.con.execute(f"CREATE VIEW {view} AS SELECT *, '{src}' AS _src FROM read_parquet('{dest}')")
+        self.staged[view] = table
+        if items:
+            self.item_views.add(view)
+        return table
+
+    def tables(self, *, items: bool) -> list[StagedTable]:
+        """The staged event tables (``items=False``) or item tables (``items=True``)."""
+        return [t for v, t in self.staged.items() if (v in self.item_views) == items]
+
+
+def q(name: str) -> str:
+    """Quote an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def col_or_null(name: str, columns: list[str]) -> str:
+    """``NULLIF(TRIM(name), '')`` when the column exists, else ``NULL``."""
+    return f"NULLIF(TRIM({q(name)}), '')" if name in columns else "CAST(NULL AS VARCHAR)"
+
+
+def _find(src: Path, names: list[str], what: str, flag: str = "") -> Path:
+    """Resolve ``src`` (a file, or a folder holding one of ``names``)."""
+    if not src.exists():
+        raise ShopsimError(f"{src}: no such file or directory; check the path")
+    if src.is_file():
+        return src
+    for name in names:
+        if (src / name).is_file():
+            return src / name
+    raise ShopsimError(
+        f"{src}: no {what} found (looked for {', '.join(names)}); "
+        f"pass the file itself{' or ' + flag if flag else ''}"
+    )
+
+
+def _raw_select(
+    *,
+    session: str = "NULL",
+    user: str = "NULL",
+    ts: str = "NULL",
+    item: str = "NULL",
+    event: str = "NULL",
+    price: str = "NULL",
+    quantity: str = "NULL",
+    position: str = "NULL",
+    slate: str = "NULL",
+    propensity: str = "NULL",
+    row: str = "_row",
+    sub: str = "0",
+    src: str = "_src",
+    reason: str = "NULL",
+    extras: dict[str, str] | None = None,
+) -> str:
+    exprs = [session, user, ts, item, event, price, quantity, position, slate, propensity]
+    cols = [f"CAST({e} AS VARCHAR) AS {c}" for e, c in zip(exprs, RAW_COLUMNS, strict=True)]
+    extra_cols = [f"{e} AS {q(n)}" for n, e in (extras or {}).items()]
+    head = [
+        f"CAST({row} AS BIGINT) AS _row",
+        f"CAST({sub} AS BIGINT) AS _sub",
+        f"{src} AS _src",
+        f"CAST({reason} AS VARCHAR) AS _reason",
+    ]
+    return "SELECT " + ", ".join(head + cols + extra_cols)
+
+
+# --------------------------------------------------------------------------- rees46
+def plan_rees46(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
+    """REES46 "eCommerce behavior data from multi category store" (events.csv)."""
+    path = _find(src, ["events.csv", "events.csv.gz", "2019-Oct.csv"], "REES46 events file")
+    need = ["event_time", "event_type", "product_id", "user_id", "user_session", "price"]
+    st = ctx.stage("src", path, required=need, fix="is this a REES46 events file?")
+    c = st.columns
+    raw = (
+        _raw_select(
+            session="NULLIF(TRIM(user_session), '')",
+            user="NULLIF(TRIM(user_id), '')",
+            ts="event_time",
+            item="NULLIF(TRIM(product_id), '')",
+            event="event_type",
+            price="price",
+            extras={
+                "category_id": col_or_null("category_id", c),
+                "category_code": col_or_null("category_code", c),
+                "brand": col_or_null("brand", c),
+            },
+        )
+        + " FROM src"
+    )
+    items = """
+        SELECT item_id,
+               concat_ws(' ', replace(mode(category_code), '.', ' '), mode(brand)) AS text,
+               mode(category_id) AS category,
+               CAST(median(price) AS VARCHAR) AS price_raw,
+               mode(category_code) AS category_code,
+               mode(brand) AS brand,
+               min(_row) AS _row
+        FROM kept GROUP BY item_id"""
+    return Plan(
+        raw_sql=raw,
+        extras=[],
+        item_attrs=["category_id", "category_code", "brand"],
+        items_sql=items,
+        external_items=False,
+        source_columns=_cols(
+            path,
+            session_id="user_session",
+            user_id="user_id",
+            ts_raw="event_time",
+            item_id="product_id",
+            event_raw="event_type",
+            price_raw="price",
+        ),
+        main_file=path,
+        duplicates="drop",
+    )
+
+
+# --------------------------------------------------------------------------- hm
+def plan_hm(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
+    """H&M Personalized Fashion Recommendations (transactions_train.csv + articles.csv)."""
+    path = _find(src, ["transactions_train.csv", "transactions_train.csv.gz"], "H&M transactions")
+    items_path = opts.items or path.parent / "articles.csv"
+    if not items_path.exists():
+        raise ShopsimError(
+            f"{items_path}: no such file; H&M needs articles.csv beside the transactions or --items PATH"
+        )
+    need = ["t_dat", "customer_id", "article_id", "price"]
+    st = ctx.stage("src", path, required=need, fix="is this H&M transactions_train.csv?")
+    ctx.stage("src_items", items_path, required=["article_id"], fix="is this H&M articles.csv?", items=True)
+    ic = ctx.staged["src_items"].columns
+    text_parts = [
+        col_or_null(n, ic)
+        for n in (
+            "prod_name",
+            "product_type_name",
+            "colour_group_name",
+            "department_name",
+            "detail_desc",
+        )
+    ]
+    extra_item_cols = [
+        "prod_name",
+        "product_type_name",
+        "product_group_name",
+        "colour_group_name",
+        "department_name",
+        "index_group_name",
+        "section_name",
+        "garment_group_name",
+        "detail_desc",
+    ]
+    raw = (
+        _raw_select(
+            session="NULLIF(TRIM(customer_id), '') || ':' || TRIM(t_dat)",
+            user="NULLIF(TRIM(customer_id), '')",
+            ts="t_dat",
+            item="NULLIF(TRIM(article_id), '')",
+            event="'purchase'",
+            price="price",
+            quantity="'1'",
+            extras={"sales_channel_id": col_or_null("sales_channel_id", st.columns)},
+        )
+        + " FROM src"
+    )
+    items = (
+        "SELECT NULLIF(TRIM(article_id), '') AS item_id, "
+        f"concat_ws('. ', {', '.join(text_parts)}) AS text, "
+        f"{col_or_null('product_group_name', ic)} AS category, "
+        "CAST(NULL AS VARCHAR) AS price_raw, "
+        + ", ".join(f"{col_or_null(n, ic)} AS {q(n)}" for n in extra_item_cols)
+        + ", _row FROM src_items"
+    )
+    return Plan(
+        raw_sql=raw,
+        extras=["sales_channel_id"],
+        item_attrs=[],
+        items_sql=items,
+        external_items=True,
+        source_columns=_cols(
+            path,
+            session_id="customer_id",
+            user_id="customer_id",
+            ts_raw="t_dat",
+            item_id="article_id",
+            price_raw="price",
+        ),
+        main_file=path,
+        # One row per purchased unit: identical rows are several units, not double logging.
+        duplicates="keep",
+        missing_items="drop",
+    )
+
+
+# --------------------------------------------------------------------------- uci
+NON_PRODUCT_CODES: tuple[str, ...] = (
+    "POST",
+    "DOT",
+    "M",
+    "D",
+    "S",
+    "B",
+    "C2",
+    "CRUK",
+    "PADS",
+    "BANK CHARGES",
+    "AMAZONFEE",
+)
+"""UCI Online Retail stock codes that are postage, fees, discounts or manual adjustments."""
+
+
+def plan_uci(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
+    """UCI Online Retail (InvoiceNo, StockCode, Description, Quantity, InvoiceDate, …)."""
+    path = _find(
+        src,
+        ["online_retail_sample.csv", "Online Retail.csv", "online_retail.csv"],
+        "UCI Online Retail CSV",
+    )
+    need = ["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"]
+    st = ctx.stage("src", path, required=need, fix="is this the UCI Online Retail CSV?")
+    codes = ", ".join(f"'{c}'" for c in NON_PRODUCT_CODES)
+    raw = (
+        _raw_select(
+            session="NULLIF(TRIM(InvoiceNo), '')",
+            # No CustomerID (guest checkout): a placeholder user per invoice, so guests are
+            # neither dropped nor merged into one giant user.
+            user="COALESCE(regexp_replace(NULLIF(TRIM(CustomerID), ''), '\\.0+$', ''), "
+            "'guest-' || TRIM(InvoiceNo))",
+            ts="InvoiceDate",
+            item="NULLIF(TRIM(StockCode), '')",
+            event="'purchase'",
+            price="UnitPrice",
+            quantity="Quantity",
+            reason=(
+                "CASE WHEN upper(TRIM(InvoiceNo)) LIKE 'C%' THEN 'cancellation' "
+                f"WHEN upper(TRIM(StockCode)) IN ({codes}) THEN 'non_product_line' "
+                "WHEN TRY_CAST(Quantity AS BIGINT) <= 0 THEN 'nonpositive_quantity' END"
+            ),
+            extras={
+                "description": col_or_null("Description", st.columns),
+                "country": col_or_null("Country", st.columns),
+            },
+        )
+        + " FROM src"
+    )
+    items = """
+        SELECT item_id, mode(description) AS text, CAST(NULL AS VARCHAR) AS category,
+               CAST(median(price) AS VARCHAR) AS price_raw, min(_row) AS _row
+        FROM kept GROUP BY item_id"""
+    return Plan(
+        raw_sql=raw,
+        extras=["country"],
+        item_attrs=["description"],
+        items_sql=items,
+        external_items=False,
+        source_columns=_cols(
+            path,
+            session_id="InvoiceNo",
+            user_id="CustomerID",
+            ts_raw="InvoiceDate",
+            item_id="StockCode",
+            price_raw="UnitPrice",
+            quantity_raw="Quantity",
+        ),
+        main_file=path,
+        # Invoice lines: an identical line twice on one invoice is two scans, not a logging error.
+        duplicates="keep",
+        ts_formats=["%m/%d/%Y %H:%M"],
+        notes_sql={
+            "invoices": "SELECT count(DISTINCT InvoiceNo) FROM src",
+            "cancellation_lines": "SELECT count(*) FROM src WHERE upper(TRIM(InvoiceNo)) LIKE 'C%'",
+            "lines_without_customer_id (user = guest-<InvoiceNo>)": (
+                "SELECT count(*) FROM src WHERE NULLIF(TRIM(CustomerID), '') IS NULL"
+            ),
+            "customers": "SELECT count(DISTINCT NULLIF(TRIM(CustomerID), '')) FROM src",
+        },
+    )
+
+
+# --------------------------------------------------------------------------- mind
+MIND_BEHAVIOR_COLUMNS = ["imp_id", "user_id", "time", "history", "impressions"]
+MIND_NEWS_COLUMNS = [
+    "news_id",
+    "category",
+    "subcategory",
+    "title",
+    "abstract",
+    "url",
+    "title_entities",
+    "abstract_entities",
+]
+MIND_TIME = "%m/%d/%Y %I:%M:%S %p"
+
+
+def plan_mind(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
+    """Microsoft News (MIND) behaviors.tsv + news.tsv (no header lines)."""
+    path = _find(src, ["behaviors.tsv"], "MIND behaviors.tsv")
+    news = opts.items or path.parent / "news.tsv"
+    ctx.stage("src", path, delimiter="\t", names=MIND_BEHAVIOR_COLUMNS, quoted=False)
+    if news.exists():
+        ctx.stage("src_news", news, delimiter="\t", names=MIND_NEWS_COLUMNS, quoted=False, items=True)
+        items = """SELECT NULLIF(TRIM(news_id), '') AS item_id,
+                          concat_ws('. ', NULLIF(TRIM(title), ''), NULLIF(TRIM(abstract), '')) AS text,
+                          NULLIF(TRIM(category), '') AS category,
+                          CAST(NULL AS VARCHAR) AS price_raw,
+                          NULLIF(TRIM(subcategory), '') AS subcategory,
+                          NULLIF(TRIM(title), '') AS title, _row
+                   FROM src_news"""
+    else:
+        items = """SELECT CAST(NULL AS VARCHAR) AS item_id, CAST(NULL AS VARCHAR) AS text,
+                          CAST(NULL AS VARCHAR) AS category, CAST(NULL AS VARCHAR) AS price_raw,
+                          CAST(NULL AS VARCHAR) AS subcategory, CAST(NULL AS VARCHAR) AS title,
+                          CAST(0 AS BIGINT) AS _row
+                   WHERE false"""
+    ctx.con.execute(
+        """CREATE VIEW mind_imp AS
+            SELECT _row, _src, imp_id, user_id, time,
+                   unnest(toks) AS tok, unnest(range(1, len(toks) + 1)) AS pos
+            FROM (SELECT *, string_split(TRIM(impressions), ' ') AS toks FROM src
+                  WHERE NULLIF(TRIM(impressions), '') IS NOT NULL)"""
+    )
+    ctx.con.execute(
+        f"""CREATE VIEW mind_hist AS
+            SELECT _row, _src, user_id, first_time, rank_in_user,
+                   unnest(h) AS item, unnest(range(1, len(h) + 1)) AS hpos, len(h) AS n
+            FROM (SELECT *, string_split(TRIM(history), ' ') AS h,
+                         row_number() OVER (PARTITION BY user_id ORDER BY _row) AS rank_in_user,
+                         min(try_strptime(time, '{MIND_TIME}')) OVER (PARTITION BY user_id)
+                             AS first_time
+                  FROM src WHERE NULLIF(TRIM(history), '') IS NOT NULL)"""
+    )
+    tok_item = "regexp_extract(tok, '^(.+)-[01]$', 1)"
+    tok_label = "regexp_extract(tok, '-([01])$', 1)"
+    shown: dict[str, Any] = {  # an impression row and its click row share all but event and order
+        "session": "TRIM(imp_id)",
+        "user": "NULLIF(TRIM(user_id), '')",
+        "ts": "time",
+        "item": f"NULLIF({tok_item}, '')",
+        "position": "pos",
+        "slate": "TRIM(imp_id)",
+    }
+    imp = (
+        _raw_select(
+            **shown,
+            event="'impression'",
+            sub="pos",
+            reason=f"CASE WHEN {tok_label} = '' THEN 'bad_impression_token' END",
+        )
+        + " FROM mind_imp"
+    )
+    clk = (
+        _raw_select(**shown, event="'click'", sub="1000000 + pos") + f" FROM mind_imp WHERE {tok_label} = '1'"
+    )
+    hist = (
+        _raw_select(
+            session="'hist-' || TRIM(user_id)",
+            user="NULLIF(TRIM(user_id), '')",
+            ts="strftime(first_time - to_seconds(n - hpos + 1), '%Y-%m-%d %H:%M:%S')",
+            item="NULLIF(TRIM(item), '')",
+            event="'click'",
+            sub="-1000000 + hpos",
+            reason="CASE WHEN rank_in_user > 1 THEN 'repeated_history' END",
+        )
+        + " FROM mind_hist"
+    )
+    return Plan(
+        raw_sql=f"{hist} UNION ALL {imp} UNION ALL {clk}",
+        extras=[],
+        item_attrs=[],
+        items_sql=items,
+        external_items=True,
+        source_columns=_cols(
+            path,
+            session_id="imp_id",
+            user_id="user_id",
+            ts_raw="time",
+            item_id="impressions",
+        ),
+        main_file=path,
+        duplicates="drop",
+        # news.tsv covers few of the shown items in public subsets: keep their events.
+        missing_items="keep",
+        ts_formats=[MIND_TIME],
+        notes_sql={
+            "impression_logs": "SELECT count(*) FROM src",
+            "shown_items": "SELECT count(*) FROM mind_imp",
+            "clicks": f"SELECT count(*) FROM mind_imp WHERE {tok_label} = '1'",
+        },
+        notes={"rows_in_unit": "shown item, click, or history entry"},
+    )
+
+
+# --------------------------------------------------------------------------- obd
+def plan_obd(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
+    """Open Bandit Dataset (ZOZOTOWN): ``all.csv`` + ``item_context.csv``, one folder per
+    logging policy (``random/``, ``bts/``) or a single policy's folder/file."""
+    if not src.exists():
+        raise ShopsimError(f"{src}: no such file or directory; check the path")
+    if src.is_file():
+        folders = [(src.parent.name or "policy", src)]
+    elif (src / "all.csv").is_file():
+        folders = [(src.name, src / "all.csv")]
+    else:
+        folders = sorted((d.name, d / "all.csv") for d in src.iterdir() if (d / "all.csv").is_file())
+        if not folders:
+            raise ShopsimError(
+                f"{src}: no all.csv found (looked in the folder and its sub-folders); "
+                "point at an Open Bandit Dataset campaign folder"
+            )
+    need = ["timestamp", "item_id", "position", "click", "propensity_score"]
+    selects = []
+    affinities: list[str] = []
+    user_feats: list[str] = []
+    for i, (policy, csv_path) in enumerate(folders):
+        st = ctx.stage(f"src_{i}", csv_path, required=need, fix="is this an OBD all.csv?")
+        user_feats = [c for c in st.columns if c.startswith("user_feature_")]
+        affinities = [c for c in st.columns if c.startswith("user-item_affinity_")]
+        pol = policy.replace("'", "''")
+        user_hash = (
+            "'u-' || substr(md5(concat_ws('|', " + ", ".join(map(q, user_feats)) + ")), 1, 12)"
+            if user_feats
+            else "'u-unknown'"
+        )
+        extras = {"logging_policy": f"'{pol}'"}
+        extras.update({c: q(c) for c in user_feats + affinities})
+        for event, sub, where in (("impression", 0, ""), ("click", 1, " WHERE TRIM(click) = '1'")):
+            selects.append(
+                _raw_select(
+                    session=f"'{pol}-' || _row",
+                    user=user_hash,
+                    ts="timestamp",
+                    item="NULLIF(TRIM(item_id), '')",
+                    event=f"'{event}'",
+                    position="position",
+                    slate=f"'{pol}-' || _row",
+                    propensity="propensity_score",
+                    sub=str(sub),
+                    extras=extras,
+                )
+                + f" FROM src_{i}{where}"
+            )
+    ctx_files = [p.parent / "item_context.csv" for _, p in folders]
+    ctx_file = next((p for p in ctx_files if p.exists()), None)
+    if opts.items is not None:
+        ctx_file = opts.items
+    if ctx_file is not None:
+        ic = ctx.stage("src_items", ctx_file, required=["item_id"], items=True).columns
+        feats = [c for c in ic if c.startswith("item_feature_")]
+        items = (
+            "SELECT NULLIF(TRIM(item_id), '') AS item_id, CAST(NULL AS VARCHAR) AS text, "
+            f"{col_or_null('item_feature_1', ic)} AS category, "
+            "CAST(NULL AS VARCHAR) AS price_raw"
+            + "".join(f", {q(c)}" for c in feats)
+            + ", _row FROM src_items"
+        )
+    else:
+        items = (
+            "SELECT CAST(NULL AS VARCHAR) AS item_id, CAST(NULL AS VARCHAR) AS text, "
+            "CAST(NULL AS VARCHAR) AS category, CAST(NULL AS VARCHAR) AS price_raw, "
+            "CAST(0 AS BIGINT) AS _row WHERE false"
+        )
+    return Plan(
+        raw_sql=" UNION ALL ".join(selects),
+        extras=["logging_policy", *user_feats, *affinities],
+        item_attrs=[],
+        items_sql=items,
+        external_items=True,
+        source_columns=_cols(
+            folders[0][1],
+            ts_raw="timestamp",
+            item_id="item_id",
+            position_raw="position",
+            propensity_raw="propensity_score",
+        ),
+        main_file=folders[0][1],
+        duplicates="drop",
+        missing_items="keep",
+        notes={"logging_policies": ",".join(p for p, _ in folders)},
+        notes_sql={f"impressions[{p}]": f"SELECT count(*) FROM src_{i}" for i, (p, _) in enumerate(folders)}
+        | {
+            f"clicks[{p}]": f"SELECT count(*) FROM src_{i} WHERE TRIM(click) = '1'"
+            for i, (p, _) in enumerate(folders)
+        },
+    )
+
+
+# --------------------------------------------------------------------------- events
+def plan_events(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
+    """Any event log (CSV/TSV/Parquet) with ``--map canonical=source``."""
+    if not src.exists():
+        raise ShopsimError(f"{src}: no such file; check the path")
+    delim = "\t" if src.suffix.lower() == ".tsv" or src.name.lower().endswith(".tsv.gz") else ","
+    st = ctx.stage("src", src, delimiter=delim)
+    cols = st.columns
+    mapping: dict[str, str] = {}
+    for canon in MAPPABLE:
+        source = opts.column_map.get(canon, canon)
+        if source in cols:
+            mapping[canon] = source
+        elif canon in opts.column_map:
+            raise ShopsimError(
+                f"{src}: --map {canon}={source}: no column {source!r} "
+                f"(found: {', '.join(cols[:12])}{', …' if len(cols) > 12 else ''})"
+            )
+    required = ["user_id", "timestamp", "item_id"] + ([] if opts.default_event else ["event"])
+    missing = [c for c in required if c not in mapping]
+    if missing:
+        hint = " or --default-event EVENT" if "event" in missing else ""
+        raise ShopsimError(
+            f"{src}: required column(s) {', '.join(missing)} not found "
+            f"(found: {', '.join(cols[:12])}{', …' if len(cols) > 12 else ''}); "
+            f"name them with --map canonical=source, e.g. --map {missing[0]}=<your column>{hint}"
+        )
+
+    def m(canon: str) -> str:
+        return f"NULLIF(TRIM({q(mapping[canon])}), '')" if canon in mapping else "NULL"
+
+    event = m("event")
+    if opts.default_event:
+        event = f"COALESCE({event}, '{opts.default_event}')"
+    text_cols = opts.text_cols or []
+    used = set(mapping.values())
+    extras = [c for c in cols if c not in used]
+    if opts.items is None:
+        bad = [c for c in text_cols if c not in cols]
+        if bad:
+            raise ShopsimError(
+                f"{src}: --text-cols {', '.join(bad)}: no such column(s) "
+                f"(found: {', '.join(cols[:12])}{', …' if len(cols) > 12 else ''})"
+            )
+    raw = (
+        _raw_select(
+            session=m("session_id"),
+            user=m("user_id"),
+            ts=m("timestamp"),
+            item=m("item_id"),
+            event=event,
+            price=m("price"),
+            quantity=m("quantity"),
+            position=m("position"),
+            slate=m("slate_id"),
+            propensity=m("propensity"),
+            extras={c: f"NULLIF(TRIM({q(c)}), '')" for c in extras}
+            | ({"category": m("category")} if "category" in mapping else {}),
+        )
+        + " FROM src"
+    )
+    event_extras = extras + (["category"] if "category" in mapping else [])
+    if opts.items is not None:
+        it = ctx.stage("src_items", opts.items, items=True)
+        icols = it.columns
+        id_col = next((c for c in ("item_id", mapping["item_id"]) if c in icols), None)
+        if id_col is None:
+            raise ShopsimError(
+                f"{opts.items}: no item id column (looked for 'item_id' and "
+                f"{mapping['item_id']!r}); rename the column"
+            )
+        bad = [c for c in text_cols if c not in icols]
+        if bad:
+            raise ShopsimError(
+                f"{opts.items}: --text-cols {', '.join(bad)}: no such column(s) "
+                f"(found: {', '.join(icols[:12])}{', …' if len(icols) > 12 else ''})"
+            )
+        cat_col = opts.column_map.get("category", "category")
+        price_col = opts.column_map.get("price", "price")
+        other = [c for c in icols if c not in {id_col, cat_col, price_col}]
+        text = (
+            "concat_ws(' | ', " + ", ".join(f"NULLIF(TRIM({q(c)}), '')" for c in text_cols) + ")"
+            if text_cols
+            else "CAST(NULL AS VARCHAR)"
+        )
+        items = (
+            f"SELECT NULLIF(TRIM({q(id_col)}), '') AS item_id, {text} AS text, "
+            f"{col_or_null(cat_col, icols)} AS category, {col_or_null(price_col, icols)} AS price_raw"
+            + "".join(f", {col_or_null(c, icols)} AS {q(c)}" for c in other)
+            + ", _row FROM src_items"
+        )
+    else:
+        text = (
+            "concat_ws(' | ', " + ", ".join(f"mode({q(c)})" for c in text_cols) + ")"
+            if text_cols
+            else "CAST(NULL AS VARCHAR)"
+        )
+        cat = "mode(category)" if "category" in mapping else "CAST(NULL AS VARCHAR)"
+        items = (
+            f"SELECT item_id, {text} AS text, {cat} AS category, "
+            "CAST(median(price) AS VARCHAR) AS price_raw, min(_row) AS _row "
+            "FROM kept GROUP BY item_id"
+        )
+    return Plan(
+        raw_sql=raw,
+        extras=event_extras,
+        item_attrs=[],
+        items_sql=items,
+        external_items=opts.items is not None,
+        source_columns=_cols(
+            src,
+            **{
+                raw_name: mapping[CANONICAL_OF_RAW.get(raw_name, raw_name)]
+                for raw_name in RAW_COLUMNS
+                if CANONICAL_OF_RAW.get(raw_name, raw_name) in mapping
+            },
+        ),
+        main_file=src,
+        duplicates="drop",
+        missing_items="drop",
+        derive_sessions="session_id" not in mapping,
+        ts_formats=[opts.timestamp_format] if opts.timestamp_format else [],
+    )
+
+
+def _cols(path: Path, **raw_to_source: str) -> dict[str, tuple[str, str]]:
+    return {raw: (str(path), source) for raw, source in raw_to_source.items()}
+
+
+FORMATS: dict[str, Callable[[StageContext, Path, PrepareOptions], Plan]] = {
+    "rees46": plan_rees46,
+    "hm": plan_hm,
+    "uci": plan_uci,
+    "mind": plan_mind,
+    "obd": plan_obd,
+    "events": plan_events,
+}
+"""Known source formats → planner."""
+
+__all__ = ["FORMATS", "Plan", "PrepareOptions", "StageContext", "is_parquet"]

@@ -1,0 +1,117 @@
+"""A fitted simulator folder: catalog, response model, state encoder, logged episodes.
+
+Layout of ``shopsim simulator fit … --out SIM``::
+
+    SIM/simulator.json     version, source data, settings, assumptions, fit summary
+    SIM/catalog.npz        item vectors, attributes, train count tables (:class:`Catalog`)
+    SIM/model.npz          click / purchase / leave scorers, e(p), numpy state encoder
+    SIM/episodes.npz       logged sessions of every split (episode starts)
+    SIM/fidelity.json      the fidelity report, plus SIM/plots/*.png
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from shopsim.encoders.bundle import NumpyStateEncoder
+from shopsim.envs.model.catalog import Catalog
+from shopsim.envs.model.episodes import Episodes
+from shopsim.envs.model.response import Scorer
+from shopsim.errors import ShopsimError
+
+SIMULATOR_VERSION = 1
+"""Bumped whenever the folder layout or the model's meaning changes."""
+SPLITS = ("train", "valid", "test")
+
+PurchaseMode = Literal["model", "always", "never"]
+
+
+@dataclass
+class Simulator:
+    """Everything a :class:`~shopsim.envs.env.ShopperEnv` needs, loaded from one folder."""
+
+    catalog: Catalog
+    state_encoder: NumpyStateEncoder
+    click: Scorer
+    examination: np.ndarray
+    """e(p) for p = 1..P (slots past P use e(P))."""
+    click_offset: float
+    purchase_mode: PurchaseMode
+    purchase: Scorer | None
+    leave: Scorer
+    leave_no_click_logit: float
+    episodes: dict[str, Episodes]
+    meta: dict[str, Any] = field(default_factory=dict)
+    purchase_offset: float = 0.0
+    """Added to the purchase logit (calibrated to the logged purchases per session)."""
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.catalog.save(directory / "catalog.npz")
+        arrays: dict[str, np.ndarray] = {
+            **self.click.arrays("click"),
+            **self.leave.arrays("leave"),
+            **self.state_encoder.arrays(),
+            "examination": self.examination,
+        }
+        if self.purchase is not None:
+            arrays.update(self.purchase.arrays("purchase"))
+        np.savez(directory / "model.npz", **arrays)  # type: ignore[arg-type]
+        ep: dict[str, np.ndarray] = {}
+        for split, e in self.episodes.items():
+            ep.update(e.arrays(split))
+        np.savez(directory / "episodes.npz", **ep)  # type: ignore[arg-type]
+        meta = {
+            **self.meta,
+            "shopsim_simulator_version": SIMULATOR_VERSION,
+            "click_offset": self.click_offset,
+            "purchase_offset": self.purchase_offset,
+            "purchase_mode": self.purchase_mode,
+            "leave_no_click_logit": self.leave_no_click_logit,
+            "splits": {s: len(e) for s, e in self.episodes.items()},
+        }
+        (directory / "simulator.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path | str) -> Simulator:
+        """Load a simulator folder. :raises ShopsimError: missing files or another version."""
+        d = Path(directory)
+        if not (d / "simulator.json").exists():
+            raise ShopsimError(
+                f"{d}: not a simulator folder (no simulator.json); "
+                f"create one with `shopsim simulator fit DATA_DIR --embeddings DIR --out {d}`"
+            )
+        meta = json.loads((d / "simulator.json").read_text())
+        version = meta.get("shopsim_simulator_version")
+        if version != SIMULATOR_VERSION:
+            raise ShopsimError(
+                f"{d}: simulator folder version {version}, this shopsim reads version "
+                f"{SIMULATOR_VERSION}; refit it with `shopsim simulator fit`"
+            )
+        for name in ("catalog.npz", "model.npz", "episodes.npz"):
+            if not (d / name).exists():
+                raise ShopsimError(f"{d}: no {name}; refit it with `shopsim simulator fit`")
+        with np.load(d / "model.npz") as z:
+            model = dict(z)
+        with np.load(d / "episodes.npz") as z:
+            ep = dict(z)
+        episodes = {s: Episodes.from_arrays(ep, s) for s in SPLITS if f"{s}_session_ids" in ep}
+        return cls(
+            catalog=Catalog.load(d / "catalog.npz"),
+            state_encoder=NumpyStateEncoder.from_arrays(model),
+            click=Scorer.from_arrays(model, "click"),
+            examination=model["examination"],
+            click_offset=float(meta["click_offset"]),
+            purchase_mode=meta["purchase_mode"],
+            purchase=Scorer.from_arrays(model, "purchase") if "purchase_mean" in model else None,
+            leave=Scorer.from_arrays(model, "leave"),
+            leave_no_click_logit=float(meta["leave_no_click_logit"]),
+            episodes=episodes,
+            meta=meta,
+            purchase_offset=float(meta.get("purchase_offset", 0.0)),
+        )

@@ -1,0 +1,148 @@
+"""Logs from the simulator with decision-time propensities (the ground-truth side of OPE).
+
+:func:`log_in_simulator` plays logged sessions of a split with a stochastic behaviour policy
+(:class:`~shopsim.agents.logging_policies.StochasticSlate` or
+:class:`~shopsim.agents.logging_policies.MixtureSlate`) and records, for every page:
+the session, the step, the page reward, the per-slot clicks and rewards, and the behaviour's
+joint / prefix / marginal propensities of the slate it showed — plus, for each named target
+policy, the target's propensities of that same slate (what every slate estimator needs) and,
+with ``features=True``, the candidate features of the shown slate and of each target's own slate
+(what a reward model for DM/DR needs). Rows are refilled with new sessions as shoppers leave,
+so a step budget costs about that many simulator steps. The true value of a target is a
+Monte-Carlo on-policy rollout on *other* seeds (:func:`on_policy_value`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from shopsim.envs.engine import ShopperBatch, ShopperConfig
+from shopsim.envs.model.simulator import Simulator
+from shopsim.envs.rewards import RewardFn, WeightedReward, make_reward
+from shopsim.errors import ShopsimError
+from shopsim.evaluation.in_simulator import EpisodeResults, evaluate_policy_in_sim
+
+
+def _take(cand_feat: np.ndarray, slate: np.ndarray) -> np.ndarray:
+    return np.take_along_axis(cand_feat, slate[:, :, None], axis=1).astype(np.float32)
+
+
+def log_in_simulator(
+    sim: Simulator,
+    behaviour: Any,
+    targets: dict[str, Any],
+    *,
+    config: ShopperConfig,
+    episodes: int | None = None,
+    steps: int | None = None,
+    reward: RewardFn | dict[str, float] | None = None,
+    seed: int = 0,
+    batch: int = 256,
+    features: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Per-page arrays (see the module docstring); ``targets`` get ``<name>_joint`` etc.
+
+    Logging starts new sessions (drawn uniformly from ``config.split`` with ``seed``) until
+    ``episodes`` sessions were started or ``steps`` pages logged, then finishes the open ones.
+    """
+    if episodes is None and steps is None:
+        raise ShopsimError("log_in_simulator: give episodes= or steps=")
+    reward_fn = make_reward(reward)
+    slot_fn = reward_fn.slot_rewards if isinstance(reward_fn, WeightedReward) else None
+    n_ep = len(sim.episodes[config.split])
+    rng = np.random.default_rng(seed)
+    b = batch if episodes is None else min(batch, episodes)
+    core = ShopperBatch(sim, b, config)
+    for pol in (behaviour, *targets.values()):
+        if hasattr(pol, "bind"):
+            pol.bind(core)
+    session = np.full(b, -1)
+    started = logged = 0
+    cols: dict[str, list[np.ndarray]] = {}
+
+    def add(key: str, value: np.ndarray) -> None:
+        cols.setdefault(key, []).append(np.asarray(value))
+
+    def start(free: np.ndarray) -> None:
+        nonlocal started
+        if (episodes is not None and started >= episodes) or (steps is not None and logged >= steps):
+            return
+        n = len(free) if episodes is None else min(len(free), episodes - started)
+        rows = free[:n]
+        core.reset_rows(rows, rng, rng.integers(0, n_ep, n))
+        if hasattr(behaviour, "reset_rows"):
+            behaviour.reset_rows(rows)  # e.g. a session-assigned A/B/n behaviour draws the arm
+        session[rows] = started + np.arange(n)
+        started += n
+
+    start(np.arange(b))
+    bar = tqdm(
+        total=steps or episodes, desc="logging", unit="page" if steps else "session", disable=not progress
+    )
+    while (session >= 0).any():
+        obs = core.observe()
+        slate, _ = behaviour.predict(obs)
+        slate = np.asarray(slate, dtype=np.int64).reshape(b, -1)
+        props = behaviour.last
+        target_props = {n: t.propensities(obs, slate) for n, t in targets.items()}
+        if features:
+            add("feat", _take(obs["cand_feat"], slate)[session >= 0])
+            for n, t in targets.items():
+                add(f"{n}_feat", _take(obs["cand_feat"], np.asarray(t.model_slate(obs)))[session >= 0])
+        ev, left, trunc = core.step_slate(slate, rng)
+        r = np.asarray(reward_fn(ev), dtype=float)
+        rows = np.flatnonzero(session >= 0)
+        add("session", session[rows])
+        add("step", core.step_count[rows] - 1)
+        add("reward", r[rows])
+        add("slot_clicks", ev.clicked[rows].astype(float))
+        add("items", ev.items[rows].astype(np.int64))
+        if slot_fn is not None:
+            add("slot_reward", slot_fn(ev)[rows])
+        for key in ("joint", "prefix", "marginal"):
+            add(f"pscore_{key}", props[key][rows])
+            for n, tp in target_props.items():
+                add(f"{n}_{key}", tp[key][rows])
+        logged += len(rows)
+        bar.update(len(rows) if steps else int((left | trunc)[rows].sum()))
+        session[rows[(left | trunc)[rows]]] = -1
+        start(np.flatnonzero(session < 0))
+    bar.close()
+    out: dict[str, Any] = {k: np.concatenate(v) for k, v in cols.items()}
+    # rows were logged in step order; sort by (session, step) so each session is contiguous
+    order = np.lexsort((out["step"], out["session"]))
+    out = {k: v[order] for k, v in out.items()}
+    out["meta"] = {
+        "sessions": started,
+        "pages": logged,
+        "slot_additive": bool(slot_fn is not None and reward_fn.slot_additive),  # type: ignore[attr-defined]
+    }
+    return out
+
+
+def on_policy_value(
+    sim: Simulator,
+    policy: Any,
+    *,
+    episodes: int,
+    config: ShopperConfig,
+    seed: int,
+    reward: RewardFn | dict[str, float] | None = None,
+) -> EpisodeResults:
+    """Monte-Carlo truth: ``policy`` played on-policy on ``episodes`` sessions of the split.
+
+    ``returns.mean()`` is the session value, ``first.mean()`` the first-page value and
+    ``returns.sum() / steps.sum()`` the reward per page.
+    """
+    record = getattr(policy, "record", None)
+    if record is not None:
+        policy.record = False  # no propensities needed on-policy
+    try:
+        return evaluate_policy_in_sim(sim, policy, episodes=episodes, config=config, reward=reward, seed=seed)
+    finally:
+        if record is not None:
+            policy.record = record

@@ -1,0 +1,469 @@
+"""``shopsim ope validate``: off-policy estimates on simulator logs against on-policy truth.
+
+Protocol (one seed drives everything; repeats use seeds ``seed + 1 …``):
+
+1. **Behaviour.** A randomised A/B/n logger (:class:`~.logging_policy.MixtureSlate`): on every
+   page, with probability ε a uniformly random valid slate, otherwise the slate of one of the K
+   evaluated deterministic policies chosen uniformly. Its joint / prefix / marginal slate
+   propensities are exact. (``behaviour=NAME`` logs ε-greedy around one policy instead: the
+   other targets then fall outside its support for all practical purposes, which the ESS
+   diagnostics show.)
+2. **Log** ``n_logged`` pages of test-split sessions in the simulator
+   (:func:`~.sim_logging.log_in_simulator`), recording each target's propensities of the shown
+   slate and the candidate features the reward model needs.
+3. **Reward model** for DM/DR: :class:`~.reward_model.SlotRewardModel`, cross-fitted over
+   sessions (two folds).
+4. **Estimate** each policy's value, with a bootstrap 95% interval over sessions, for two
+   estimands:
+
+   * ``session`` — expected session return (what results.json reports): ``pdis``, ``wpdis``,
+     ``dr``, ``wdr`` (:mod:`.sessions`) with joint slate ratios per page;
+   * ``first_page`` — expected reward of a session's first page, a contextual slate bandit
+     whose contexts (logged session starts) do not depend on the policy: ``ips``, ``snips``,
+     ``dm``, ``dr``, ``sndr``, ``switch_dr``, ``dros`` (:mod:`.estimators`, the action = the
+     whole slate) and the item-level ``iips``, ``rips``, ``cascade_dr`` (:mod:`.slate`).
+
+5. **Truth**: each policy played on-policy on ``truth_episodes`` sessions with a seed no
+   repeat uses (:func:`~.sim_logging.on_policy_value`).
+6. **Report** per policy × estimand × estimator: bias, RMSE, relative error
+   :math:`E|\\hat V - V| / V` over repeats, CI coverage; per estimator: relative error over
+   policies and the Spearman rank correlation between estimated and true values.
+
+Writes ``ope_validation.json``, ``ope_validation.md`` and ``plots/ope_validation.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+from tqdm.auto import tqdm
+
+from shopsim.agents.baselines.slates import (
+    ClickModelGreedy,
+    CooccurrenceSlate,
+    HistoryScorerSlate,
+    NonMyopicRule,
+    PopularitySlate,
+    RandomSlate,
+    TwoTowerSlate,
+)
+from shopsim.agents.logging_policies import (
+    ComponentTarget,
+    DeterministicTarget,
+    MixtureSlate,
+    UniformTarget,
+)
+from shopsim.envs.engine import ShopperConfig
+from shopsim.envs.model.simulator import Simulator
+from shopsim.errors import ShopsimError
+from shopsim.evaluation.in_simulator import bootstrap_mean_ci
+from shopsim.evaluation.ope.estimators import (
+    DEFAULT_LAMBDA,
+    SINGLE_SLOT,
+    boot_counts,
+    ratio_estimate,
+    round_terms,
+    weight_diagnostics,
+)
+from shopsim.evaluation.ope.reward_model import cross_fit
+from shopsim.evaluation.ope.sessions import SESSION_ESTIMATORS, padded_session_estimate
+from shopsim.evaluation.ope.sim_logging import log_in_simulator, on_policy_value
+from shopsim.evaluation.ope.slate import slate_round_values
+
+SESSION = SESSION_ESTIMATORS
+ITEM_LEVEL = ("iips", "rips", "cascade_dr")
+"""Slate estimators on per-slot weights (the single-slot ones take the whole slate as the action)."""
+FIRST_PAGE = (*SINGLE_SLOT, *ITEM_LEVEL)
+HEADLINE = {"session": ("wpdis", "dr"), "first_page": ("snips", "dr")}
+"""The issue's "SNIPS and DR" per estimand (for sessions the self-normalised IS is WPDIS)."""
+
+
+@dataclass
+class ValidateConfig:
+    """Settings of ``shopsim ope validate``.
+
+    :param n_logged: pages logged per repeat. :param repeats: independent logs.
+    :param truth_episodes: on-policy sessions per policy for the Monte-Carlo truth.
+    :param epsilon: share of uniformly random slates in the behaviour policy.
+    :param behaviour: ``"mixture"`` (A/B/n over the evaluated policies) or a policy name.
+    :param assignment: the mixture's arm is drawn per ``"session"`` or per ``"page"``.
+    :param n_boot: bootstrap resamples per interval.
+    """
+
+    n_logged: int = 100_000
+    repeats: int = 5
+    truth_episodes: int = 20_000
+    epsilon: float = 0.1
+    behaviour: str = "mixture"
+    assignment: str = "session"
+    slate_size: int = 10
+    n_candidates: int = 100
+    n_boot: int = 500
+    seed: int = 0
+    batch: int = 512
+
+    def __post_init__(self) -> None:
+        if self.n_logged < 100 or self.repeats < 1 or self.truth_episodes < 100 or self.n_boot < 50:
+            raise ShopsimError(
+                "n_logged ≥ 100, repeats ≥ 1, truth_episodes ≥ 100 and n_boot ≥ 50 are required"
+            )
+        if self.assignment not in ("session", "page"):
+            raise ShopsimError(f"assignment={self.assignment!r}: use session or page")
+        if not 0 < self.epsilon <= 1:
+            raise ShopsimError(f"epsilon={self.epsilon}: must be in (0, 1] so every slate can be logged")
+
+
+def evaluated_policies(
+    sim: Simulator, k: int, *, models: Path | None = None, data: Path | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """The deterministic policies to evaluate: the simulator-only baselines, the CF baselines
+    when ``data`` (a prepared log) is given, and ``ppo``/``dqn`` from ``models`` (``*.zip``)."""
+    pols: dict[str, Any] = {
+        "popularity": PopularitySlate(k),
+        "cooccurrence": CooccurrenceSlate(k),
+        "bert_two_tower": TwoTowerSlate(k),
+        "click_model_greedy": ClickModelGreedy(k),
+        "non_myopic_rule": NonMyopicRule(k, penalty=5.0),
+    }
+    if data is not None:
+        from shopsim.agents.baselines.next_item import ALS, BPR, ItemKNN
+        from shopsim.data import SessionLog
+
+        log = SessionLog.load(data)
+        for name, sc in (("itemknn", ItemKNN()), ("als", ALS(seed=seed)), ("bpr", BPR(seed=seed))):
+            pols[name] = HistoryScorerSlate(k, sc.fit(log), name=name)
+    if models is not None:
+        from stable_baselines3 import PPO
+
+        from shopsim.agents.slateq import SlateQ
+
+        for name, cls in (("ppo", PPO), ("dqn", SlateQ)):
+            path = models / f"{name}.zip"
+            if path.exists():
+                pols[name] = cls.load(path, device="cpu")
+        if not ({"ppo", "dqn"} & set(pols)):
+            raise ShopsimError(f"{models}: no ppo.zip or dqn.zip; pass the models/ folder a quickstart wrote")
+    return pols
+
+
+def _pad(session: np.ndarray, step: np.ndarray, values: np.ndarray, fill: float) -> np.ndarray:
+    out = np.full((int(session.max()) + 1, int(step.max()) + 1), fill)
+    out[session, step] = values
+    return out
+
+
+def _estimate_repeat(
+    log: dict[str, Any], names: list[str], cfg: ValidateConfig, seed: int
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """All estimates of one log: {policy: {estimand: {estimator: Estimate-json, ...}}}."""
+    sess, step = log["session"], log["step"]
+    first = step == 0
+    slot_r = log.get("slot_reward", log["slot_clicks"])
+    fold = sess % 2
+    q_slot, q_tgt, c0 = cross_fit(
+        fold,
+        log["feat"],
+        log["slot_clicks"],
+        slot_r,
+        log["reward"],
+        {n: log[f"{n}_feat"] for n in names},
+    )
+    q_page = c0 + q_slot.sum(1)
+    counts = boot_counts(int(first.sum()), cfg.n_boot, seed)
+    r_pad = _pad(sess, step, log["reward"], 0.0)
+    q_pad = _pad(sess, step, q_page, 0.0)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for n in names:
+        rho = log[f"{n}_joint"] / log["pscore_joint"]
+        w = np.cumprod(_pad(sess, step, rho, 1.0), axis=1)
+        v_page = c0 + q_tgt[n].sum(1)
+        v_pad = _pad(sess, step, v_page, 0.0)
+        res: dict[str, dict[str, Any]] = {"session": {}, "first_page": {}}
+        for e in SESSION:
+            res["session"][e] = padded_session_estimate(e, r_pad, w, counts, q_pad, v_pad).to_json()
+        res["session"]["diagnostics"] = weight_diagnostics(w[:, -1])
+        fr, fw = log["reward"][first], rho[first]
+        for e in SINGLE_SLOT:
+            a, b, d = round_terms(e, fr, fw, q_page[first], v_page[first], DEFAULT_LAMBDA.get(e))
+            res["first_page"][e] = ratio_estimate(a, b, d, counts).to_json()
+        props = {
+            "marginal": (log[f"{n}_marginal"][first], log["pscore_marginal"][first]),
+            "prefix": (log[f"{n}_prefix"][first], log["pscore_prefix"][first]),
+        }
+        for e in ITEM_LEVEL:
+            a = slate_round_values(
+                e,
+                slot_r[first],
+                q_hat=q_slot[first],
+                q_hat_pi=q_tgt[n][first],
+                **props,
+            )
+            res["first_page"][e] = ratio_estimate(a, None, None, counts).to_json()
+        res["first_page"]["diagnostics"] = weight_diagnostics(fw)
+        out[n] = res
+    return out
+
+
+def _summary(
+    per_repeat: list[dict[str, Any]], truth: dict[str, dict[str, Any]], names: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per policy and per estimator: bias, RMSE, relative error, coverage, rank correlation."""
+    per_policy: dict[str, Any] = {n: {"session": {}, "first_page": {}} for n in names}
+    per_estimator: dict[str, Any] = {"session": {}, "first_page": {}}
+    for estimand, ests in (("session", SESSION), ("first_page", FIRST_PAGE)):
+        v_true = np.array([truth[n][estimand]["value"] for n in names])
+        for e in ests:
+            vals = np.array([[rep[n][estimand][e]["value"] for n in names] for rep in per_repeat])  # (R, P)
+            lo = np.array([[rep[n][estimand][e]["ci95"][0] for n in names] for rep in per_repeat])
+            hi = np.array([[rep[n][estimand][e]["ci95"][1] for n in names] for rep in per_repeat])
+            err = vals - v_true[None, :]
+            rel = np.abs(err) / np.abs(v_true)[None, :]
+            cover = (lo <= v_true[None, :]) & (v_true[None, :] <= hi)
+            for j, n in enumerate(names):
+                per_policy[n][estimand][e] = {
+                    "mean": float(vals[:, j].mean()),
+                    "bias": float(err[:, j].mean()),
+                    "rmse": float(np.sqrt((err[:, j] ** 2).mean())),
+                    "rel_error": float(rel[:, j].mean()),
+                    "coverage": float(cover[:, j].mean()),
+                }
+            # constant estimates (e.g. a reward model that ranks nothing) have no rank correlation: None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # scipy warns on constant input; handled below
+                rho = [spearmanr(v, v_true).statistic for v in vals] if len(names) > 2 else []
+            finite = [float(x) for x in rho if np.isfinite(x)]
+            per_estimator[estimand][e] = {
+                "rel_error_mean": float(rel.mean()),
+                "rel_error_median": float(np.median(rel.mean(0))),
+                "rel_error_max": float(rel.mean(0).max()),
+                "rel_error_pooled": float(np.abs(err).mean(0).sum() / np.abs(v_true).sum()),
+                "coverage": float(cover.mean()),
+                "spearman": float(np.mean(finite)) if finite else None,
+            }
+    return per_policy, per_estimator
+
+
+def run_validation(
+    sim_dir: Path,
+    out: Path,
+    cfg: ValidateConfig,
+    *,
+    models: Path | None = None,
+    data: Path | None = None,
+    results: Path | None = None,
+) -> dict[str, Any]:
+    """The whole protocol of the module docstring; returns (and writes) the report."""
+    if results is not None and not results.is_file():
+        raise ShopsimError(f"{results}: no such results.json; pass the file a quickstart wrote")
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    sim = Simulator.load(sim_dir)
+    k = cfg.slate_size
+    shop = ShopperConfig(slate_size=k, n_candidates=cfg.n_candidates, split="test")
+    shop.validate(sim)
+    pols = evaluated_policies(sim, k, models=models, data=data, seed=cfg.seed)
+    if cfg.behaviour != "mixture" and cfg.behaviour not in pols:
+        raise ShopsimError(
+            f"behaviour {cfg.behaviour!r}: unknown; use mixture or one of {', '.join(sorted(pols))}"
+        )
+    names = ["random", *pols]
+    timing: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    truth: dict[str, dict[str, Any]] = {}
+    truth_seed = cfg.seed + 10_007  # no logging repeat uses it
+    for n in tqdm(names, desc="on-policy truth", unit="policy"):
+        pol = RandomSlate(k, seed=truth_seed) if n == "random" else pols[n]
+        res = on_policy_value(sim, pol, episodes=cfg.truth_episodes, config=shop, seed=truth_seed)
+        truth[n] = {
+            "session": {"value": float(res.returns.mean()), "ci95": list(bootstrap_mean_ci(res.returns))},
+            "first_page": {"value": float(res.first.mean()), "ci95": list(bootstrap_mean_ci(res.first))},
+            "steps_per_session": float(res.steps.mean()),
+        }
+    timing["truth"] = time.perf_counter() - t0
+
+    per_repeat: list[dict[str, Any]] = []
+    logs_meta = []
+    t0 = time.perf_counter()
+    for rep in range(cfg.repeats):
+        seed = cfg.seed + 1 + rep
+        if cfg.behaviour == "mixture":
+            beh = MixtureSlate(
+                {"random": None, **pols}, k, epsilon=cfg.epsilon, assignment=cfg.assignment, seed=seed
+            )
+            targets: dict[str, Any] = {n: ComponentTarget(beh, n) for n in pols}
+        else:
+            beh = MixtureSlate({cfg.behaviour: pols[cfg.behaviour]}, k, epsilon=cfg.epsilon, seed=seed)
+            targets = {
+                n: ComponentTarget(beh, n) if n == cfg.behaviour else DeterministicTarget(p, k)
+                for n, p in pols.items()
+            }
+        targets = {"random": UniformTarget(k, seed=seed), **targets}
+        log = log_in_simulator(
+            sim,
+            beh,
+            targets,
+            config=shop,
+            steps=cfg.n_logged,
+            seed=seed,
+            batch=cfg.batch,
+            features=True,
+            progress=True,
+        )
+        logs_meta.append(log["meta"])
+        per_repeat.append(_estimate_repeat(log, names, cfg, seed))
+        del log
+    timing["log_and_estimate"] = time.perf_counter() - t0
+
+    per_policy, per_estimator = _summary(per_repeat, truth, names)
+    checks = {
+        f"{estimand}/{e}": {
+            "rel_error_mean": per_estimator[estimand][e]["rel_error_mean"],
+            "coverage": per_estimator[estimand][e]["coverage"],
+            "target": "relative error ≤ 0.05, coverage ≥ 0.90",
+            "met": per_estimator[estimand][e]["rel_error_mean"] <= 0.05
+            and per_estimator[estimand][e]["coverage"] >= 0.90,
+        }
+        for estimand, es in HEADLINE.items()
+        for e in es
+    }
+    timing["total"] = time.perf_counter() - t_start
+    report: dict[str, Any] = {
+        "simulator": str(sim_dir),
+        "config": asdict(cfg),
+        "behaviour": f"A/B/n over random, {', '.join(pols)} (arm drawn per {cfg.assignment}) "
+        f"with ε={cfg.epsilon} uniform exploration"
+        if cfg.behaviour == "mixture"
+        else f"ε-greedy around {cfg.behaviour} (ε={cfg.epsilon})",
+        "logs": logs_meta,
+        "truth": truth,
+        "policies": per_policy,
+        "estimators": per_estimator,
+        "checks": checks,
+        "repeats": per_repeat,
+        "timing_s": {key: round(v, 1) for key, v in timing.items()},
+    }
+    (out / "ope_validation.json").write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
+    (out / "ope_validation.md").write_text(validation_markdown(report) + "\n")
+    _plot(report, out / "plots" / "ope_validation.png")
+    if results is not None:
+        annotate_results(results, per_repeat[0])
+    return report
+
+
+def _finite(x: Any) -> Any:
+    """Non-finite numbers (e.g. a relative error against a zero truth) → None: strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+def annotate_results(path: Path, first_repeat: dict[str, Any]) -> None:
+    """Add DESIGN.md's ``ope`` block (session estimates of the first repeat) to the policies
+    of an existing results.json."""
+    if not path.is_file():
+        raise ShopsimError(f"{path}: no such results.json; pass the file a quickstart wrote")
+    report = json.loads(path.read_text())
+    for name, entry in report.get("policies", {}).items():
+        if name in first_repeat:
+            entry["ope"] = {e: first_repeat[name]["session"][e] for e in SESSION}
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def validation_markdown(report: dict[str, Any]) -> str:
+    """The tables people read: truth vs estimates, then each estimator's error and coverage."""
+    cfg = report["config"]
+    pages = np.mean([m["pages"] for m in report["logs"]])
+    lines = [
+        f"Off-policy estimates vs on-policy truth: {cfg['repeats']} independent logs of ≈{pages:,.0f} pages "
+        f"(slate {cfg['slate_size']} of {cfg['n_candidates']}), behaviour = {report['behaviour']}; "
+        f"truth = {cfg['truth_episodes']:,} on-policy sessions per policy on another seed.",
+        "",
+        "| policy | estimand | truth [95% CI] | "
+        + " | ".join(f"{e} (rel. err, cover)" for e in ("wpdis", "dr"))
+        + " |",
+        "|---|---|---|---|---|",
+    ]
+    for n, t in report["truth"].items():
+        for estimand, es in HEADLINE.items():
+            cells = []
+            for e in es:
+                s = report["policies"][n][estimand][e]
+                cells.append(f"{s['mean']:.4f} ({s['rel_error']:.3f}, {s['coverage']:.2f})")
+            tv = t[estimand]
+            lines.append(
+                f"| {n} | {estimand} | {tv['value']:.4f} [{tv['ci95'][0]:.4f}, {tv['ci95'][1]:.4f}] | "
+                + " | ".join(cells)
+                + " |"
+            )
+    lines += [
+        "",
+        "(first_page columns: snips, dr.) Every estimator, over policies and repeats:",
+        "",
+        "| estimand | estimator | mean rel. error | median | max | pooled | CI coverage | Spearman |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for estimand, ests in report["estimators"].items():
+        for e, s in ests.items():
+            sp = "—" if s["spearman"] is None else f"{s['spearman']:.3f}"
+            lines.append(
+                f"| {estimand} | {e} | {s['rel_error_mean']:.3f} | {s['rel_error_median']:.3f} | "
+                f"{s['rel_error_max']:.3f} | {s['rel_error_pooled']:.3f} | {s['coverage']:.2f} | {sp} |"
+            )
+    lines += ["", "Checks (the issue's targets):", ""]
+    for key, c in report["checks"].items():
+        lines.append(
+            f"- {key}: relative error {c['rel_error_mean']:.3f}, coverage {c['coverage']:.2f} → "
+            + ("met" if c["met"] else "**not met**")
+        )
+    return "\n".join(lines)
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    """Per policy: each repeat's estimate relative to the truth (dots), the truth's own 95%
+    interval (grey) and the ±5% target band (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = sorted(report["truth"], key=lambda n: report["truth"][n]["session"]["value"])
+    y = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.38 * len(names) + 1.8), sharey=True)
+    for ax, (estimand, es) in zip(axes, HEADLINE.items(), strict=True):
+        truth = np.array([report["truth"][n][estimand]["value"] for n in names])
+        ci = np.array([report["truth"][n][estimand]["ci95"] for n in names])
+        ax.barh(y, ci[:, 1] / truth - ci[:, 0] / truth, left=ci[:, 0] / truth - 1, height=0.6,
+                color="#dddddd", label="truth's own 95% CI")  # fmt: skip
+        for j, e in enumerate(es):
+            vals = np.array([[rep[n][estimand][e]["value"] for n in names] for rep in report["repeats"]])
+            rel = vals / truth[None, :] - 1
+            jitter = (j - 0.5) * 0.25
+            ys = np.tile(y + jitter, len(rel))
+            ax.plot(rel.ravel(), ys, "o", ms=3, alpha=0.6, label=f"{e} (each repeat)")
+        for x in (-0.05, 0.05):
+            ax.axvline(x, color="k", ls="--", lw=0.8)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y, names)
+        ax.set_xlabel("estimate / truth − 1")
+        ax.set_title(f"{estimand.replace('_', ' ')} value")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["ValidateConfig", "evaluated_policies", "run_validation", "validation_markdown"]

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from shopsim.data import SessionLog
 from shopsim.data.next_item import NextItemTask, evaluate_scorer
+from shopsim.data.schema import EventCode
 from shopsim.encoders.embed import embed_texts, encode_batch
 from shopsim.encoders.model import TwoTower
 from shopsim.encoders.text import item_attributes, item_texts, price_features
@@ -275,7 +276,10 @@ class EncoderTrainer:
         @torch.no_grad()
         def score(histories: list[np.ndarray]) -> np.ndarray:
             self.model.eval()
-            evs = [events_by_id.get(id(h), np.full(len(h), 2)) for h in histories]
+            # a history the task does not know (a caller's own) counts as views
+            evs = [
+                events_by_id.get(id(h), np.full(len(h), EventCode.VIEW, dtype=np.int64)) for h in histories
+            ]
             q = self._state(items, histories, evs)
             return (q @ items.T).numpy()
 
@@ -383,6 +387,39 @@ class EncoderTrainer:
         cfg = self.cfg
         if self.bert is None:
             raise ShopsimError("fine-tuning needs the backbone; pass backbone=(tokenizer, model)")
+        opt = self._backbone_optimizer()
+        # Early stopping among the fine-tuned epochs only; whether fine-tuning beat the frozen
+        # stage is decided by the caller on valid Recall@10 (it may not: see the ablation).
+        best, best_state = -1.0, (copy.deepcopy(self.model.state_dict()), self._bert_state())
+        bad = 0
+        for epoch in range(cfg.ft_epochs):
+            t0 = time.perf_counter()
+            mean_loss = self._finetune_epoch(opt, epoch)
+            self.refresh_text_cache()
+            r10 = self.valid_recall()
+            self.history.append(
+                {
+                    "stage": 1,
+                    "epoch": epoch,
+                    "loss": mean_loss,
+                    "valid_recall@10": r10,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            if r10 > best:
+                best, best_state, bad = r10, (copy.deepcopy(self.model.state_dict()), self._bert_state()), 0
+            else:
+                bad += 1
+                if bad >= max(1, cfg.patience // 2):
+                    break
+        self.model.load_state_dict(best_state[0])
+        self._load_bert_state(best_state[1])
+        self.refresh_text_cache()
+        self.best_valid = best
+
+    def _backbone_optimizer(self) -> torch.optim.Optimizer:
+        """Wrap BERT in LoRA adapters when asked; AdamW over the towers and BERT's trainable weights."""
+        cfg = self.cfg
         if cfg.finetune == "lora":
             from peft import LoraConfig, get_peft_model
 
@@ -400,73 +437,61 @@ class EncoderTrainer:
         else:
             bert_lr = cfg.backbone_lr
         bert_params = [p for p in self.bert.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(
+        return torch.optim.AdamW(
             [
                 {"params": self.model.parameters(), "lr": cfg.lr / 10, "weight_decay": cfg.weight_decay},
                 {"params": bert_params, "lr": bert_lr, "weight_decay": 0.01},
             ]
         )
-        # Early stopping among the fine-tuned epochs only; whether fine-tuning beat the frozen
-        # stage is decided by the caller on valid Recall@10 (it may not: see the ablation).
-        best, best_state = -1.0, (copy.deepcopy(self.model.state_dict()), self._bert_state())
-        bad = 0
-        for epoch in range(cfg.ft_epochs):
-            t0, total = time.perf_counter(), 0.0
-            batches = self._batches(cfg.ft_batch_size)[: cfg.ft_steps_per_epoch]
-            bar = tqdm(
-                batches,
-                desc=f"fine-tuning {cfg.finetune} (epoch {epoch + 1})",
-                unit="step",
-                disable=not cfg.progress,
-                leave=False,
-            )
-            for rows in bar:
-                self.model.train()
-                self.bert.train()
-                # Candidates are the batch's targets and last items plus random catalog items,
-                # *all* encoded by BERT in this step: scoring fresh positives against cached
-                # negatives would let the model tell them apart (a leak, seen as a collapsing loss).
-                negatives = self.rng.choice(self.cat.n, size=min(cfg.ft_negatives, self.cat.n), replace=False)
-                cand = np.unique(
-                    np.r_[
-                        self.train_task.targets[rows],
-                        [self.train_task.histories[r][-1] for r in rows],
-                        negatives,
-                    ]
-                )
-                fresh = cand[self.cat.has_text[cand]]
-                text = self.cat.text_vecs
-                if len(fresh):
-                    uniq, inv = np.unique([self.cat.texts[i] for i in fresh], return_inverse=True)
-                    vecs = encode_batch(self.tokenizer, self.bert, list(uniq), cfg.max_length)
-                    text = text.index_copy(0, torch.as_tensor(fresh), vecs[torch.as_tensor(inv)])
-                loss = self._loss(rows, text, cand)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            self.refresh_text_cache()
-            r10 = self.valid_recall()
-            self.history.append(
-                {
-                    "stage": 1,
-                    "epoch": epoch,
-                    "loss": total / len(batches),
-                    "valid_recall@10": r10,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-            if r10 > best:
-                best, best_state, bad = r10, (copy.deepcopy(self.model.state_dict()), self._bert_state()), 0
-            else:
-                bad += 1
-                if bad >= max(1, cfg.patience // 2):
-                    break
-        self.model.load_state_dict(best_state[0])
-        self._load_bert_state(best_state[1])
-        self.refresh_text_cache()
-        self.best_valid = best
+
+    def _finetune_epoch(self, opt: torch.optim.Optimizer, epoch: int) -> float:
+        """One time-boxed fine-tuning epoch (``ft_steps_per_epoch`` steps); return the mean loss."""
+        cfg = self.cfg
+        batches = self._batches(cfg.ft_batch_size)[: cfg.ft_steps_per_epoch]
+        bar = tqdm(
+            batches,
+            desc=f"fine-tuning {cfg.finetune} (epoch {epoch + 1})",
+            unit="step",
+            disable=not cfg.progress,
+            leave=False,
+        )
+        total = 0.0
+        for rows in bar:
+            self.model.train()
+            self.bert.train()
+            cand = self._finetune_candidates(rows)
+            loss = self._loss(rows, self._fresh_text_vectors(cand), cand)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        return total / len(batches)
+
+    def _finetune_candidates(self, rows: np.ndarray) -> np.ndarray:
+        """The batch's targets and last items plus random catalog items (sorted, unique).
+
+        They are *all* encoded by BERT in the step: scoring fresh positives against cached
+        negatives would let the model tell them apart (a leak, seen as a collapsing loss).
+        """
+        negatives = self.rng.choice(self.cat.n, size=min(self.cfg.ft_negatives, self.cat.n), replace=False)
+        return np.unique(
+            np.r_[
+                self.train_task.targets[rows],
+                [self.train_task.histories[r][-1] for r in rows],
+                negatives,
+            ]
+        )
+
+    def _fresh_text_vectors(self, cand: np.ndarray) -> torch.Tensor:
+        """The cached text vectors with those of ``cand``'s texts re-encoded by BERT (with gradients)."""
+        fresh = cand[self.cat.has_text[cand]]
+        text = self.cat.text_vecs
+        if len(fresh):
+            uniq, inv = np.unique([self.cat.texts[i] for i in fresh], return_inverse=True)
+            vecs = encode_batch(self.tokenizer, self.bert, list(uniq), self.cfg.max_length)
+            text = text.index_copy(0, torch.as_tensor(fresh), vecs[torch.as_tensor(inv)])
+        return text
 
     def _bert_state(self) -> dict[str, torch.Tensor]:
         assert self.bert is not None

@@ -504,34 +504,74 @@ MIND_NEWS_COLUMNS = [
 MIND_TIME = "%m/%d/%Y %I:%M:%S %p"
 
 
+MIND_TOKEN_ITEM = "regexp_extract(tok, '^(.+)-[01]$', 1)"
+MIND_TOKEN_LABEL = "regexp_extract(tok, '-([01])$', 1)"
+"""The item and the click label (``1`` clicked, ``0`` not) of a MIND impression token ``ITEM-1``."""
+
+
 def plan_mind(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     """Microsoft News (MIND) behaviors.tsv + news.tsv (no header lines)."""
     path = _find(src, ["behaviors.tsv"], "MIND behaviors.tsv")
     news = opts.items or path.parent / "news.tsv"
     ctx.stage("src", path, delimiter="\t", names=MIND_BEHAVIOR_COLUMNS, quoted=False)
+    items = _mind_items_sql(ctx, news)
+    _mind_views(ctx.con)
+    return Plan(
+        raw_sql=_mind_raw_sql(),
+        extras=[],
+        item_attrs=[],
+        items_sql=items,
+        external_items=True,
+        source_columns=_cols(
+            path,
+            session_id="imp_id",
+            user_id="user_id",
+            ts_raw="time",
+            item_id="impressions",
+        ),
+        main_file=path,
+        duplicates="drop",
+        # news.tsv covers few of the shown items in public subsets: keep their events.
+        missing_items="keep",
+        ts_formats=[MIND_TIME],
+        notes_sql={
+            "impression_logs": "SELECT count(*) FROM src",
+            "shown_items": "SELECT count(*) FROM mind_imp",
+            "clicks": f"SELECT count(*) FROM mind_imp WHERE {MIND_TOKEN_LABEL} = '1'",
+        },
+        notes={"rows_in_unit": "shown item, click, or history entry"},
+    )
+
+
+def _mind_items_sql(ctx: StageContext, news: Path) -> str:
+    """Stage news.tsv when present; the item SQL (empty without it)."""
     if news.exists():
         ctx.stage("src_news", news, delimiter="\t", names=MIND_NEWS_COLUMNS, quoted=False, items=True)
-        items = """SELECT NULLIF(TRIM(news_id), '') AS item_id,
+        return """SELECT NULLIF(TRIM(news_id), '') AS item_id,
                           concat_ws('. ', NULLIF(TRIM(title), ''), NULLIF(TRIM(abstract), '')) AS text,
                           NULLIF(TRIM(category), '') AS category,
                           CAST(NULL AS VARCHAR) AS price_raw,
                           NULLIF(TRIM(subcategory), '') AS subcategory,
                           NULLIF(TRIM(title), '') AS title, _row
                    FROM src_news"""
-    else:
-        items = """SELECT CAST(NULL AS VARCHAR) AS item_id, CAST(NULL AS VARCHAR) AS text,
+    return """SELECT CAST(NULL AS VARCHAR) AS item_id, CAST(NULL AS VARCHAR) AS text,
                           CAST(NULL AS VARCHAR) AS category, CAST(NULL AS VARCHAR) AS price_raw,
                           CAST(NULL AS VARCHAR) AS subcategory, CAST(NULL AS VARCHAR) AS title,
                           CAST(0 AS BIGINT) AS _row
                    WHERE false"""
-    ctx.con.execute(
+
+
+def _mind_views(con: duckdb.DuckDBPyConnection) -> None:
+    """``mind_imp``: one row per shown token (1-based ``pos``); ``mind_hist``: one row per
+    history item (``hpos`` of ``n``), with the user's first impression time."""
+    con.execute(
         """CREATE VIEW mind_imp AS
             SELECT _row, _src, imp_id, user_id, time,
                    unnest(toks) AS tok, unnest(range(1, len(toks) + 1)) AS pos
             FROM (SELECT *, string_split(TRIM(impressions), ' ') AS toks FROM src
                   WHERE NULLIF(TRIM(impressions), '') IS NOT NULL)"""
     )
-    ctx.con.execute(
+    con.execute(
         f"""CREATE VIEW mind_hist AS
             SELECT _row, _src, user_id, first_time, rank_in_user,
                    unnest(h) AS item, unnest(range(1, len(h) + 1)) AS hpos, len(h) AS n
@@ -541,8 +581,11 @@ def plan_mind(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
                              AS first_time
                   FROM src WHERE NULLIF(TRIM(history), '') IS NOT NULL)"""
     )
-    tok_item = "regexp_extract(tok, '^(.+)-[01]$', 1)"
-    tok_label = "regexp_extract(tok, '-([01])$', 1)"
+
+
+def _mind_raw_sql() -> str:
+    """History clicks, then one impression row per shown token, then a click row per clicked one."""
+    tok_item, tok_label = MIND_TOKEN_ITEM, MIND_TOKEN_LABEL
     shown: dict[str, Any] = {  # an impression row and its click row share all but event and order
         "session": "TRIM(imp_id)",
         "user": "NULLIF(TRIM(user_id), '')",
@@ -575,102 +618,28 @@ def plan_mind(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
         )
         + " FROM mind_hist"
     )
-    return Plan(
-        raw_sql=f"{hist} UNION ALL {imp} UNION ALL {clk}",
-        extras=[],
-        item_attrs=[],
-        items_sql=items,
-        external_items=True,
-        source_columns=_cols(
-            path,
-            session_id="imp_id",
-            user_id="user_id",
-            ts_raw="time",
-            item_id="impressions",
-        ),
-        main_file=path,
-        duplicates="drop",
-        # news.tsv covers few of the shown items in public subsets: keep their events.
-        missing_items="keep",
-        ts_formats=[MIND_TIME],
-        notes_sql={
-            "impression_logs": "SELECT count(*) FROM src",
-            "shown_items": "SELECT count(*) FROM mind_imp",
-            "clicks": f"SELECT count(*) FROM mind_imp WHERE {tok_label} = '1'",
-        },
-        notes={"rows_in_unit": "shown item, click, or history entry"},
-    )
+    return f"{hist} UNION ALL {imp} UNION ALL {clk}"
 
 
 # --------------------------------------------------------------------------- obd
 def plan_obd(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     """Open Bandit Dataset (ZOZOTOWN): ``all.csv`` + ``item_context.csv``, one folder per
     logging policy (``random/``, ``bts/``) or a single policy's folder/file."""
-    if not src.exists():
-        raise ShopsimError(f"{src}: no such file or directory; check the path")
-    if src.is_file():
-        folders = [(src.parent.name or "policy", src)]
-    elif (src / "all.csv").is_file():
-        folders = [(src.name, src / "all.csv")]
-    else:
-        folders = sorted((d.name, d / "all.csv") for d in src.iterdir() if (d / "all.csv").is_file())
-        if not folders:
-            raise ShopsimError(
-                f"{src}: no all.csv found (looked in the folder and its sub-folders); "
-                "point at an Open Bandit Dataset campaign folder"
-            )
-    need = ["timestamp", "item_id", "position", "click", "propensity_score"]
+    folders = _obd_folders(src)
     selects = []
     affinities: list[str] = []
     user_feats: list[str] = []
     for i, (policy, csv_path) in enumerate(folders):
-        st = ctx.stage(f"src_{i}", csv_path, required=need, fix="is this an OBD all.csv?")
+        st = ctx.stage(f"src_{i}", csv_path, required=OBD_REQUIRED, fix="is this an OBD all.csv?")
+        # the user columns of the last policy name the extras (the policies share one layout)
         user_feats = [c for c in st.columns if c.startswith("user_feature_")]
         affinities = [c for c in st.columns if c.startswith("user-item_affinity_")]
-        pol = policy.replace("'", "''")
-        user_hash = (
-            "'u-' || substr(md5(concat_ws('|', " + ", ".join(map(q, user_feats)) + ")), 1, 12)"
-            if user_feats
-            else "'u-unknown'"
-        )
-        extras = {"logging_policy": f"'{pol}'"}
-        extras.update({c: q(c) for c in user_feats + affinities})
-        for event, sub, where in (("impression", 0, ""), ("click", 1, " WHERE TRIM(click) = '1'")):
-            selects.append(
-                _raw_select(
-                    session=f"'{pol}-' || _row",
-                    user=user_hash,
-                    ts="timestamp",
-                    item="NULLIF(TRIM(item_id), '')",
-                    event=f"'{event}'",
-                    position="position",
-                    slate=f"'{pol}-' || _row",
-                    propensity="propensity_score",
-                    sub=str(sub),
-                    extras=extras,
-                )
-                + f" FROM src_{i}{where}"
-            )
+        selects += _obd_selects(f"src_{i}", policy, user_feats, affinities)
     ctx_files = [p.parent / "item_context.csv" for _, p in folders]
     ctx_file = next((p for p in ctx_files if p.exists()), None)
     if opts.items is not None:
         ctx_file = opts.items
-    if ctx_file is not None:
-        ic = ctx.stage("src_items", ctx_file, required=["item_id"], items=True).columns
-        feats = [c for c in ic if c.startswith("item_feature_")]
-        items = (
-            "SELECT NULLIF(TRIM(item_id), '') AS item_id, CAST(NULL AS VARCHAR) AS text, "
-            f"{col_or_null('item_feature_1', ic)} AS category, "
-            "CAST(NULL AS VARCHAR) AS price_raw"
-            + "".join(f", {q(c)}" for c in feats)
-            + ", _row FROM src_items"
-        )
-    else:
-        items = (
-            "SELECT CAST(NULL AS VARCHAR) AS item_id, CAST(NULL AS VARCHAR) AS text, "
-            "CAST(NULL AS VARCHAR) AS category, CAST(NULL AS VARCHAR) AS price_raw, "
-            "CAST(0 AS BIGINT) AS _row WHERE false"
-        )
+    items = _obd_items_sql(ctx, ctx_file)
     return Plan(
         raw_sql=" UNION ALL ".join(selects),
         extras=["logging_policy", *user_feats, *affinities],
@@ -696,111 +665,91 @@ def plan_obd(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     )
 
 
+OBD_REQUIRED = ["timestamp", "item_id", "position", "click", "propensity_score"]
+
+
+def _obd_folders(src: Path) -> list[tuple[str, Path]]:
+    """(logging policy, all.csv) of an OBD file, policy folder or campaign folder of policies."""
+    if not src.exists():
+        raise ShopsimError(f"{src}: no such file or directory; check the path")
+    if src.is_file():
+        return [(src.parent.name or "policy", src)]
+    if (src / "all.csv").is_file():
+        return [(src.name, src / "all.csv")]
+    folders = sorted((d.name, d / "all.csv") for d in src.iterdir() if (d / "all.csv").is_file())
+    if not folders:
+        raise ShopsimError(
+            f"{src}: no all.csv found (looked in the folder and its sub-folders); "
+            "point at an Open Bandit Dataset campaign folder"
+        )
+    return folders
+
+
+def _obd_selects(view: str, policy: str, user_feats: list[str], affinities: list[str]) -> list[str]:
+    """Raw SELECTs of one policy's log: an impression row per line, a click row per clicked one."""
+    pol = policy.replace("'", "''")
+    user_hash = (
+        "'u-' || substr(md5(concat_ws('|', " + ", ".join(map(q, user_feats)) + ")), 1, 12)"
+        if user_feats
+        else "'u-unknown'"
+    )
+    extras = {"logging_policy": f"'{pol}'"}
+    extras.update({c: q(c) for c in user_feats + affinities})
+    return [
+        _raw_select(
+            session=f"'{pol}-' || _row",
+            user=user_hash,
+            ts="timestamp",
+            item="NULLIF(TRIM(item_id), '')",
+            event=f"'{event}'",
+            position="position",
+            slate=f"'{pol}-' || _row",
+            propensity="propensity_score",
+            sub=str(sub),
+            extras=extras,
+        )
+        + f" FROM {view}{where}"
+        for event, sub, where in (("impression", 0, ""), ("click", 1, " WHERE TRIM(click) = '1'"))
+    ]
+
+
+def _obd_items_sql(ctx: StageContext, ctx_file: Path | None) -> str:
+    """Stage item_context.csv when there is one; the item SQL (empty without it)."""
+    if ctx_file is None:
+        return (
+            "SELECT CAST(NULL AS VARCHAR) AS item_id, CAST(NULL AS VARCHAR) AS text, "
+            "CAST(NULL AS VARCHAR) AS category, CAST(NULL AS VARCHAR) AS price_raw, "
+            "CAST(0 AS BIGINT) AS _row WHERE false"
+        )
+    ic = ctx.stage("src_items", ctx_file, required=["item_id"], items=True).columns
+    feats = [c for c in ic if c.startswith("item_feature_")]
+    return (
+        "SELECT NULLIF(TRIM(item_id), '') AS item_id, CAST(NULL AS VARCHAR) AS text, "
+        f"{col_or_null('item_feature_1', ic)} AS category, "
+        "CAST(NULL AS VARCHAR) AS price_raw" + "".join(f", {q(c)}" for c in feats) + ", _row FROM src_items"
+    )
+
+
 # --------------------------------------------------------------------------- events
 def plan_events(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     """Any event log (CSV/TSV/Parquet) with ``--map canonical=source``."""
     if not src.exists():
         raise ShopsimError(f"{src}: no such file; check the path")
     delim = "\t" if src.suffix.lower() == ".tsv" or src.name.lower().endswith(".tsv.gz") else ","
-    st = ctx.stage("src", src, delimiter=delim)
-    cols = st.columns
-    mapping: dict[str, str] = {}
-    for canon in MAPPABLE:
-        source = opts.column_map.get(canon, canon)
-        if source in cols:
-            mapping[canon] = source
-        elif canon in opts.column_map:
-            raise ShopsimError(
-                f"{src}: --map {canon}={source}: no column {source!r} "
-                f"(found: {', '.join(cols[:12])}{', …' if len(cols) > 12 else ''})"
-            )
-    required = ["user_id", "timestamp", "item_id"] + ([] if opts.default_event else ["event"])
-    missing = [c for c in required if c not in mapping]
-    if missing:
-        hint = " or --default-event EVENT" if "event" in missing else ""
-        raise ShopsimError(
-            f"{src}: required column(s) {', '.join(missing)} not found "
-            f"(found: {', '.join(cols[:12])}{', …' if len(cols) > 12 else ''}); "
-            f"name them with --map canonical=source, e.g. --map {missing[0]}=<your column>{hint}"
-        )
-
-    def m(canon: str) -> str:
-        return f"NULLIF(TRIM({q(mapping[canon])}), '')" if canon in mapping else "NULL"
-
-    event = m("event")
-    if opts.default_event:
-        event = f"COALESCE({event}, '{opts.default_event}')"
+    cols = ctx.stage("src", src, delimiter=delim).columns
+    mapping = _map_event_columns(src, cols, opts)
     text_cols = opts.text_cols or []
     used = set(mapping.values())
     extras = [c for c in cols if c not in used]
     if opts.items is None:
-        bad = [c for c in text_cols if c not in cols]
-        if bad:
-            raise ShopsimError(
-                f"{src}: --text-cols {', '.join(bad)}: no such column(s) "
-                f"(found: {', '.join(cols[:12])}{', …' if len(cols) > 12 else ''})"
-            )
-    raw = (
-        _raw_select(
-            session=m("session_id"),
-            user=m("user_id"),
-            ts=m("timestamp"),
-            item=m("item_id"),
-            event=event,
-            price=m("price"),
-            quantity=m("quantity"),
-            position=m("position"),
-            slate=m("slate_id"),
-            propensity=m("propensity"),
-            extras={c: f"NULLIF(TRIM({q(c)}), '')" for c in extras}
-            | ({"category": m("category")} if "category" in mapping else {}),
-        )
-        + " FROM src"
-    )
+        _check_text_cols(src, text_cols, cols)
     event_extras = extras + (["category"] if "category" in mapping else [])
     if opts.items is not None:
-        it = ctx.stage("src_items", opts.items, items=True)
-        icols = it.columns
-        id_col = next((c for c in ("item_id", mapping["item_id"]) if c in icols), None)
-        if id_col is None:
-            raise ShopsimError(
-                f"{opts.items}: no item id column (looked for 'item_id' and "
-                f"{mapping['item_id']!r}); rename the column"
-            )
-        bad = [c for c in text_cols if c not in icols]
-        if bad:
-            raise ShopsimError(
-                f"{opts.items}: --text-cols {', '.join(bad)}: no such column(s) "
-                f"(found: {', '.join(icols[:12])}{', …' if len(icols) > 12 else ''})"
-            )
-        cat_col = opts.column_map.get("category", "category")
-        price_col = opts.column_map.get("price", "price")
-        other = [c for c in icols if c not in {id_col, cat_col, price_col}]
-        text = (
-            "concat_ws(' | ', " + ", ".join(f"NULLIF(TRIM({q(c)}), '')" for c in text_cols) + ")"
-            if text_cols
-            else "CAST(NULL AS VARCHAR)"
-        )
-        items = (
-            f"SELECT NULLIF(TRIM({q(id_col)}), '') AS item_id, {text} AS text, "
-            f"{col_or_null(cat_col, icols)} AS category, {col_or_null(price_col, icols)} AS price_raw"
-            + "".join(f", {col_or_null(c, icols)} AS {q(c)}" for c in other)
-            + ", _row FROM src_items"
-        )
+        items = _items_from_file(ctx, opts.items, opts, mapping, text_cols)
     else:
-        text = (
-            "concat_ws(' | ', " + ", ".join(f"mode({q(c)})" for c in text_cols) + ")"
-            if text_cols
-            else "CAST(NULL AS VARCHAR)"
-        )
-        cat = "mode(category)" if "category" in mapping else "CAST(NULL AS VARCHAR)"
-        items = (
-            f"SELECT item_id, {text} AS text, {cat} AS category, "
-            "CAST(median(price) AS VARCHAR) AS price_raw, min(_row) AS _row "
-            "FROM kept GROUP BY item_id"
-        )
+        items = _items_from_events(mapping, text_cols)
     return Plan(
-        raw_sql=raw,
+        raw_sql=_events_raw_sql(mapping, extras, opts.default_event),
         extras=event_extras,
         item_attrs=[],
         items_sql=items,
@@ -818,6 +767,113 @@ def plan_events(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
         missing_items="drop",
         derive_sessions="session_id" not in mapping,
         ts_formats=[opts.timestamp_format] if opts.timestamp_format else [],
+    )
+
+
+def _found(cols: list[str]) -> str:
+    """The first columns of a file, for messages."""
+    return f"{', '.join(cols[:12])}{', …' if len(cols) > 12 else ''}"
+
+
+def _map_event_columns(src: Path, cols: list[str], opts: PrepareOptions) -> dict[str, str]:
+    """Canonical column → source column: ``--map`` first, else a column of the canonical name.
+
+    :raises ShopsimError: when a mapped column is absent or a required one is not found.
+    """
+    mapping: dict[str, str] = {}
+    for canon in MAPPABLE:
+        source = opts.column_map.get(canon, canon)
+        if source in cols:
+            mapping[canon] = source
+        elif canon in opts.column_map:
+            raise ShopsimError(f"{src}: --map {canon}={source}: no column {source!r} (found: {_found(cols)})")
+    required = ["user_id", "timestamp", "item_id"] + ([] if opts.default_event else ["event"])
+    missing = [c for c in required if c not in mapping]
+    if missing:
+        hint = " or --default-event EVENT" if "event" in missing else ""
+        raise ShopsimError(
+            f"{src}: required column(s) {', '.join(missing)} not found "
+            f"(found: {_found(cols)}); "
+            f"name them with --map canonical=source, e.g. --map {missing[0]}=<your column>{hint}"
+        )
+    return mapping
+
+
+def _check_text_cols(path: Path, text_cols: list[str], cols: list[str]) -> None:
+    """Every ``--text-cols`` column must exist in ``path``."""
+    bad = [c for c in text_cols if c not in cols]
+    if bad:
+        raise ShopsimError(f"{path}: --text-cols {', '.join(bad)}: no such column(s) (found: {_found(cols)})")
+
+
+def _events_raw_sql(mapping: dict[str, str], extras: list[str], default_event: str | None) -> str:
+    """The raw SELECT of an ``events`` log: mapped columns, unmapped ones as extras."""
+
+    def m(canon: str) -> str:
+        return f"NULLIF(TRIM({q(mapping[canon])}), '')" if canon in mapping else "NULL"
+
+    event = m("event")
+    if default_event:
+        event = f"COALESCE({event}, '{default_event}')"
+    return (
+        _raw_select(
+            session=m("session_id"),
+            user=m("user_id"),
+            ts=m("timestamp"),
+            item=m("item_id"),
+            event=event,
+            price=m("price"),
+            quantity=m("quantity"),
+            position=m("position"),
+            slate=m("slate_id"),
+            propensity=m("propensity"),
+            extras={c: f"NULLIF(TRIM({q(c)}), '')" for c in extras}
+            | ({"category": m("category")} if "category" in mapping else {}),
+        )
+        + " FROM src"
+    )
+
+
+def _items_from_file(
+    ctx: StageContext, path: Path, opts: PrepareOptions, mapping: dict[str, str], text_cols: list[str]
+) -> str:
+    """Stage an ``events`` log's ``--items`` file; its item SQL (text = the joined ``--text-cols``)."""
+    icols = ctx.stage("src_items", path, items=True).columns
+    id_col = next((c for c in ("item_id", mapping["item_id"]) if c in icols), None)
+    if id_col is None:
+        raise ShopsimError(
+            f"{path}: no item id column (looked for 'item_id' and {mapping['item_id']!r}); rename the column"
+        )
+    _check_text_cols(path, text_cols, icols)
+    cat_col = opts.column_map.get("category", "category")
+    price_col = opts.column_map.get("price", "price")
+    other = [c for c in icols if c not in {id_col, cat_col, price_col}]
+    text = (
+        "concat_ws(' | ', " + ", ".join(f"NULLIF(TRIM({q(c)}), '')" for c in text_cols) + ")"
+        if text_cols
+        else "CAST(NULL AS VARCHAR)"
+    )
+    return (
+        f"SELECT NULLIF(TRIM({q(id_col)}), '') AS item_id, {text} AS text, "
+        f"{col_or_null(cat_col, icols)} AS category, {col_or_null(price_col, icols)} AS price_raw"
+        + "".join(f", {col_or_null(c, icols)} AS {q(c)}" for c in other)
+        + ", _row FROM src_items"
+    )
+
+
+def _items_from_events(mapping: dict[str, str], text_cols: list[str]) -> str:
+    """Item SQL of an ``events`` log without an item file: per item, the most frequent text
+    columns and category and the median price of its kept events."""
+    text = (
+        "concat_ws(' | ', " + ", ".join(f"mode({q(c)})" for c in text_cols) + ")"
+        if text_cols
+        else "CAST(NULL AS VARCHAR)"
+    )
+    cat = "mode(category)" if "category" in mapping else "CAST(NULL AS VARCHAR)"
+    return (
+        f"SELECT item_id, {text} AS text, {cat} AS category, "
+        "CAST(median(price) AS VARCHAR) AS price_raw, min(_row) AS _row "
+        "FROM kept GROUP BY item_id"
     )
 
 

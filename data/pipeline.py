@@ -146,6 +146,56 @@ def _run(
     work: Path,
     out_dir: Path | None,
 ) -> PrepareResult:
+    """The pipeline of the module docstring, stage by stage, over the staged source."""
+    rows_in, malformed, first_malformed = _count_source_rows(con, ctx, plan)
+    integer_ts = _integer_timestamps(con, opts)
+    _parse(con, plan, opts, integer_ts)
+    # Items first when they come from their own file: events may then name unknown items.
+    items_in, item_drops = _stage_external_items(con, ctx, plan)
+    missing_items = opts.missing_items or plan.missing_items
+    _classify(con, plan, check_item=plan.external_items and missing_items == "drop")
+    _fail_if_unusable(con, plan)
+    dropped, examples = _drops(con, plan, malformed, first_malformed)
+    duplicates = opts.duplicates or plan.duplicates
+    _keep_rows(con, plan, duplicates, dropped, examples)
+    rows_out = _scalar(con, "SELECT count(*) FROM kept")
+    _check_accounting(plan, rows_in, rows_out, dropped, examples)
+    if plan.derive_sessions:
+        _derive_sessions(con, integer_ts, opts.session_gap_minutes)
+    if not plan.external_items:
+        items_in = _build_derived_items(con, plan)
+    items_added = _build_items(con)
+    _split_sessions(con, opts.split)
+    summary = _summary(con, integer_ts)
+    items_info = _items_info(con, items_in, item_drops, items_added)
+    notes = _notes(con, plan, opts, integer_ts)
+    outputs = _write_outputs(con, plan, out_dir) if out_dir is not None else {}
+    opt_dict = asdict(opts)
+    opt_dict["items"] = str(opts.items) if opts.items else None
+    opt_dict["duplicates"] = duplicates
+    opt_dict["missing_items"] = missing_items
+    return PrepareResult(
+        format=opts.format,
+        source=str(src),
+        rows_in=rows_in,
+        rows_out=rows_out,
+        dropped=dict(sorted(dropped.items())),
+        examples=examples,
+        events_in_by_type=_events_in_by_type(con),
+        items=items_info,
+        summary=summary,
+        notes=notes,
+        options=opt_dict,
+        timing_s=0.0,
+        outputs=outputs,
+    )
+
+
+def _count_source_rows(
+    con: duckdb.DuckDBPyConnection, ctx: StageContext, plan: Plan
+) -> tuple[int, int, tuple[str, int] | None]:
+    """Create the ``raw`` view; return the source rows (well-formed + malformed), the malformed
+    count and the first malformed (file, row)."""
     con.execute(f"CREATE VIEW raw AS {plan.raw_sql}")
     # every event file counts (OBD has one per logging policy), not just the first
     event_tables = ctx.tables(items=False)
@@ -153,11 +203,14 @@ def _run(
     first_malformed = next(
         ((str(t.source), t.malformed_rows[0]) for t in event_tables if t.malformed_rows), None
     )
-    rows_raw = _scalar(con, "SELECT count(*) FROM raw")
-    rows_in = rows_raw + malformed
+    rows_in = _scalar(con, "SELECT count(*) FROM raw") + malformed
     if rows_in == 0:
         raise ShopsimError(f"{plan.main_file}: no data rows (only a header?); nothing to prepare")
-    integer_ts = _integer_timestamps(con, opts)
+    return rows_in, malformed, first_malformed
+
+
+def _parse(con: duckdb.DuckDBPyConnection, plan: Plan, opts: PrepareOptions, integer_ts: bool) -> None:
+    """Create the ``parsed`` view: ``raw`` plus typed timestamp, event and numbers."""
     ts_sql = _timestamp_sql(
         "ts_raw",
         [*([opts.timestamp_format] if opts.timestamp_format else []), *plan.ts_formats],
@@ -176,17 +229,25 @@ def _run(
             FROM raw"""
     )
 
-    # Items first when they come from their own file: events may then name unknown items.
+
+def _stage_external_items(
+    con: duckdb.DuckDBPyConnection, ctx: StageContext, plan: Plan
+) -> tuple[int, dict[str, int]]:
+    """Build ``items_src`` from the format's item file, if it has one; return the item lines
+    read and the item drops by reason (nothing yet for items derived from the events)."""
     item_drops: dict[str, int] = {}
-    items_in = 0
-    if plan.external_items:
-        items_in = _build_external_items(con, plan, item_drops)
-        bad_item_lines = sum(len(t.malformed_rows) for t in ctx.tables(items=True))
-        if bad_item_lines:
-            item_drops["malformed_row"] = bad_item_lines
-            items_in += bad_item_lines
-    missing_items = opts.missing_items or plan.missing_items
-    check_item = plan.external_items and missing_items == "drop"
+    if not plan.external_items:
+        return 0, item_drops
+    items_in = _build_external_items(con, plan, item_drops)
+    bad_item_lines = sum(len(t.malformed_rows) for t in ctx.tables(items=True))
+    if bad_item_lines:
+        item_drops["malformed_row"] = bad_item_lines
+        items_in += bad_item_lines
+    return items_in, item_drops
+
+
+def _classify(con: duckdb.DuckDBPyConnection, plan: Plan, *, check_item: bool) -> None:
+    """Create ``classified``: every parsed row with its drop ``reason`` (NULL when kept)."""
     unknown_item_rule = "WHEN item_id NOT IN (SELECT item_id FROM items_src) THEN 'unknown_item'"
     con.execute(
         f"""CREATE TABLE classified AS SELECT p.*, CASE
@@ -208,7 +269,12 @@ def _run(
             END AS reason
             FROM parsed p"""
     )
-    _fail_if_unusable(con, plan)
+
+
+def _drops(
+    con: duckdb.DuckDBPyConnection, plan: Plan, malformed: int, first_malformed: tuple[str, int] | None
+) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+    """Rows dropped per reason so far (classification + malformed lines) and an example of each."""
     dropped = {
         str(r): int(n)
         for r, n in con.execute(
@@ -220,32 +286,47 @@ def _run(
     examples = _examples(con, plan, dropped)
     if first_malformed is not None:
         examples["malformed_row"] = {"file": first_malformed[0], "row": first_malformed[1]}
+    return dropped, examples
 
+
+def _keep_rows(
+    con: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    duplicates: str,
+    dropped: dict[str, int],
+    examples: dict[str, dict[str, Any]],
+) -> None:
+    """Create ``kept``: the rows without a drop reason, exact duplicates dropped (and counted in
+    ``dropped``/``examples``) when ``duplicates`` is ``drop``."""
+    if duplicates != "drop":
+        con.execute("CREATE TABLE kept AS SELECT * FROM classified WHERE reason IS NULL")
+        return
     # an exact duplicate agrees on every canonical column (but the split, not yet assigned)
     key = [_internal(c) for c in EVENT_COLUMNS if c != "split"] + [*plan.extras, *plan.item_attrs]
-    duplicates = opts.duplicates or plan.duplicates
-    if duplicates == "drop":
-        con.execute(
-            f"""CREATE TABLE kept AS SELECT * EXCLUDE (_dup) FROM (
-                  SELECT *, row_number() OVER (
-                    PARTITION BY {", ".join(q(c) for c in key)} ORDER BY _row, _sub) AS _dup
-                  FROM classified WHERE reason IS NULL) WHERE _dup = 1"""
-        )
-        valid = _scalar(con, "SELECT count(*) FROM classified WHERE reason IS NULL")
-        n_dup = valid - _scalar(con, "SELECT count(*) FROM kept")
-        if n_dup:
-            dropped["duplicate_row"] = n_dup
-            first = con.execute(
-                "SELECT min(_row) FROM classified c WHERE reason IS NULL AND NOT EXISTS "
-                "(SELECT 1 FROM kept k WHERE k._row = c._row AND k._sub = c._sub AND k._src = c._src)"
-            ).fetchone()
-            examples["duplicate_row"] = {
-                "file": str(plan.main_file),
-                "row": first[0] if first else None,
-            }
-    else:
-        con.execute("CREATE TABLE kept AS SELECT * FROM classified WHERE reason IS NULL")
-    rows_out = _scalar(con, "SELECT count(*) FROM kept")
+    con.execute(
+        f"""CREATE TABLE kept AS SELECT * EXCLUDE (_dup) FROM (
+              SELECT *, row_number() OVER (
+                PARTITION BY {", ".join(q(c) for c in key)} ORDER BY _row, _sub) AS _dup
+              FROM classified WHERE reason IS NULL) WHERE _dup = 1"""
+    )
+    valid = _scalar(con, "SELECT count(*) FROM classified WHERE reason IS NULL")
+    n_dup = valid - _scalar(con, "SELECT count(*) FROM kept")
+    if n_dup:
+        dropped["duplicate_row"] = n_dup
+        first = con.execute(
+            "SELECT min(_row) FROM classified c WHERE reason IS NULL AND NOT EXISTS "
+            "(SELECT 1 FROM kept k WHERE k._row = c._row AND k._sub = c._sub AND k._src = c._src)"
+        ).fetchone()
+        examples["duplicate_row"] = {
+            "file": str(plan.main_file),
+            "row": first[0] if first else None,
+        }
+
+
+def _check_accounting(
+    plan: Plan, rows_in: int, rows_out: int, dropped: dict[str, int], examples: dict[str, dict[str, Any]]
+) -> None:
+    """Every source row is kept or dropped once; a log with no usable row is an error."""
     if rows_in != rows_out + sum(dropped.values()):  # pragma: no cover - a bug, not user input
         raise AssertionError(f"row accounting broken: {rows_in} != {rows_out} + {dropped}")
     if rows_out == 0:
@@ -262,11 +343,10 @@ def _run(
             "fix the column or pass the right --format/--map"
         )
 
-    if plan.derive_sessions:
-        _derive_sessions(con, integer_ts, opts.session_gap_minutes)
 
-    if not plan.external_items:
-        items_in = _build_derived_items(con, plan)
+def _build_items(con: duckdb.DuckDBPyConnection) -> int:
+    """Create ``items``: ``items_src`` plus the kept events' unknown items (no metadata), prices
+    filled from the events' median; return how many items were added that way."""
     items_added = _scalar(
         con,
         "SELECT count(DISTINCT item_id) FROM kept WHERE item_id NOT IN (SELECT item_id FROM items_src)",
@@ -283,15 +363,14 @@ def _run(
            LEFT JOIN ev_price USING (item_id)
            ORDER BY i.item_id"""
     )
-    _split_sessions(con, opts.split)
-    event_cols = [
-        *(f"{_internal(c)} AS {c}" if _internal(c) != c else c for c in EVENT_COLUMNS),
-        *(q(c) for c in plan.extras),
-    ]
-    order = "s.start, s.first_row, s.session_id, e.ts, e._row, e._sub"
-    final_sql = f"SELECT {', '.join(event_cols)} FROM kept e JOIN sess s USING (session_id) ORDER BY {order}"
-    summary = _summary(con, integer_ts)
-    items_info = {
+    return items_added
+
+
+def _items_info(
+    con: duckdb.DuckDBPyConnection, items_in: int, item_drops: dict[str, int], items_added: int
+) -> dict[str, Any]:
+    """The ``items`` block of the report."""
+    return {
         "items_in": items_in,
         "items_out": _scalar(con, "SELECT count(*) FROM items"),
         "dropped": item_drops,
@@ -301,6 +380,12 @@ def _run(
             con, "SELECT count(*) FROM items WHERE item_id NOT IN (SELECT item_id FROM kept)"
         ),
     }
+
+
+def _notes(
+    con: duckdb.DuckDBPyConnection, plan: Plan, opts: PrepareOptions, integer_ts: bool
+) -> dict[str, Any]:
+    """The ``notes`` block of the report: the format's facts and how sessions and time were read."""
     notes: dict[str, Any] = dict(plan.notes)
     for name, sql in plan.notes_sql.items():
         notes[name] = _scalar(con, sql)
@@ -311,39 +396,34 @@ def _run(
             else "one session per user (integer order keys have no clock)"
         )
     notes["timestamp"] = "integer order key" if integer_ts else "datetime (UTC)"
-    outputs: dict[str, str] = {}
-    if out_dir is not None:
-        ev_path, it_path = out_dir / "events.parquet", out_dir / "items.parquet"
-        con.execute(f"COPY ({final_sql}) TO '{ev_path}' (FORMAT parquet, COMPRESSION zstd)")
-        con.execute(f"COPY (SELECT * FROM items) TO '{it_path}' (FORMAT parquet, COMPRESSION zstd)")
-        outputs = {
-            "events": str(ev_path),
-            "items": str(it_path),
-            "report": str(out_dir / "report.json"),
-        }
+    return notes
+
+
+def _write_outputs(con: duckdb.DuckDBPyConnection, plan: Plan, out_dir: Path) -> dict[str, str]:
+    """Write events.parquet (canonical columns, then the format's extras, in canonical order)
+    and items.parquet; return the ``outputs`` block (report.json is written by the caller)."""
+    event_cols = [
+        *(f"{_internal(c)} AS {c}" if _internal(c) != c else c for c in EVENT_COLUMNS),
+        *(q(c) for c in plan.extras),
+    ]
+    order = "s.start, s.first_row, s.session_id, e.ts, e._row, e._sub"
+    final_sql = f"SELECT {', '.join(event_cols)} FROM kept e JOIN sess s USING (session_id) ORDER BY {order}"
+    ev_path, it_path = out_dir / "events.parquet", out_dir / "items.parquet"
+    con.execute(f"COPY ({final_sql}) TO '{ev_path}' (FORMAT parquet, COMPRESSION zstd)")
+    con.execute(f"COPY (SELECT * FROM items) TO '{it_path}' (FORMAT parquet, COMPRESSION zstd)")
+    return {
+        "events": str(ev_path),
+        "items": str(it_path),
+        "report": str(out_dir / "report.json"),
+    }
+
+
+def _events_in_by_type(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Source rows per parsed event type (``unknown`` when unparsable), in funnel order."""
     counts = dict(
         con.execute("SELECT COALESCE(event, 'unknown'), count(*) FROM classified GROUP BY 1").fetchall()
     )
-    in_by_type = {e: int(counts[e]) for e in (*EVENT_TYPES, "unknown") if e in counts}
-    opt_dict = asdict(opts)
-    opt_dict["items"] = str(opts.items) if opts.items else None
-    opt_dict["duplicates"] = duplicates
-    opt_dict["missing_items"] = missing_items
-    return PrepareResult(
-        format=opts.format,
-        source=str(src),
-        rows_in=rows_in,
-        rows_out=rows_out,
-        dropped=dict(sorted(dropped.items())),
-        examples=examples,
-        events_in_by_type=in_by_type,
-        items=items_info,
-        summary=summary,
-        notes=notes,
-        options=opt_dict,
-        timing_s=0.0,
-        outputs=outputs,
-    )
+    return {e: int(counts[e]) for e in (*EVENT_TYPES, "unknown") if e in counts}
 
 
 def _internal(column: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,12 +69,7 @@ def stage_file(
     :return: what was staged.
     :raises ShopsimError: if the file is missing, empty or unreadable.
     """
-    if not path.exists():
-        raise ShopsimError(f"{path}: no such file; check the path")
-    if path.is_dir():
-        raise ShopsimError(f"{path}: is a directory; expected a file")
-    if path.stat().st_size == 0:
-        raise ShopsimError(f"{path}: the file is empty; expected a header line and data rows")
+    _check_source(path)
     if is_parquet(path):
         return _stage_parquet(path, dest)
     header = names if names is not None else read_header(path, delimiter)
@@ -90,8 +86,32 @@ def stage_file(
         malformed.append((row.number or 0) - offset)
         return "skip"
 
+    reader = _open_csv(path, colnames, offset, delimiter, quoted, on_invalid)
+    rows = _write_blocks(path, dest, reader, colnames, malformed)
+    return StagedTable(path, dest, colnames, rows, sorted(malformed))
+
+
+def _check_source(path: Path) -> None:
+    """A source must be an existing, non-empty file."""
+    if not path.exists():
+        raise ShopsimError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise ShopsimError(f"{path}: is a directory; expected a file")
+    if path.stat().st_size == 0:
+        raise ShopsimError(f"{path}: the file is empty; expected a header line and data rows")
+
+
+def _open_csv(
+    path: Path,
+    colnames: list[str],
+    offset: int,
+    delimiter: str,
+    quoted: bool,
+    on_invalid: Callable[[pacsv.InvalidRow], str],
+) -> pacsv.CSVStreamingReader:
+    """A block-wise reader of ``path`` with every column as text; bad lines go to ``on_invalid``."""
     try:
-        reader = pacsv.open_csv(
+        return pacsv.open_csv(
             str(path),
             read_options=pacsv.ReadOptions(
                 column_names=colnames,
@@ -116,6 +136,16 @@ def stage_file(
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise ShopsimError(f"{path}: cannot be read as delimited text ({_first_line(exc)})") from None
+
+
+def _write_blocks(
+    path: Path, dest: Path, reader: pacsv.CSVStreamingReader, colnames: list[str], malformed: list[int]
+) -> int:
+    """Copy every block of ``reader`` to ``dest`` with its ``_row`` numbers; return the rows read.
+
+    ``malformed`` fills up as the reader skips bad lines, so each block's row numbers account
+    for the lines skipped so far.
+    """
     rows = 0
     writer: pq.ParquetWriter | None = None
     try:
@@ -140,7 +170,7 @@ def stage_file(
     if writer is None:
         schema = pa.schema([(c, pa.string()) for c in colnames] + [("_row", pa.int64())])
         pq.write_table(schema.empty_table(), str(dest))
-    return StagedTable(path, dest, colnames, rows, sorted(malformed))
+    return rows
 
 
 def _true_rows(valid_ordinals: np.ndarray, skipped: list[int]) -> np.ndarray:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from shopsim.data.schema import EventCode
 from shopsim.encoders.finetune import pad_histories
 from shopsim.encoders.model import TwoTower
 from shopsim.errors import ShopsimError
@@ -114,7 +115,7 @@ class NumpyStateEncoder:
         hist, hist_ev = hist[:, :L], hist_ev[:, :L]
         mask = hist >= 0
         items = vectors[np.maximum(hist, 0)] * mask[..., None]
-        h = items + self.recency[:L][None] + self.event[np.where(mask, hist_ev, 0)]
+        h = items + self.recency[:L][None] + self.event[np.where(mask, hist_ev, EventCode.PAD)]
         logits = np.tanh(h @ self.attn_w1 + self.attn_b1) @ self.attn_w2 + self.attn_b2[0]
         logits = np.where(mask, logits, -1e9)
         logits = logits - logits.max(1, keepdims=True)

@@ -173,7 +173,7 @@ def pad_histories(
     """(B, L) item indices and event codes, most recent first, plus the validity mask."""
     b = len(histories)
     idx = np.zeros((b, max_history), dtype=np.int64)
-    evc = np.zeros((b, max_history), dtype=np.int64)
+    evc = np.full((b, max_history), EventCode.PAD, dtype=np.int64)
     mask = np.zeros((b, max_history), dtype=bool)
     for i, (h, e) in enumerate(zip(histories, events, strict=True)):
         h, e = h[::-1][:max_history], e[::-1][:max_history]

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shopsim.data.schema import EventCode
+
 
 class ItemTower(nn.Module):
     """item vector = proj(text) + Σ attribute embeddings + ID embedding → LayerNorm → Linear.
@@ -66,11 +68,11 @@ class StateEncoder(nn.Module):
     History tensors are laid out most recent first, padded at the end.
     """
 
-    def __init__(self, dim: int, max_history: int, n_event_types: int = 5) -> None:
+    def __init__(self, dim: int, max_history: int, n_event_types: int = len(EventCode) - 1) -> None:
         super().__init__()
         self.max_history = max_history
         self.recency = nn.Embedding(max_history, dim)
-        self.event = nn.Embedding(n_event_types + 1, dim, padding_idx=0)
+        self.event = nn.Embedding(n_event_types + 1, dim, padding_idx=int(EventCode.PAD))
         self.attn = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))
         self.mix = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, dim))
         nn.init.normal_(self.recency.weight, std=0.02)

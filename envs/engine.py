@@ -6,11 +6,13 @@
 One step for each shopper:
 
 1. the slate's items are resolved (duplicate or masked slots become empty, see
-   :meth:`ShopperBatch.slate_items`);
+   :meth:`ShopperBatch.slate_items`; a candidate index outside 0..N-1 is an error);
 2. each shown item is clicked with e(p)·σ(g(φ)+b) (:mod:`shopsim.envs.model.response`);
 3. each click becomes a purchase with the purchase model (items already bought: never again);
-4. clicks and purchases enter the history (most recent first), leave the hidden intent, and
-   the state vector is recomputed;
+4. clicks and purchases enter the history (most recent first) — a purchase with the purchase
+   code, a click with the log's own interaction code (``Simulator.click_code``: view for
+   REES46, click for impression logs such as MIND, so the state encoder sees the event types
+   it was trained on) —, leave the hidden intent, and the state vector is recomputed;
 5. the shopper leaves with the leave model; the episode is truncated at ``max_steps``;
 6. shoppers who clicked get new candidates for the next step (O(N), never O(catalog)); after
    a step without a click the history is unchanged and so is the candidate list.
@@ -43,12 +45,15 @@ list is topped up with random items. If the catalog cannot fill N, the rest is m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from shopsim.data.schema import EventCode
 from shopsim.envs.model.features import (
+    CAND,
     CAND_FEATURES,
     CLICK_FEATURES,
     Context,
@@ -64,8 +69,10 @@ from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import StepEvents
 from shopsim.errors import ShopsimError
 
-_ITEM_SHOWN, _CAT_SHOWN = CAND_FEATURES.index("item_shown"), CAND_FEATURES.index("cat_shown")
 SOURCES = ("embedding", "transition", "cooccurrence", "popular", "explore")
+"""Candidate retrieval sources; a candidate's source code is its position here + 1 (0 = none)."""
+EXPLORE = SOURCES.index("explore") + 1
+"""Source code of uniformly random (exploration and top-up) candidates."""
 START_SEED = 20261123
 """Seeds the exploration items of an episode's first page (with the episode's index)."""
 
@@ -94,6 +101,20 @@ class ShopperConfig:
     bought_capacity: int = 64
     fatigue: float = 0.0
     exposure_intent: float = 0.0
+
+    def with_overrides(self, **overrides: Any) -> ShopperConfig:
+        """A copy with the named settings replaced: how the envs turn their keyword arguments
+        into a config (``ShopperEnv(sim, slate_size=5)`` = ``ShopperEnv(sim, ShopperConfig(slate_size=5))``).
+
+        :raises ShopsimError: a name that is not a setting.
+        """
+        names = [f.name for f in fields(self)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise ShopsimError(
+                f"unknown shop setting(s) {', '.join(unknown)}; the settings are {', '.join(names)}"
+            )
+        return replace(self, **overrides)
 
     def validate(self, sim: Simulator) -> None:
         if not (np.isfinite(self.fatigue) and self.fatigue >= 0):
@@ -156,6 +177,9 @@ class ShopperBatch:
         config.validate(sim)
         self.sim, self.n, self.cfg = sim, n, config
         self.cat = sim.catalog
+        self.click_code = sim.click_code
+        """Event code of a simulated click in the history (the log's own: view, or click for
+        impression logs); purchases enter with the purchase code."""
         self.episodes = sim.episodes[config.split]
         ep = self.episodes
         L, M = ep.hist.shape[1], ep.intent.shape[1]
@@ -202,7 +226,7 @@ class ShopperBatch:
         self.n_random = int(q[4]) + config.n_candidates // 2 + 8  # exploration, then a top-up
         self.pool_src = np.concatenate(
             [np.full(min(q[i], cat.emb_idx.shape[1]) if i < 3 else q[i], i + 1) for i in range(4)]
-            + [np.full(self.n_random, 5)]
+            + [np.full(self.n_random, EXPLORE)]
         )
         # episode starts are fixed: their state vectors are computed once
         self.start_state = sim.state_encoder(cat.vectors, self.episodes.hist, self.episodes.hist_ev)
@@ -245,7 +269,7 @@ class ShopperBatch:
         self.intent_ev[rows] = ep.intent_ev[pick]
         self.bought[rows] = -1
         # purchases in the history count as bought: they are never recommended again
-        hb = np.where(ep.hist_ev[pick] == 5, ep.hist[pick], -1)
+        hb = np.where(ep.hist_ev[pick] == EventCode.PURCHASE, ep.hist[pick], -1)
         w = min(hb.shape[1], self.bought.shape[1])
         self.bought[rows, :w] = hb[:, :w]
         hc = np.where(ep.hist[pick] >= 0, self.cat.category[np.maximum(ep.hist[pick], 0)], 0)
@@ -295,6 +319,17 @@ class ShopperBatch:
 
     # --- candidates ----------------------------------------------------------------------
     def draw_candidates(self, rows: np.ndarray, rng: np.random.Generator) -> None:
+        """Draw the N candidates of shoppers ``rows`` from their current history.
+
+        The pool of each row is the precomputed retrieval list of its last item (embedding
+        neighbours, transitions, co-occurrences by quota, then the most popular items) followed
+        by uniformly random items from ``rng``; the first N pool items that are not repeats,
+        not the last item and not already bought become the candidates, in pool order, with
+        their source codes (:data:`SOURCES`). A row left short (overlapping sources) is topped
+        up with unused random items; a catalog too small to fill N leaves the rest masked
+        (-1). Writes ``cand``, ``cand_src``, their click features ``cand_phi`` and the
+        agent-visible ``cand_feat`` (exposure columns zero until :meth:`refresh_exposure`).
+        """
         if len(rows) == 0:
             return
         cat, n_items, N = self.cat, self.cat.n_items, self.cfg.n_candidates
@@ -336,7 +371,7 @@ class ShopperBatch:
                 extra = extra[~np.isin(extra, exclude)]
                 extra = pd.unique(extra)[: want - have]
                 cand[r, have : have + len(extra)] = extra
-                csrc[r, have : have + len(extra)] = 5
+                csrc[r, have : have + len(extra)] = EXPLORE
                 exclude = np.r_[exclude, extra]
                 have += len(extra)
         self.cand[rows] = cand
@@ -367,13 +402,32 @@ class ShopperBatch:
         }
 
     # --- step ----------------------------------------------------------------------------
+    def check_actions(self, actions: np.ndarray) -> np.ndarray:
+        """``actions`` as an int64 (B, k) array of candidate indices.
+
+        :raises ShopsimError: an index outside 0..N-1 (the action space is
+            ``MultiDiscrete([N] * k)``; like Gymnasium's own envs, an action outside it is an
+            error, never clamped). Masked and repeated indices are valid: see :meth:`slate_items`.
+        """
+        a = np.asarray(actions, dtype=np.int64)
+        n = self.cfg.n_candidates
+        bad = (a < 0) | (a >= n)
+        if bad.any():
+            raise ShopsimError(
+                f"action: candidate index {int(a[bad][0])} is out of range; every slot must be a "
+                f"candidate index in 0..{n - 1} (n_candidates={n})"
+            )
+        return a
+
     def slate_items(self, actions: np.ndarray) -> np.ndarray:
         """Candidate indices (B, k) → item codes (B, k), -1 for empty slots.
 
         Rule: a slot is empty when its index points at a masked candidate or repeats an item
         already placed in an earlier slot of the same slate (the first occurrence wins).
+
+        :raises ShopsimError: an index outside 0..N-1 (:meth:`check_actions`).
         """
-        a = np.minimum(np.maximum(np.asarray(actions, dtype=np.int64), 0), self.cfg.n_candidates - 1)
+        a = self.check_actions(actions)
         items = self.cand[np.arange(len(a))[:, None], a]
         dup = ((items[:, :, None] == items[:, None, :]) & self.earlier).any(1)
         return np.where(dup | (items < 0), -1, items)
@@ -381,9 +435,12 @@ class ShopperBatch:
     def step_slate(
         self, actions: np.ndarray, rng: np.random.Generator
     ) -> tuple[StepEvents, np.ndarray, np.ndarray]:
-        """Show the slate of candidate indices ``actions`` (B, k); see :meth:`slate_items`."""
-        a = np.minimum(np.maximum(np.asarray(actions, dtype=np.int64), 0), self.cfg.n_candidates - 1)
-        items = self.slate_items(a)
+        """Show the slate of candidate indices ``actions`` (B, k); see :meth:`slate_items`.
+
+        :raises ShopsimError: an index outside 0..N-1 (:meth:`check_actions`).
+        """
+        a = np.asarray(actions, dtype=np.int64)
+        items = self.slate_items(a)  # checks the range
         phi = self.cand_phi[np.arange(len(a))[:, None], a]  # empty slots: masked later by `shown`
         return self._step(items, phi, rng)
 
@@ -397,31 +454,21 @@ class ShopperBatch:
     def _step(
         self, items: np.ndarray, phi: np.ndarray, rng: np.random.Generator
     ) -> tuple[StepEvents, np.ndarray, np.ndarray]:
-        sim, cat = self.sim, self.cat
+        """One step of every shopper (steps 2–6 of the module docstring).
+
+        :param items: (B, k) shown item codes in slot order, -1 = empty slot.
+        :param phi: (B, k, F) their click features (rows of empty slots are ignored).
+        :param rng: one (B, 2k + 1) uniform draw gives the click, purchase and leave uniforms;
+            shoppers who clicked then draw their next candidates from it.
+        :return: (events, left, truncated).
+        """
+        cat = self.cat
         b, k = items.shape
         shown = items >= 0
         it = np.maximum(items, 0)
-        g = sim.click.logit(phi.reshape(-1, phi.shape[-1])).reshape(b, k)
         icat = np.where(shown, cat.category[it], 0)
-        if self.cfg.fatigue or self.cfg.exposure_intent:
-            g = g + self.whatif_logit(items, icat)
-        p_click = self.exam[None, :k] * _sigmoid(g + sim.click_offset) * shown
         u = rng.random((b, 2 * k + 1))  # one draw per step: click, purchase and leave uniforms
-        clicked = u[:, :k] < p_click
-        already = (items[:, :, None] == self.bought[:, None, :]).any(2) & shown
-        if sim.purchase_mode == "always":
-            p_buy = np.ones((b, k))
-        elif sim.purchase_mode == "model" and sim.purchase is not None and clicked.any():
-            rows = np.flatnonzero(clicked.any(1))  # purchase features only where something was clicked
-            psi = purchase_features(cat, self.context(rows), items[rows])
-            p_buy = np.zeros((b, k))
-            p_buy[rows] = _sigmoid(sim.purchase.logit(psi).reshape(len(rows), k) + sim.purchase_offset)
-        else:
-            p_buy = np.zeros((b, k))
-        purchased = clicked & ~already & (u[:, k : 2 * k] < p_buy)
-        # a purchase-only log: an item already bought cannot be "clicked" (bought) again
-        if sim.purchase_mode == "always":
-            clicked &= ~already
+        clicked, purchased = self._respond(items, phi, icat, u[:, : 2 * k])
         touched = ((icat[:, :, None] == self.touched_cats[:, None, :]) & (icat[:, :, None] > 0)).any(2)
         in_basket = (items[:, :, None] == np.where(self.intent >= 0, self.intent, -2)[:, None, :]).any(
             2
@@ -430,32 +477,12 @@ class ShopperBatch:
         self.step_count += 1
         n_click = clicked.sum(1)
         n_buy = purchased.sum(1)
-
-        # history, intent, bought, touched categories: clicked items enter at the front
-        changed = np.flatnonzero(n_click > 0)
-        if len(changed):
-            c = clicked[changed][:, ::-1]  # most recent first: the last clicked slot first
-            new = np.where(c, items[changed][:, ::-1], -1)
-            codes = np.where(purchased[changed][:, ::-1], 5, 2)  # purchase or click code
-            self.hist[changed], self.hist_ev[changed] = _push_front(
-                new, codes, self.hist[changed], self.hist_ev[changed]
-            )
-            ncat = np.where(c, icat[changed][:, ::-1], -1)
-            self.touched_cats[changed] = _push_front(
-                ncat, ncat, self.touched_cats[changed], self.touched_cats[changed]
-            )[0]
-            hit = (self.intent[changed][:, :, None] == np.where(c, new, -2)[:, None, :]).any(2)
-            self.intent[changed] = np.where(hit, -1, self.intent[changed])
-            bought_new = np.where(purchased[changed][:, ::-1], items[changed][:, ::-1], -1)
-            self.bought[changed] = _push_front(
-                bought_new, bought_new, self.bought[changed], self.bought[changed]
-            )[0]
-        self._update_state(changed)
+        self._enter_history(items, icat, clicked, purchased)
 
         leave_x = np.empty((b, 2))
         leave_x[:, 0] = np.log1p(self.step_count)
         leave_x[:, 1] = n_buy > 0
-        l_logit = sim.leave.logit(leave_x) + sim.leave_no_click_logit * (n_click == 0)
+        l_logit = self.sim.leave.logit(leave_x) + self.sim.leave_no_click_logit * (n_click == 0)
         left = u[:, 2 * k] < _sigmoid(l_logit)
         truncated = ~left & (self.step_count >= self.cfg.max_steps)
         price = np.where(shown, cat.price[it], 0.0)
@@ -479,6 +506,62 @@ class ShopperBatch:
         self.draw_candidates(np.flatnonzero(~left & ~truncated & (n_click > 0)), rng)
         self.refresh_exposure()
         return events, left, truncated
+
+    def _respond(
+        self, items: np.ndarray, phi: np.ndarray, icat: np.ndarray, u: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(clicked, purchased), both (B, k), of the shown ``items`` (steps 2–3): ``u`` (B, 2k)
+        holds the click uniforms then the purchase uniforms."""
+        sim = self.sim
+        b, k = items.shape
+        shown = items >= 0
+        g = sim.click.logit(phi.reshape(-1, phi.shape[-1])).reshape(b, k)
+        if self.cfg.fatigue or self.cfg.exposure_intent:
+            g = g + self.whatif_logit(items, icat)
+        p_click = self.exam[None, :k] * _sigmoid(g + sim.click_offset) * shown
+        clicked = u[:, :k] < p_click
+        already = (items[:, :, None] == self.bought[:, None, :]).any(2) & shown
+        if sim.purchase_mode == "always":
+            p_buy = np.ones((b, k))
+        elif sim.purchase_mode == "model" and sim.purchase is not None and clicked.any():
+            rows = np.flatnonzero(clicked.any(1))  # purchase features only where something was clicked
+            psi = purchase_features(self.cat, self.context(rows), items[rows])
+            p_buy = np.zeros((b, k))
+            p_buy[rows] = _sigmoid(sim.purchase.logit(psi).reshape(len(rows), k) + sim.purchase_offset)
+        else:
+            p_buy = np.zeros((b, k))
+        purchased = clicked & ~already & (u[:, k : 2 * k] < p_buy)
+        # a purchase-only log: an item already bought cannot be "clicked" (bought) again
+        if sim.purchase_mode == "always":
+            clicked &= ~already
+        return clicked, purchased
+
+    def _enter_history(
+        self, items: np.ndarray, icat: np.ndarray, clicked: np.ndarray, purchased: np.ndarray
+    ) -> None:
+        """Step 4: clicked items enter the history at the front (most recent first: the last
+        clicked slot first) with the purchase code or the log's own interaction code
+        (:attr:`~shopsim.envs.model.simulator.Simulator.click_code`), leave the hidden intent,
+        join the touched categories and (if bought) the bought items; the state is recomputed."""
+        changed = np.flatnonzero(clicked.sum(1) > 0)
+        if len(changed):
+            c = clicked[changed][:, ::-1]
+            new = np.where(c, items[changed][:, ::-1], -1)
+            codes = np.where(purchased[changed][:, ::-1], int(EventCode.PURCHASE), self.click_code)
+            self.hist[changed], self.hist_ev[changed] = _push_front(
+                new, codes, self.hist[changed], self.hist_ev[changed]
+            )
+            ncat = np.where(c, icat[changed][:, ::-1], -1)
+            self.touched_cats[changed] = _push_front(
+                ncat, ncat, self.touched_cats[changed], self.touched_cats[changed]
+            )[0]
+            hit = (self.intent[changed][:, :, None] == np.where(c, new, -2)[:, None, :]).any(2)
+            self.intent[changed] = np.where(hit, -1, self.intent[changed])
+            bought_new = np.where(purchased[changed][:, ::-1], items[changed][:, ::-1], -1)
+            self.bought[changed] = _push_front(
+                bought_new, bought_new, self.bought[changed], self.bought[changed]
+            )[0]
+        self._update_state(changed)
 
     # --- exposure (observed) and the what-if dynamics ---------------------------------------
     def whatif_logit(self, items: np.ndarray, icat: np.ndarray | None = None) -> np.ndarray:
@@ -511,8 +594,10 @@ class ShopperBatch:
         it = np.maximum(cand, 0)
         valid = cand >= 0
         f = self.cand_feat[rows]
-        f[..., _ITEM_SHOWN] = np.where(valid, np.log1p(self.item_seen[rows][rr, it].astype(np.float32)), 0.0)
-        f[..., _CAT_SHOWN] = np.where(
+        f[..., CAND["item_shown"]] = np.where(
+            valid, np.log1p(self.item_seen[rows][rr, it].astype(np.float32)), 0.0
+        )
+        f[..., CAND["cat_shown"]] = np.where(
             valid, np.log1p(self.cat_seen[rows][rr, self.cat.category[it]].astype(np.float32)), 0.0
         )
         self.cand_feat[rows] = f

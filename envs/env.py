@@ -7,12 +7,18 @@ Observation (``Dict``):
 
 * ``user`` — Box(d): the shopper's state vector (state encoder over the history);
 * ``cand`` — Box(N, d): candidate item vectors (zeros where masked);
-* ``cand_feat`` — Box(N, f): candidate features (:data:`~shopsim.envs.model.features.CAND_FEATURES`);
+* ``cand_feat`` — Box(N, f): candidate features (:data:`~shopsim.envs.model.features.CAND_FEATURES`),
+  each column within its finite bounds (:data:`~shopsim.envs.model.features.CAND_BOUNDS`);
 * ``cand_mask`` — MultiBinary(N): 1 where the candidate is valid (always ≥ k valid).
 
-Action: ``MultiDiscrete([N] * k)``, candidate indices by slot (slot 1 first). Any action is
-accepted; a slot repeating an earlier slot's item, or pointing at a masked candidate, is shown
-empty (:meth:`~shopsim.envs.engine.ShopperBatch.slate_items`).
+Action: ``MultiDiscrete([N] * k)``, candidate indices by slot (slot 1 first). Any action of
+the space is accepted; a slot repeating an earlier slot's item, or pointing at a masked
+candidate, is shown empty (:meth:`~shopsim.envs.engine.ShopperBatch.slate_items`). An index
+outside 0..N-1 is not in the space: a :class:`~shopsim.errors.ShopsimError`, never clamped.
+
+Settings: a :class:`~shopsim.envs.engine.ShopperConfig`, and/or its fields as keywords
+(``ShopperEnv(sim, slate_size=5)`` = ``ShopperEnv(sim, ShopperConfig(slate_size=5))``; keywords
+override the config's fields).
 
 ``terminated`` — the shopper left (leave model). ``truncated`` — ``max_steps`` reached.
 ``info["events"]`` lists the step's shown items, positions, clicks, purchases, prices and
@@ -29,25 +35,38 @@ import numpy as np
 from gymnasium import spaces
 
 from shopsim.envs.engine import ShopperBatch, ShopperConfig
-from shopsim.envs.model.features import CAND_FEATURES
+from shopsim.envs.model.features import CAND_BOUNDS, CAND_FEATURES
 from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, make_reward
 
 
 def observation_space(dim: int, n: int) -> spaces.Dict:
     """The observation space shared by :class:`ShopperEnv` and the vector env."""
+    low, high = (np.array([CAND_BOUNDS[f][j] for f in CAND_FEATURES], np.float32) for j in (0, 1))
     return spaces.Dict(
         {
             "user": spaces.Box(-1.01, 1.01, shape=(dim,), dtype=np.float32),
             "cand": spaces.Box(-1.01, 1.01, shape=(n, dim), dtype=np.float32),
-            "cand_feat": spaces.Box(-np.inf, np.inf, shape=(n, len(CAND_FEATURES)), dtype=np.float32),
+            "cand_feat": spaces.Box(np.tile(low, (n, 1)), np.tile(high, (n, 1)), dtype=np.float32),
             "cand_mask": spaces.MultiBinary(n),
         }
     )
 
 
 def load_simulator(simulator: Simulator | str | Path) -> Simulator:
+    """``simulator`` itself, or the simulator folder it names loaded."""
     return simulator if isinstance(simulator, Simulator) else Simulator.load(simulator)
+
+
+def shop_config(config: ShopperConfig | None, overrides: dict[str, Any]) -> ShopperConfig:
+    """The settings of an env: ``config`` (default ``ShopperConfig()``) with the keyword
+    ``overrides`` replaced — the one path both :class:`ShopperEnv` and the vector env take."""
+    return (config or ShopperConfig()).with_overrides(**overrides)
+
+
+def action_space(config: ShopperConfig) -> spaces.MultiDiscrete:
+    """``MultiDiscrete([N] * k)``: a candidate index per slot."""
+    return spaces.MultiDiscrete([config.n_candidates] * config.slate_size)
 
 
 class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -55,14 +74,14 @@ class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     :param simulator: a fitted simulator folder (``shopsim simulator fit``) or a loaded
         :class:`~shopsim.envs.model.simulator.Simulator`.
-    :param slate_size: k. :param n_candidates: N. :param max_steps: truncation.
-    :param split: logged sessions to start from. :param reward: a reward callable or a dict of
+    :param config: the shop's settings (default ``ShopperConfig()``: k = 10, N = 100,
+        ``max_steps`` 20, train split, what-if dynamics off).
+    :param reward: a reward callable or a dict of
         :class:`~shopsim.envs.rewards.WeightedReward` weights (default: clicks).
-    :param candidate_mix: shares of the candidate sources (see :mod:`shopsim.envs.engine`).
-    :param fatigue: what-if assumption, off by default: category fatigue (see
-        :class:`~shopsim.envs.engine.ShopperConfig`). Not measured from the logs.
-    :param exposure_intent: what-if assumption, off by default: interest built by seeing an
-        item again. Not measured from the logs.
+    :param overrides: fields of :class:`~shopsim.envs.engine.ShopperConfig` replacing the
+        config's (``slate_size``, ``n_candidates``, ``max_steps``, ``split``,
+        ``candidate_mix``, ``fatigue``, ``exposure_intent``, ...); an unknown name is a
+        :class:`~shopsim.errors.ShopsimError`.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 (gymnasium declares it an instance attribute)
@@ -70,31 +89,18 @@ class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def __init__(
         self,
         simulator: Simulator | str | Path,
+        config: ShopperConfig | None = None,
         *,
-        slate_size: int = 10,
-        n_candidates: int = 100,
-        max_steps: int = 20,
-        split: str = "train",
         reward: RewardFn | dict[str, float] | None = None,
-        candidate_mix: tuple[float, float, float, float, float] = (0.3, 0.2, 0.2, 0.2, 0.1),
-        fatigue: float = 0.0,
-        exposure_intent: float = 0.0,
         render_mode: str | None = None,
+        **overrides: Any,
     ) -> None:
         self.sim = load_simulator(simulator)
-        self.config = ShopperConfig(
-            slate_size=slate_size,
-            n_candidates=n_candidates,
-            max_steps=max_steps,
-            split=split,
-            candidate_mix=candidate_mix,
-            fatigue=fatigue,
-            exposure_intent=exposure_intent,
-        )
+        self.config = shop_config(config, overrides)
         self.core = ShopperBatch(self.sim, 1, self.config)
         self.reward_fn = make_reward(reward)
-        self.observation_space = observation_space(self.sim.catalog.dim, n_candidates)  # type: ignore[assignment]
-        self.action_space = spaces.MultiDiscrete([n_candidates] * slate_size)
+        self.observation_space = observation_space(self.sim.catalog.dim, self.config.n_candidates)  # type: ignore[assignment]
+        self.action_space = action_space(self.config)
         self.render_mode = render_mode
         self._last_events: dict[str, Any] | None = None
 

@@ -16,51 +16,41 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from shopsim.envs.engine import ShopperBatch, ShopperConfig
-from shopsim.envs.env import load_simulator, observation_space
+from shopsim.envs.env import action_space, load_simulator, observation_space, shop_config
 from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, make_reward
 
 
 class ShopperVecEnv(VecEnv):
-    """``n_envs`` shoppers; the keyword arguments are those of :class:`ShopperEnv`."""
+    """``n_envs`` shoppers; ``config``, ``reward`` and the keyword overrides are those of
+    :class:`ShopperEnv` (the same settings path, :func:`~shopsim.envs.env.shop_config`).
+
+    :param seed: seeds the one Generator of all shoppers (also :meth:`seed`).
+    """
 
     def __init__(
         self,
         simulator: Simulator | str | Path,
         n_envs: int = 64,
+        config: ShopperConfig | None = None,
         *,
-        slate_size: int = 10,
-        n_candidates: int = 100,
-        max_steps: int = 20,
-        split: str = "train",
         reward: RewardFn | dict[str, float] | None = None,
-        candidate_mix: tuple[float, float, float, float, float] = (0.3, 0.2, 0.2, 0.2, 0.1),
-        fatigue: float = 0.0,
-        exposure_intent: float = 0.0,
         seed: int | None = None,
+        **overrides: Any,
     ) -> None:
         self.sim = load_simulator(simulator)
-        self.config = ShopperConfig(
-            slate_size=slate_size,
-            n_candidates=n_candidates,
-            max_steps=max_steps,
-            split=split,
-            candidate_mix=candidate_mix,
-            fatigue=fatigue,
-            exposure_intent=exposure_intent,
-        )
+        self.config = shop_config(config, overrides)
         self.core = ShopperBatch(self.sim, n_envs, self.config)
         self.reward_fn = make_reward(reward)
         self.render_mode = None
         super().__init__(
             n_envs,
-            observation_space(self.sim.catalog.dim, n_candidates),
-            spaces.MultiDiscrete([n_candidates] * slate_size),
+            observation_space(self.sim.catalog.dim, self.config.n_candidates),
+            action_space(self.config),
         )
         self.rng = np.random.default_rng(seed)
         self._actions: np.ndarray | None = None

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shopsim.data.schema import EventCode
 from shopsim.envs.model.catalog import Catalog
 
 CLICK_FEATURES: tuple[str, ...] = (
@@ -98,8 +99,49 @@ are log(1 + times the item / an item of its category was shown earlier in the ep
 the shop itself showed, and what the what-if dynamics of :class:`~shopsim.envs.engine.ShopperConfig`
 (``fatigue``, ``exposure_intent``) act on. The engine fills them after every step."""
 
-PURCHASE_CODE = 5  # EVENT_CODES["purchase"]
-CART_CODE = 4
+CAND_FROM_CLICK: tuple[str, ...] = ("pop", "ctr", "price_rel", "same_cat_last", "revisit", "trans", "cooc")
+"""Candidate features copied from the candidate's click features (same name, same value)."""
+CAND_SOURCES: tuple[str, ...] = (
+    "src_embedding",
+    "src_transition",
+    "src_cooccurrence",
+    "src_popular",
+    "src_explore",
+)
+"""One-hot retrieval source, in the order of :data:`shopsim.envs.engine.SOURCES` (source code 1..5)."""
+
+LOG_COUNT_MAX = 30.0
+"""Bound of the log-scale candidate features that have no bound by construction: log1p of a
+count or price of e^30 ≈ 1e13, far beyond any shop log (REES46: log price ≤ 7.9, log1p
+transitions ≤ 3.2, log popularity ≥ −10). Values beyond it are clipped in ``cand_feat`` only
+(the click model always sees the exact values)."""
+LOGIT_MAX = 14.0
+"""Bound of the logit features: their rates are clipped to [1e-6, 1 − 1e-6], |logit| ≤ 13.82."""
+CAND_BOUNDS: dict[str, tuple[float, float]] = {
+    "pop": (-LOG_COUNT_MAX, 0.0),  # log((c + 1) / (C + I)) ≤ 0; clipped below
+    "ctr": (-LOGIT_MAX, LOGIT_MAX),
+    "buy_rate": (-LOGIT_MAX, LOGIT_MAX),
+    "log_price": (0.0, LOG_COUNT_MAX),  # log1p(price ≥ 0); clipped above
+    "price_rel": (-LOG_COUNT_MAX, LOG_COUNT_MAX),  # difference of two log prices; clipped
+    "same_cat_last": (0.0, 1.0),
+    "revisit": (0.0, 1.0),
+    "trans": (0.0, LOG_COUNT_MAX),  # log1p(count); clipped above
+    "cooc": (0.0, LOG_COUNT_MAX),  # log1p(count); clipped above
+    **dict.fromkeys(CAND_SOURCES, (0.0, 1.0)),
+    "item_shown": (0.0, 6.0),  # log1p of a uint8 count ≤ 255: ≤ 5.55
+    "cat_shown": (0.0, 12.0),  # log1p of a uint16 count ≤ 65535: ≤ 11.09
+}
+"""Finite (low, high) of every ``cand_feat`` column (the observation space's Box); masked
+candidates are all zeros, inside every bound."""
+CAND_CLIPPED: tuple[str, ...] = ("pop", "log_price", "price_rel", "trans", "cooc")
+"""The columns whose bound is not guaranteed by construction: :func:`candidate_features` clips them."""
+
+CLICK: dict[str, int] = {name: i for i, name in enumerate(CLICK_FEATURES)}
+"""Column of each click feature in :func:`click_features`' output."""
+PURCHASE: dict[str, int] = {name: i for i, name in enumerate(PURCHASE_FEATURES)}
+"""Column of each purchase feature in :func:`purchase_features`' output."""
+CAND: dict[str, int] = {name: i for i, name in enumerate(CAND_FEATURES)}
+"""Column of each candidate feature in :func:`candidate_features`' output (``cand_feat``)."""
 
 
 @dataclass
@@ -198,10 +240,10 @@ def click_features(cat: Catalog, ctx: Context, items: np.ndarray) -> np.ndarray:
     icat = cat.category[it]
     n_cat = cat.n_categories
     last = ctx.hist[:, :1]
-    out[..., 0] = (vec @ ctx.state[:, :, None])[..., 0]
-    out[..., 1], out[..., 2] = _transitions(cat, ctx.hist, items)
+    out[..., CLICK["score"]] = (vec @ ctx.state[:, :, None])[..., 0]
+    out[..., CLICK["trans"]], out[..., CLICK["cooc"]] = _transitions(cat, ctx.hist, items)
     lastcat = np.where(last >= 0, cat.category[np.maximum(last, 0)], 0)
-    out[..., 3] = (icat == lastcat) & (icat > 0)
+    out[..., CLICK["same_cat_last"]] = (icat == lastcat) & (icat > 0)
     hr, hc = np.nonzero(ctx.hist >= 0)
     hitems = ctx.hist[hr, hc]
     nh = np.bincount(hr, minlength=b)
@@ -209,22 +251,24 @@ def click_features(cat: Catalog, ctx: Context, items: np.ndarray) -> np.ndarray:
     known = hcat > 0
     item_q = rows * n_items + items
     cat_q = rows * n_cat + icat
-    out[..., 4] = (
+    out[..., CLICK["cat_share"]] = (
         np.where(icat > 0, _count(row_keys(hr[known], hcat[known], n_cat), cat_q), 0.0)
         / np.maximum(nh, 1)[:, None]
     )
-    out[..., 5] = member(row_keys(hr, hitems, n_items), item_q)
+    out[..., CLICK["revisit"]] = member(row_keys(hr, hitems, n_items), item_q)
     if ctx.time is None:
-        out[..., 6], out[..., 7] = cat.popularity[it], cat.ctr[it]
+        out[..., CLICK["pop"]], out[..., CLICK["ctr"]] = cat.popularity[it], cat.ctr[it]
     else:
-        out[..., 6], out[..., 7], out[..., 15], out[..., 16] = cat.popularity_at(items, ctx.time)
+        timed = cat.popularity_at(items, ctx.time)
+        for name, col in zip(("pop", "ctr", "age", "recent"), timed, strict=True):
+            out[..., CLICK[name]] = col
     hp, hknown = _price(cat, ctx)
     both = cat.has_price[it] & hknown[:, None]
     rel = np.where(both, cat.log_price[it] - hp[:, None], 0.0)
-    out[..., 8] = rel
-    out[..., 9] = np.abs(rel)
-    out[..., 10] = cat.has_price[it]
-    out[..., 11] = np.log1p(nh)[:, None]
+    out[..., CLICK["price_rel"]] = rel
+    out[..., CLICK["abs_price_rel"]] = np.abs(rel)
+    out[..., CLICK["price_known"]] = cat.has_price[it]
+    out[..., CLICK["hist_len"]] = np.log1p(nh)[:, None]
     ir, ic = np.nonzero(ctx.intent >= 0)
     if len(ir):
         iitems = ctx.intent[ir, ic]
@@ -233,12 +277,12 @@ def click_features(cat: Catalog, ctx: Context, items: np.ndarray) -> np.ndarray:
         cent = np.add.reduceat(cat.vectors[iitems], starts, axis=0)
         cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
         rows_i = ir[starts]
-        out[rows_i, :, 12] = (vec[rows_i] @ cent[:, :, None])[..., 0]
-        out[..., 13] = member(row_keys(ir, iitems, n_items), item_q)
+        out[rows_i, :, CLICK["intent_sim"]] = (vec[rows_i] @ cent[:, :, None])[..., 0]
+        out[..., CLICK["in_intent"]] = member(row_keys(ir, iitems, n_items), item_q)
         icats = cat.category[iitems]
         ikn = icats > 0
         ni = np.bincount(ir, minlength=b)
-        out[..., 14] = (
+        out[..., CLICK["intent_cat"]] = (
             np.where(icat > 0, _count(row_keys(ir[ikn], icats[ikn], n_cat), cat_q), 0.0)
             / np.maximum(ni, 1)[:, None]
         )
@@ -252,15 +296,19 @@ def purchase_features(cat: Catalog, ctx: Context, items: np.ndarray) -> np.ndarr
     out = np.zeros((b, k, len(PURCHASE_FEATURES)), dtype=np.float32)
     it = np.maximum(items, 0)
     hmask = ctx.hist >= 0
-    out[..., 0] = cat.buy_rate[it]
-    out[..., 1] = cat.log_price[it]
-    out[..., 2] = cat.has_price[it]
+    out[..., PURCHASE["buy_rate"]] = cat.buy_rate[it]
+    out[..., PURCHASE["log_price"]] = cat.log_price[it]
+    out[..., PURCHASE["price_known"]] = cat.has_price[it]
     hp, hknown = _price(cat, ctx)
-    out[..., 3] = np.where(cat.has_price[it] & hknown[:, None], cat.log_price[it] - hp[:, None], 0.0)
-    out[..., 4] = (items[:, :, None] == np.where(hmask, ctx.hist, -2)[:, None, :]).any(2)
-    out[..., 5] = np.log1p(hmask.sum(1))[:, None]
-    out[..., 6] = (ctx.hist_ev == CART_CODE).any(1)[:, None]
-    out[..., 7] = ((ctx.intent_ev == PURCHASE_CODE) & (ctx.intent >= 0)).any(1)[:, None]
+    out[..., PURCHASE["price_rel"]] = np.where(
+        cat.has_price[it] & hknown[:, None], cat.log_price[it] - hp[:, None], 0.0
+    )
+    out[..., PURCHASE["revisit"]] = (items[:, :, None] == np.where(hmask, ctx.hist, -2)[:, None, :]).any(2)
+    out[..., PURCHASE["hist_len"]] = np.log1p(hmask.sum(1))[:, None]
+    out[..., PURCHASE["carted"]] = (ctx.hist_ev == EventCode.CART).any(1)[:, None]
+    out[..., PURCHASE["intent_buys"]] = ((ctx.intent_ev == EventCode.PURCHASE) & (ctx.intent >= 0)).any(1)[
+        :, None
+    ]
     out[items < 0] = 0.0
     return out
 
@@ -271,14 +319,17 @@ def candidate_features(cat: Catalog, phi: np.ndarray, cand: np.ndarray, src: np.
     b, n = cand.shape
     out = np.empty((b, n, len(CAND_FEATURES)), dtype=np.float32)
     it = np.maximum(cand, 0)
-    out[..., 0:2] = phi[..., 6:8]  # pop, ctr
-    out[..., 2] = cat.buy_rate[it]
-    out[..., 3] = cat.log_price[it]
-    out[..., 4] = phi[..., 8]  # price_rel
-    out[..., 5] = phi[..., 3]  # same_cat_last
-    out[..., 6] = phi[..., 5]  # revisit
-    out[..., 7:9] = phi[..., 1:3]  # trans, cooc
-    out[..., 9:14] = src[..., None] == np.arange(1, 6)
-    out[..., 14:] = 0.0  # exposure counts: filled by the engine (ShopperBatch.refresh_exposure)
+    for name in CAND_FROM_CLICK:
+        out[..., CAND[name]] = phi[..., CLICK[name]]
+    out[..., CAND["buy_rate"]] = cat.buy_rate[it]
+    out[..., CAND["log_price"]] = cat.log_price[it]
+    for s, name in enumerate(CAND_SOURCES, start=1):
+        out[..., CAND[name]] = src == s
+    # exposure counts: filled by the engine (ShopperBatch.refresh_exposure)
+    out[..., CAND["item_shown"]] = 0.0
+    out[..., CAND["cat_shown"]] = 0.0
+    for name in CAND_CLIPPED:
+        lo, hi = CAND_BOUNDS[name]
+        np.clip(out[..., CAND[name]], lo, hi, out=out[..., CAND[name]])
     out[cand < 0] = 0.0
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from shopsim.encoders.bundle import NumpyStateEncoder
 from shopsim.envs.model.catalog import Catalog
-from shopsim.envs.model.episodes import Episodes
+from shopsim.envs.model.episodes import Episodes, interaction_code
 from shopsim.envs.model.response import Scorer
 from shopsim.errors import ShopsimError
 
@@ -49,6 +50,15 @@ class Simulator:
     meta: dict[str, Any] = field(default_factory=dict)
     purchase_offset: float = 0.0
     """Added to the purchase logit (calibrated to the logged purchases per session)."""
+
+    @cached_property
+    def click_code(self) -> int:
+        """Event code a simulated click enters the history with: the log's own interaction code
+        (:func:`~shopsim.envs.model.episodes.interaction_code` of the train episodes — view for
+        REES46, click for impression logs such as MIND). Derived from the stored episodes, so
+        folders written before it existed load with the same rule."""
+        train = self.episodes.get("train")
+        return int(interaction_code([train] if train is not None and len(train) else self.episodes.values()))
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import shopsim.envs  # noqa: F401  (registers shopsim/Shopper-v0)
+from shopsim.data.schema import EventCode
+from shopsim.envs.engine import ShopperBatch, ShopperConfig
 from shopsim.envs.env import ShopperEnv
 from shopsim.envs.model.episodes import Episodes
 from shopsim.envs.model.simulator import Simulator
@@ -30,9 +33,14 @@ def test_both_env_checkers_pass(which: str, request: pytest.FixtureRequest) -> N
     env = gym.make("shopsim/Shopper-v0", simulator=sim_dir)
     assert env.spec is not None
     assert env.spec.id == "shopsim/Shopper-v0"
-    with pytest.warns(UserWarning, match="infinity"):  # Box(-inf, inf) features: an advisory
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # finite, documented bounds: no advisory left
         check_env(env.unwrapped)
-    sb3_check_env(env.unwrapped, warn=False)
+        sb3_check_env(env.unwrapped, warn=False)
+        # SB3's extra advice (warn=True) is only to flatten the (N, d) candidate matrices for its
+        # default MLP policies; shopsim's agents score candidates with their own networks
+        warnings.filterwarnings("ignore", r"Your observation cand(_feat)? has an unconventional shape")
+        sb3_check_env(env.unwrapped, warn=True)
 
 
 def _rollout(env: ShopperEnv, seed: int, steps: int) -> list[Any]:
@@ -148,6 +156,73 @@ def test_duplicate_and_masked_slots_are_shown_empty(toy_sim: Path) -> None:
     assert info["events"]["positions"] == [1, 4]
 
 
+@pytest.mark.parametrize("bad", [100, -1])
+def test_out_of_range_action_is_an_error_not_clamped(rees_env: ShopperEnv, bad: int) -> None:
+    rees_env.reset(seed=0)
+    action = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, bad])
+    assert action not in rees_env.action_space
+    with pytest.raises(ShopsimError) as exc:
+        rees_env.step(action)
+    assert str(exc.value) == (
+        f"action: candidate index {bad} is out of range; every slot must be a candidate index "
+        "in 0..99 (n_candidates=100)"
+    )
+
+
+def test_vec_env_out_of_range_action_is_an_error(toy_sim: Path) -> None:
+    v = ShopperVecEnv(toy_sim, 2, slate_size=3, n_candidates=20, seed=0)
+    v.reset()
+    with pytest.raises(ShopsimError, match="candidate index 20 is out of range"):
+        v.step(np.array([[0, 1, 2], [0, 1, 20]]))
+
+
+def test_env_from_a_config_equals_env_from_keywords(toy_sim: Path) -> None:
+    kw: dict[str, Any] = {"slate_size": 4, "n_candidates": 30, "max_steps": 6, "split": "test"}
+    cfg = ShopperConfig(**kw)
+    by_kw = ShopperEnv(toy_sim, **kw)
+    by_cfg = ShopperEnv(toy_sim, cfg)
+    mixed = ShopperEnv(toy_sim, ShopperConfig(slate_size=4, n_candidates=30), max_steps=6, split="test")
+    assert by_kw.config == by_cfg.config == mixed.config == cfg
+    assert by_kw.observation_space == by_cfg.observation_space
+    assert by_kw.action_space == by_cfg.action_space
+    a = _rollout(by_kw, seed=3, steps=40)
+    assert _equal(a, _rollout(by_cfg, seed=3, steps=40))
+    assert _equal(a, _rollout(mixed, seed=3, steps=40))
+    made = gym.make("shopsim/Shopper-v0", simulator=toy_sim, **kw)
+    assert _equal(a, _rollout(made.unwrapped, seed=3, steps=40))  # type: ignore[arg-type]
+
+    def vec(v: ShopperVecEnv) -> list[np.ndarray]:
+        obs = v.reset()
+        assert isinstance(obs, dict)
+        out = [obs["cand_feat"]]
+        for t in range(10):
+            obs, rew, done, _ = v.step(np.tile(np.arange(t, t + 4), (5, 1)))
+            assert isinstance(obs, dict)
+            out += [obs["cand_feat"], rew, done]
+        return out
+
+    assert _equal(vec(ShopperVecEnv(toy_sim, 5, seed=2, **kw)), vec(ShopperVecEnv(toy_sim, 5, cfg, seed=2)))
+
+
+def test_simulated_click_enters_the_history_with_the_logs_interaction_code(
+    mind_sim: Path, rees46_sim: Path
+) -> None:
+    """Impression log (MIND): histories are clicks, so a simulated click enters with the click
+    code (before: the view code, an event type the state encoder never saw there)."""
+    sim = Simulator.load(mind_sim)
+    assert sim.click_code == EventCode.CLICK
+    assert Simulator.load(rees46_sim).click_code == EventCode.VIEW  # view logs keep the view code
+    core = ShopperBatch(sim, 400, ShopperConfig(slate_size=3, n_candidates=10, max_steps=5))
+    rng = np.random.default_rng(0)
+    core.reset_rows(np.arange(400), rng)
+    ev, _, _ = core.step_slate(np.tile(np.arange(3), (400, 1)), rng)
+    rows = np.flatnonzero(ev.clicked.any(1) & ~ev.purchased.any(1))
+    assert len(rows) > 0
+    last_clicked = np.array([ev.items[r][ev.clicked[r]][-1] for r in rows])
+    assert np.array_equal(core.hist[rows, 0], last_clicked)
+    assert set(core.hist_ev[rows, 0].tolist()) == {int(EventCode.CLICK)}
+
+
 def test_custom_reward_callable_changes_nothing_else(toy_sim: Path) -> None:
     base = _rollout(ShopperEnv(toy_sim), seed=2, steps=60)
     custom = _rollout(ShopperEnv(toy_sim, reward=lambda ev: 7.0 * ev.clicked.sum(1)), seed=2, steps=60)
@@ -231,6 +306,12 @@ BAD_ENV_CASES = [
         "candidate_mix: expected 5",
     ),
     ("negative fatigue", lambda d: None, {"fatigue": -1.0}, "fatigue=-1.0: must be a finite number ≥ 0"),
+    (
+        "unknown setting",
+        lambda d: None,
+        {"slate": 5},
+        "unknown shop setting(s) slate; the settings are slate_size, n_candidates",
+    ),
     (
         "nan exposure intent",
         lambda d: None,

@@ -17,6 +17,7 @@ from shopsim.agents.policy import SlatePolicy
 from shopsim.envs.engine import ShopperBatch, ShopperConfig
 from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, make_reward
+from shopsim.stats import bootstrap_mean_ci, paired_difference_ci
 
 
 @dataclass
@@ -45,20 +46,13 @@ class EpisodeResults:
         }
 
 
-def bootstrap_mean_ci(x: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def paired_difference(
     a: EpisodeResults, b: EpisodeResults, *, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """Mean of a − b over the same episodes with its 95% bootstrap interval."""
-    d = a.returns - b.returns
-    lo, hi = bootstrap_mean_ci(d, n_boot=n_boot, seed=seed)
-    return {"diff": float(d.mean()), "ci95": [lo, hi], "episodes": len(d)}
+    """Mean of a − b over the same episodes with its 95% paired bootstrap interval over episodes
+    (:func:`shopsim.stats.paired_difference_ci`)."""
+    diff, lo, hi = paired_difference_ci(a.returns, b.returns, n_boot=n_boot, seed=seed)
+    return {"diff": diff, "ci95": [lo, hi], "episodes": len(a.returns)}
 
 
 def evaluate_policy_in_sim(

@@ -31,7 +31,8 @@ from shopsim.encoders.train import (
     train_encoder,
     write_manifest,
 )
-from shopsim.evaluation.next_item import paired_difference_ci, summarize
+from shopsim.evaluation.next_item import summarize
+from shopsim.stats import paired_difference_ci
 
 ABLATIONS: dict[str, dict[str, Any]] = {
     "text+attributes+id": {},

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from shopsim.errors import ShopsimError
-from shopsim.evaluation.in_simulator import bootstrap_mean_ci
 from shopsim.evaluation.ope.estimators import SINGLE_SLOT, LoggedBandit, diagnostics, estimate
+from shopsim.stats import bootstrap_mean_ci
 
 NEED = ("item_id", "position", "click", "propensity_score")
 

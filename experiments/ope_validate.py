@@ -64,11 +64,9 @@ from shopsim.agents.logging_policies import (
 from shopsim.envs.engine import ShopperConfig
 from shopsim.envs.model.simulator import Simulator
 from shopsim.errors import ShopsimError
-from shopsim.evaluation.in_simulator import bootstrap_mean_ci
 from shopsim.evaluation.ope.estimators import (
     DEFAULT_LAMBDA,
     SINGLE_SLOT,
-    boot_counts,
     ratio_estimate,
     round_terms,
     weight_diagnostics,
@@ -77,6 +75,7 @@ from shopsim.evaluation.ope.reward_model import cross_fit
 from shopsim.evaluation.ope.sessions import SESSION_ESTIMATORS, padded_session_estimate
 from shopsim.evaluation.ope.sim_logging import log_in_simulator, on_policy_value
 from shopsim.evaluation.ope.slate import slate_round_values
+from shopsim.stats import boot_counts, bootstrap_mean_ci
 
 SESSION = SESSION_ESTIMATORS
 ITEM_LEVEL = ("iips", "rips", "cascade_dr")

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from scipy import stats
 
 from shopsim.envs.engine import ShopperBatch, ShopperConfig
 from shopsim.envs.model.simulator import Simulator
+from shopsim.stats import grouped_bootstrap, percentile_interval
 
 
 def auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -76,31 +76,22 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, Any]:
     return {"ece": float(ece), "bins": rows}
 
 
-def _session_resamples(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Row indices of ``n_boot`` bootstrap resamples drawing whole sessions with replacement."""
-    rng = np.random.default_rng(seed)
-    ug, inv = np.unique(groups, return_inverse=True)
-    members = np.split(np.argsort(inv, kind="stable"), np.cumsum(np.bincount(inv))[:-1])
-    for _ in range(n_boot):
-        yield np.concatenate([members[i] for i in rng.integers(0, len(ug), len(ug))])
-
-
 def grouped_bootstrap_auc(
     y: np.ndarray, s: np.ndarray, groups: np.ndarray, *, n_boot: int = 200, seed: int = 0
 ) -> tuple[float, float]:
-    """95% interval of the pooled AUC, resampling whole sessions."""
-    vals = [auc(y[idx], s[idx]) for idx in _session_resamples(groups, n_boot, seed)]
-    lo, hi = np.nanpercentile(vals, [2.5, 97.5])
-    return float(lo), float(hi)
+    """95% interval of the pooled AUC, resampling whole sessions (:func:`shopsim.stats.grouped_bootstrap`;
+    resamples with one class only are left out of the percentiles)."""
+    vals = grouped_bootstrap(lambda i: auc(y[i], s[i]), groups, n_boot=n_boot, seed=seed)
+    return percentile_interval(vals, omit_nan=True)
 
 
 def paired_auc_difference(
     y: np.ndarray, a: np.ndarray, b: np.ndarray, groups: np.ndarray, *, n_boot: int = 200, seed: int = 0
 ) -> tuple[float, float, float]:
     """AUC(a) − AUC(b) on the same events, with a 95% paired interval resampling whole sessions."""
-    diffs = [auc(y[idx], a[idx]) - auc(y[idx], b[idx]) for idx in _session_resamples(groups, n_boot, seed)]
-    lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
-    return auc(y, a) - auc(y, b), float(lo), float(hi)
+    diffs = grouped_bootstrap(lambda i: auc(y[i], a[i]) - auc(y[i], b[i]), groups, n_boot=n_boot, seed=seed)
+    lo, hi = percentile_interval(diffs, omit_nan=True)
+    return auc(y, a) - auc(y, b), lo, hi
 
 
 @dataclass

@@ -23,7 +23,8 @@ against obp's own answers in ``obd_sample/obp_reference.json``).
 
 Every estimator is written as :math:`\\hat V = \\frac{\\sum_t c_t a_t}{\\sum_t c_t} +
 \\frac{\\sum_t c_t b_t}{\\sum_t c_t d_t}` with per-round arrays (a, b, d) and counts
-:math:`c_t = 1`; the bootstrap redraws the counts (multinomial resampling of rounds), so
+:math:`c_t = 1`; the bootstrap redraws the counts (multinomial resampling of rounds,
+:func:`shopsim.stats.boot_counts`; 2.5/97.5 percentile interval), so
 self-normalised estimators are re-normalised in every replicate rather than bootstrapping
 fixed round rewards.
 """
@@ -37,6 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from shopsim.errors import ShopsimError
+from shopsim.stats import boot_counts, percentile_interval
 
 SINGLE_SLOT = ("ips", "snips", "dm", "dr", "sndr", "switch_dr", "dros")
 """Estimator names (lower case, as in ``ope_obd.json``)."""
@@ -225,11 +227,6 @@ def round_terms(
     raise ShopsimError(f"estimator {name!r}: unknown; choose from {', '.join((*SINGLE_SLOT, 'ips_clip'))}")
 
 
-def boot_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) multinomial resampling counts of n rounds (one bootstrap draw per row)."""
-    return np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
-
-
 def ratio_estimate(a: np.ndarray, b: np.ndarray | None, d: np.ndarray | None, counts: np.ndarray) -> Estimate:
     """Value and percentile 95% interval of :math:`Σca/Σc + Σcb/Σcd` over bootstrap ``counts``."""
     n = len(a)
@@ -238,8 +235,7 @@ def ratio_estimate(a: np.ndarray, b: np.ndarray | None, d: np.ndarray | None, co
     if b is not None and d is not None:
         den = counts @ d
         boots = boots + np.divide(counts @ b, den, out=np.zeros(len(counts)), where=den > 0)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return Estimate(value, (float(lo), float(hi)))
+    return Estimate(value, percentile_interval(boots))
 
 
 def _lam(name: str, lam: float | None) -> float:

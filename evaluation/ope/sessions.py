@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from shopsim.errors import ShopsimError
-from shopsim.evaluation.ope.estimators import Estimate, boot_counts
+from shopsim.evaluation.ope.estimators import Estimate
+from shopsim.stats import boot_counts, percentile_interval
 
 SESSION_ESTIMATORS = ("pdis", "wpdis", "dr", "wdr")
 NEEDS_MODEL = {"dr", "wdr"}
@@ -128,5 +129,4 @@ def padded_session_estimate(
     """:func:`session_estimate` on padded arrays (cumulative weights ``w``) and given counts."""
     disc = gamma ** np.arange(r.shape[1])
     value = float(session_values(name, r, w, disc, np.ones((1, len(r))), q, v)[0])
-    lo, hi = np.percentile(session_values(name, r, w, disc, counts, q, v), [2.5, 97.5])
-    return Estimate(value, (float(lo), float(hi)))
+    return Estimate(value, percentile_interval(session_values(name, r, w, disc, counts, q, v)))

@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from shopsim.errors import ShopsimError
-from shopsim.evaluation.in_simulator import bootstrap_mean_ci
 from shopsim.evaluation.ope.estimators import Estimate
+from shopsim.stats import bootstrap_mean_ci
 
 SLATE_ESTIMATORS = ("sips", "iips", "rips", "pi", "cascade_dr")
 

@@ -30,6 +30,55 @@ def _take(cand_feat: np.ndarray, slate: np.ndarray) -> np.ndarray:
     return np.take_along_axis(cand_feat, slate[:, :, None], axis=1).astype(np.float32)
 
 
+class _PageColumns:
+    """The log's per-page columns, appended one batch of pages at a time (keys in first-add order)."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, list[np.ndarray]] = {}
+
+    def add(self, key: str, value: np.ndarray) -> None:
+        self.cols.setdefault(key, []).append(np.asarray(value))
+
+    def features(
+        self, obs: dict[str, np.ndarray], slate: np.ndarray, targets: dict[str, Any], live: np.ndarray
+    ) -> None:
+        """Candidate features of the shown slate and of each target's own slate (for DM/DR)."""
+        self.add("feat", _take(obs["cand_feat"], slate)[live])
+        for n, t in targets.items():
+            self.add(f"{n}_feat", _take(obs["cand_feat"], np.asarray(t.model_slate(obs)))[live])
+
+    def pages(
+        self,
+        rows: np.ndarray,
+        session: np.ndarray,
+        step: np.ndarray,
+        r: np.ndarray,
+        ev: Any,
+        slot_reward: np.ndarray | None,
+        props: dict[str, np.ndarray],
+        target_props: dict[str, dict[str, np.ndarray]],
+    ) -> None:
+        """One step's pages of the live ``rows``: outcomes and behaviour/target propensities."""
+        self.add("session", session)
+        self.add("step", step)
+        self.add("reward", r[rows])
+        self.add("slot_clicks", ev.clicked[rows].astype(float))
+        self.add("items", ev.items[rows].astype(np.int64))
+        if slot_reward is not None:
+            self.add("slot_reward", slot_reward[rows])
+        for key in ("joint", "prefix", "marginal"):
+            self.add(f"pscore_{key}", props[key][rows])
+            for n, tp in target_props.items():
+                self.add(f"{n}_{key}", tp[key][rows])
+
+    def arrays(self) -> dict[str, Any]:
+        """The columns concatenated and sorted by (session, step), so each session is contiguous
+        (pages were logged in step order)."""
+        out = {k: np.concatenate(v) for k, v in self.cols.items()}
+        order = np.lexsort((out["step"], out["session"]))
+        return {k: v[order] for k, v in out.items()}
+
+
 def log_in_simulator(
     sim: Simulator,
     behaviour: Any,
@@ -62,10 +111,7 @@ def log_in_simulator(
             pol.bind(core)
     session = np.full(b, -1)
     started = logged = 0
-    cols: dict[str, list[np.ndarray]] = {}
-
-    def add(key: str, value: np.ndarray) -> None:
-        cols.setdefault(key, []).append(np.asarray(value))
+    log = _PageColumns()
 
     def start(free: np.ndarray) -> None:
         nonlocal started
@@ -90,32 +136,18 @@ def log_in_simulator(
         props = behaviour.last
         target_props = {n: t.propensities(obs, slate) for n, t in targets.items()}
         if features:
-            add("feat", _take(obs["cand_feat"], slate)[session >= 0])
-            for n, t in targets.items():
-                add(f"{n}_feat", _take(obs["cand_feat"], np.asarray(t.model_slate(obs)))[session >= 0])
+            log.features(obs, slate, targets, session >= 0)
         ev, left, trunc = core.step_slate(slate, rng)
         r = np.asarray(reward_fn(ev), dtype=float)
         rows = np.flatnonzero(session >= 0)
-        add("session", session[rows])
-        add("step", core.step_count[rows] - 1)
-        add("reward", r[rows])
-        add("slot_clicks", ev.clicked[rows].astype(float))
-        add("items", ev.items[rows].astype(np.int64))
-        if slot_fn is not None:
-            add("slot_reward", slot_fn(ev)[rows])
-        for key in ("joint", "prefix", "marginal"):
-            add(f"pscore_{key}", props[key][rows])
-            for n, tp in target_props.items():
-                add(f"{n}_{key}", tp[key][rows])
+        slot_reward = None if slot_fn is None else slot_fn(ev)
+        log.pages(rows, session[rows], core.step_count[rows] - 1, r, ev, slot_reward, props, target_props)
         logged += len(rows)
         bar.update(len(rows) if steps else int((left | trunc)[rows].sum()))
         session[rows[(left | trunc)[rows]]] = -1
         start(np.flatnonzero(session < 0))
     bar.close()
-    out: dict[str, Any] = {k: np.concatenate(v) for k, v in cols.items()}
-    # rows were logged in step order; sort by (session, step) so each session is contiguous
-    order = np.lexsort((out["step"], out["session"]))
-    out = {k: v[order] for k, v in out.items()}
+    out = log.arrays()
     out["meta"] = {
         "sessions": started,
         "pages": logged,

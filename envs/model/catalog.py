@@ -188,6 +188,128 @@ def event_seconds(ts: pd.Series | np.ndarray) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def _category_codes(items: pd.DataFrame) -> np.ndarray:
+    """(I,) int32 category codes 1.. in order of first appearance; the empty category (unknown) is 0."""
+    cat = items["category"].astype("string").fillna("")
+    cat_codes = pd.factorize(cat)[0].astype(np.int32) + 1
+    uniques = pd.factorize(cat)[1]
+    if "" in set(uniques):
+        empty = int(np.flatnonzero(uniques == "")[0]) + 1
+        cat_codes = np.where(cat_codes == empty, 0, cat_codes)
+    return cat_codes
+
+
+def _prices(events: pd.DataFrame, items: pd.DataFrame, index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """(I,) float64 prices (0 where unknown) and whether each is known. Items without a catalog
+    price take the median logged price of the item, if any."""
+    price = pd.to_numeric(items["price"], errors="coerce").to_numpy(dtype=np.float64)
+    ev_price = events.dropna(subset=["price"]).groupby("item_id")["price"].median()
+    # pandas-stubs type Index.map without the Series mapping it accepts
+    fill = index.map(ev_price).to_numpy(dtype=np.float64, na_value=np.nan)  # type: ignore[arg-type]
+    price = np.where(np.isnan(price), fill, price)
+    has_price = ~np.isnan(price) & (price > 0)
+    return np.where(has_price, price, 0.0), has_price
+
+
+def _item_counts(events: pd.DataFrame, index: pd.Index) -> np.ndarray:
+    """(I,) float64 number of ``events`` per item (items not in ``index`` are dropped)."""
+    codes = index.get_indexer(pd.Index(events["item_id"]))
+    return np.bincount(codes[codes >= 0], minlength=len(index)).astype(np.float64)
+
+
+@dataclass
+class _Rates:
+    clicks: np.ndarray
+    """(I,) interactions per item (every click event type)."""
+    popularity: np.ndarray
+    ctr: np.ndarray
+    buy_rate: np.ndarray
+    prior_ctr: float
+
+
+def _rates(events: pd.DataFrame, index: pd.Index) -> _Rates:
+    """Per-item train popularity, CTR (impression logs) and purchase rate, each smoothed."""
+    n = len(index)
+    interacting = events[events["event"].isin(CLICK_EVENTS)]
+    clicks = _item_counts(interacting, index)
+    buys = _item_counts(interacting[interacting["event"] == "purchase"], index)
+    shown = _item_counts(events[events["event"] == "impression"], index)
+    clicked = _item_counts(events[(events["event"] == "click") & events["slate_id"].notna()], index)
+    popularity = np.log((clicks + 1.0) / (clicks.sum() + n))
+    if shown.sum() > 0:
+        prior = clicked.sum() / shown.sum()
+        rate = (clicked + 10 * prior) / (shown + 10)  # shrunk towards the global CTR
+        ctr = np.log(rate / (1 - rate))
+    else:
+        ctr = np.zeros(n)
+    total_rate = (buys.sum() + 1) / (clicks.sum() + 2)
+    b_rate = (buys + 5 * total_rate) / (clicks + 5)
+    b_rate = np.clip(b_rate, 1e-6, 1 - 1e-6)
+    buy_rate = np.log(b_rate / (1 - b_rate))
+    prior_ctr = float(clicked.sum() / shown.sum()) if shown.sum() > 0 else 0.0
+    return _Rates(clicks, popularity, ctr, buy_rate, prior_ctr)
+
+
+def _pair_counts(events: pd.DataFrame, index: pd.Index) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """(I, I) train transition counts a → b and same-session co-occurrence counts."""
+    n = len(index)
+    trans = sparse.csr_matrix((n, n), dtype=np.float64)
+    cooc = sparse.csr_matrix((n, n), dtype=np.float64)
+    seqs = list(session_sequences(events, index).values())
+    if not seqs:
+        return trans, cooc
+    src = np.concatenate([s[:-1] for s in seqs])
+    dst = np.concatenate([s[1:] for s in seqs])
+    trans = sparse.csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
+    trans.sum_duplicates()
+    rows, cols = [], []
+    for s in seqs:
+        u = np.unique(s[-50:])  # long sessions: the recent part, keeps this O(Σ 50²)
+        if len(u) > 1:
+            a, b = np.meshgrid(u, u)
+            keep = a != b
+            rows.append(a[keep])
+            cols.append(b[keep])
+    if rows:
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        cooc = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
+        cooc.sum_duplicates()
+    return trans, cooc
+
+
+@dataclass
+class _TimeIndex:
+    act_keys: np.ndarray
+    act_times: np.ndarray
+    imp_keys: np.ndarray
+    span: int
+    t_min: int
+
+
+def _time_index(every: pd.DataFrame, index: pd.Index) -> _TimeIndex:
+    """Sorted ``item·span + t`` keys of interactions (impression logs: clicks on shown items)
+    and of impressions over all splits: features at time t count only events strictly before t."""
+    secs = event_seconds(every["timestamp"])
+    t_min = int(secs.min()) if len(secs) else 0
+    span = int(secs.max()) - t_min + 2 if len(secs) else 2
+    rel = secs - t_min
+    codes_all = index.get_indexer(pd.Index(every["item_id"]))
+    ev_all = every["event"].to_numpy()
+    is_imp = ev_all == "impression"
+    if is_imp.any():
+        act = (ev_all == "click") & every["slate_id"].notna().to_numpy() & (codes_all >= 0)
+    else:
+        act = np.isin(ev_all, CLICK_EVENTS) & (codes_all >= 0)
+    imp = is_imp & (codes_all >= 0)
+    return _TimeIndex(
+        act_keys=np.sort(codes_all[act].astype(np.int64) * span + rel[act]),
+        act_times=np.sort(rel[act]),
+        imp_keys=np.sort(codes_all[imp].astype(np.int64) * span + rel[imp]),
+        span=span,
+        t_min=t_min,
+    )
+
+
 def build_catalog(
     events: pd.DataFrame,
     items: pd.DataFrame,
@@ -207,107 +329,35 @@ def build_catalog(
     """
     n = len(items)
     index = pd.Index(items["item_id"])
-    cat = items["category"].astype("string").fillna("")
-    cat_codes = pd.factorize(cat)[0].astype(np.int32) + 1
-    uniques = pd.factorize(cat)[1]
-    if "" in set(uniques):  # the empty category is "unknown": code 0
-        empty = int(np.flatnonzero(uniques == "")[0]) + 1
-        cat_codes = np.where(cat_codes == empty, 0, cat_codes)
-    price = pd.to_numeric(items["price"], errors="coerce").to_numpy(dtype=np.float64)
-    # items without a catalog price: use the median logged price of the item, if any
-    ev_price = events.dropna(subset=["price"]).groupby("item_id")["price"].median()
-    fill = index.map(ev_price).to_numpy(dtype=np.float64, na_value=np.nan)
-    price = np.where(np.isnan(price), fill, price)
-    has_price = ~np.isnan(price) & (price > 0)
-    price = np.where(has_price, price, 0.0)
-
-    interacting = events[events["event"].isin(CLICK_EVENTS)]
-    codes = index.get_indexer(pd.Index(interacting["item_id"]))
-    clicks = np.bincount(codes[codes >= 0], minlength=n).astype(np.float64)
-    buys_ev = interacting[interacting["event"] == "purchase"]
-    bcodes = index.get_indexer(pd.Index(buys_ev["item_id"]))
-    buys = np.bincount(bcodes[bcodes >= 0], minlength=n).astype(np.float64)
-    imp = events[events["event"] == "impression"]
-    icodes = index.get_indexer(pd.Index(imp["item_id"]))
-    shown = np.bincount(icodes[icodes >= 0], minlength=n).astype(np.float64)
-    clicked_imp = events[(events["event"] == "click") & events["slate_id"].notna()]
-    ccodes = index.get_indexer(pd.Index(clicked_imp["item_id"]))
-    clicked = np.bincount(ccodes[ccodes >= 0], minlength=n).astype(np.float64)
-
-    popularity = np.log((clicks + 1.0) / (clicks.sum() + n))
-    if shown.sum() > 0:
-        prior = clicked.sum() / shown.sum()
-        rate = (clicked + 10 * prior) / (shown + 10)  # shrunk towards the global CTR
-        ctr = np.log(rate / (1 - rate))
-    else:
-        ctr = np.zeros(n)
-    total_rate = (buys.sum() + 1) / (clicks.sum() + 2)
-    b_rate = (buys + 5 * total_rate) / (clicks + 5)
-    b_rate = np.clip(b_rate, 1e-6, 1 - 1e-6)
-    buy_rate = np.log(b_rate / (1 - b_rate))
-
-    trans = sparse.csr_matrix((n, n), dtype=np.float64)
-    cooc = sparse.csr_matrix((n, n), dtype=np.float64)
-    seqs = list(session_sequences(events, index).values())
-    if seqs:
-        src = np.concatenate([s[:-1] for s in seqs])
-        dst = np.concatenate([s[1:] for s in seqs])
-        trans = sparse.csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
-        trans.sum_duplicates()
-        rows, cols = [], []
-        for s in seqs:
-            u = np.unique(s[-50:])  # long sessions: the recent part, keeps this O(Σ 50²)
-            if len(u) > 1:
-                a, b = np.meshgrid(u, u)
-                keep = a != b
-                rows.append(a[keep])
-                cols.append(b[keep])
-        if rows:
-            r, c = np.concatenate(rows), np.concatenate(cols)
-            cooc = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
-            cooc.sum_duplicates()
-    # time index over all splits: features at time t count only events strictly before t
-    every = events if all_events is None else all_events
-    secs = event_seconds(every["timestamp"])
-    t_min = int(secs.min()) if len(secs) else 0
-    span = int(secs.max()) - t_min + 2 if len(secs) else 2
-    rel = secs - t_min
-    codes_all = index.get_indexer(pd.Index(every["item_id"]))
-    ev_all = every["event"].to_numpy()
-    is_imp = ev_all == "impression"
-    if is_imp.any():
-        act = (ev_all == "click") & every["slate_id"].notna().to_numpy() & (codes_all >= 0)
-    else:
-        act = np.isin(ev_all, CLICK_EVENTS) & (codes_all >= 0)
-    imp = is_imp & (codes_all >= 0)
-    act_keys = np.sort(codes_all[act].astype(np.int64) * span + rel[act])
-    imp_keys = np.sort(codes_all[imp].astype(np.int64) * span + rel[imp])
-    prior_ctr = float(clicked.sum() / shown.sum()) if shown.sum() > 0 else 0.0
+    price, has_price = _prices(events, items, index)
+    rates = _rates(events, index)
+    trans, cooc = _pair_counts(events, index)
+    times = _time_index(events if all_events is None else all_events, index)
     trans_idx, trans_cnt = _top_m(trans.tocsr(), neighbours)
     cooc_idx, cooc_cnt = _top_m(cooc.tocsr(), neighbours)
     vecs = np.ascontiguousarray(vectors, dtype=np.float32)
     return Catalog(
         item_ids=np.asarray(items["item_id"]).astype(str),
         vectors=vecs,
-        category=cat_codes,
+        category=_category_codes(items),
         log_price=np.log1p(price).astype(np.float32),
         has_price=has_price,
         price=price.astype(np.float32),
-        popularity=popularity.astype(np.float32),
-        ctr=ctr.astype(np.float32),
-        buy_rate=buy_rate.astype(np.float32),
+        popularity=rates.popularity.astype(np.float32),
+        ctr=rates.ctr.astype(np.float32),
+        buy_rate=rates.buy_rate.astype(np.float32),
         trans_idx=trans_idx,
         trans_cnt=trans_cnt,
         cooc_idx=cooc_idx,
         cooc_cnt=cooc_cnt,
         emb_idx=_embedding_neighbours(vecs, neighbours),
-        top_popular=np.argsort(-clicks, kind="stable")[: min(1000, n)].astype(np.int32),
-        act_keys=act_keys,
-        act_times=np.sort(rel[act]),
-        imp_keys=imp_keys,
-        span=np.array([span], np.int64),
-        prior_ctr=np.array([prior_ctr]),
-        t0=np.array([t_min], np.int64),
+        top_popular=np.argsort(-rates.clicks, kind="stable")[: min(1000, n)].astype(np.int32),
+        act_keys=times.act_keys,
+        act_times=times.act_times,
+        imp_keys=times.imp_keys,
+        span=np.array([times.span], np.int64),
+        prior_ctr=np.array([rates.prior_ctr]),
+        t0=np.array([times.t_min], np.int64),
     )
 
 

@@ -143,25 +143,73 @@ def fit_scorer(
     mean = x.mean(0)
     std = x.std(0)
     std = np.where(std > 1e-6, std, 1.0)
-    ug = np.unique(groups)
-    held = np.isin(groups, rng.choice(ug, size=max(1, len(ug) // 5), replace=False)) if len(ug) > 4 else None
-    tr = ~held if held is not None else np.ones(len(y), bool)
-    z = torch.as_tensor(((x - mean) / std).astype(np.float32))
-    t = torch.as_tensor(y.astype(np.float32))
-    p = torch.as_tensor(positions.astype(np.int64)) if positions is not None else None
+    tr_idx, va_idx = _early_stopping_split(groups, rng)
+    data = _Batches(
+        z=torch.as_tensor(((x - mean) / std).astype(np.float32)),
+        t=torch.as_tensor(y.astype(np.float32)),
+        p=torch.as_tensor(positions.astype(np.int64)) if positions is not None else None,
+    )
     net = _Net(x.shape[1], hidden, n_positions if positions is not None else 0)
     if net.exam is not None and positions is not None:
-        # start e(p) at the logged click rate of slot p relative to slot 1 (clipped), so few
-        # optimizer steps suffice on small logs
-        rate = np.array(
-            [y[positions == p].mean() if (positions == p).any() else np.nan for p in range(n_positions)]
-        )
-        ratio = np.clip(np.nan_to_num(rate[1:] / max(rate[0], 1e-9), nan=0.5), 0.05, 0.95)
-        with torch.no_grad():
-            net.exam.copy_(torch.as_tensor(np.log(ratio / (1 - ratio)), dtype=torch.float32))
+        _init_examination(net.exam, y, positions, n_positions)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=weight_decay)
+    best, epochs_run = _train(net, opt, data, tr_idx, va_idx, max_epochs=max_epochs, patience=patience)
+    w1, b1, w2, b2 = _weights(net, x.shape[1], hidden)
+    exam = None
+    if net.exam is not None:
+        exam = np.r_[1.0, _sigmoid(net.exam.detach().numpy().astype(np.float64))]
+    scorer = Scorer(mean.astype(np.float32), std.astype(np.float32), w1, b1, w2, b2)
+    return FitResult(scorer=scorer, examination=exam, epochs=epochs_run, valid_loss=best)
+
+
+@dataclass
+class _Batches:
+    """Standardised features, labels and (impression logs) slots of every row, as tensors."""
+
+    z: torch.Tensor
+    t: torch.Tensor
+    p: torch.Tensor | None
+
+    def loss(self, net: _Net, i: torch.Tensor) -> torch.Tensor:
+        """Mean binary cross-entropy of rows ``i``."""
+        lp, lq = net.log_prob(self.z[i], self.p[i] if self.p is not None else None)
+        return -(self.t[i] * lp + (1 - self.t[i]) * lq).mean()
+
+
+def _early_stopping_split(groups: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices to train on and to early-stop on: 20% of the groups are held out (all rows
+    serve both with 4 groups or fewer)."""
+    ug = np.unique(groups)
+    held = np.isin(groups, rng.choice(ug, size=max(1, len(ug) // 5), replace=False)) if len(ug) > 4 else None
+    tr = ~held if held is not None else np.ones(len(groups), bool)
     tr_idx = torch.as_tensor(np.flatnonzero(tr))
     va_idx = torch.as_tensor(np.flatnonzero(held)) if held is not None else tr_idx
+    return tr_idx, va_idx
+
+
+def _init_examination(exam: nn.Parameter, y: np.ndarray, positions: np.ndarray, n_positions: int) -> None:
+    """Start e(p) at the logged click rate of slot p relative to slot 1 (clipped), so few
+    optimizer steps suffice on small logs."""
+    rate = np.array(
+        [y[positions == p].mean() if (positions == p).any() else np.nan for p in range(n_positions)]
+    )
+    ratio = np.clip(np.nan_to_num(rate[1:] / max(rate[0], 1e-9), nan=0.5), 0.05, 0.95)
+    with torch.no_grad():
+        exam.copy_(torch.as_tensor(np.log(ratio / (1 - ratio)), dtype=torch.float32))
+
+
+def _train(
+    net: _Net,
+    opt: torch.optim.Optimizer,
+    data: _Batches,
+    tr_idx: torch.Tensor,
+    va_idx: torch.Tensor,
+    *,
+    max_epochs: int,
+    patience: int,
+) -> tuple[float, int]:
+    """Mini-batch epochs until the held-out loss has not improved for ``patience`` epochs; loads
+    the best weights into ``net`` and returns the best held-out loss and the epochs run."""
     best, best_state, bad, epochs_run = np.inf, None, 0, 0
     batch = 4096
     for epoch in range(1, max_epochs + 1):
@@ -169,16 +217,13 @@ def fit_scorer(
         net.train()
         perm = tr_idx[torch.randperm(len(tr_idx))]
         for s in range(0, len(perm), batch):
-            i = perm[s : s + batch]
-            lp, lq = net.log_prob(z[i], p[i] if p is not None else None)
-            loss = -(t[i] * lp + (1 - t[i]) * lq).mean()
+            loss = data.loss(net, perm[s : s + batch])
             opt.zero_grad()
             loss.backward()
             opt.step()
         net.eval()
         with torch.no_grad():
-            lp, lq = net.log_prob(z[va_idx], p[va_idx] if p is not None else None)
-            v = float(-(t[va_idx] * lp + (1 - t[va_idx]) * lq).mean())
+            v = float(data.loss(net, va_idx))
         if v < best - 1e-5:
             best, bad = v, 0
             best_state = {k: w.detach().clone() for k, w in net.state_dict().items()}
@@ -188,6 +233,12 @@ def fit_scorer(
                 break
     assert best_state is not None
     net.load_state_dict(best_state)
+    return best, epochs_run
+
+
+def _weights(net: _Net, n_features: int, hidden: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(w1, b1, w2, b2) of the :class:`Scorer` for ``net``'s body; a linear body gets an empty
+    hidden layer."""
     if hidden:
         seq = net.body
         assert isinstance(seq, nn.Sequential)
@@ -195,17 +246,11 @@ def fit_scorer(
         assert isinstance(l1, nn.Linear)
         assert isinstance(l2, nn.Linear)
         w1, b1 = l1.weight.detach().numpy().T.copy(), l1.bias.detach().numpy().copy()
-        w2, b2 = l2.weight.detach().numpy()[0].copy(), float(l2.bias.detach()[0])
-    else:
-        lin = net.body
-        assert isinstance(lin, nn.Linear)
-        w1, b1 = np.zeros((x.shape[1], 0), np.float32), np.zeros(0, np.float32)
-        w2, b2 = lin.weight.detach().numpy()[0].copy(), float(lin.bias.detach()[0])
-    exam = None
-    if net.exam is not None:
-        exam = np.r_[1.0, _sigmoid(net.exam.detach().numpy().astype(np.float64))]
-    scorer = Scorer(mean.astype(np.float32), std.astype(np.float32), w1, b1, w2, b2)
-    return FitResult(scorer=scorer, examination=exam, epochs=epochs_run, valid_loss=best)
+        return w1, b1, l2.weight.detach().numpy()[0].copy(), float(l2.bias.detach()[0])
+    lin = net.body
+    assert isinstance(lin, nn.Linear)
+    w1, b1 = np.zeros((n_features, 0), np.float32), np.zeros(0, np.float32)
+    return w1, b1, lin.weight.detach().numpy()[0].copy(), float(lin.bias.detach()[0])
 
 
 def dcg_examination(n: int) -> np.ndarray:

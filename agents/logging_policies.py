@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from shopsim.agents.policy import batched, random_valid_slates
+from shopsim.agents.policy import EngineBound, batched, bind_engine, random_valid_slates
+from shopsim.envs.engine import ShopperBatch
 
 
 def _pl_prefix(scores: np.ndarray, mask: np.ndarray, slate: np.ndarray) -> np.ndarray:
@@ -46,10 +47,10 @@ def _unif_prefix(n_valid: np.ndarray, k: int) -> np.ndarray:
     return np.cumprod(1.0 / (n_valid[:, None] - np.arange(k)[None, :]), axis=1)
 
 
-class StochasticSlate:
+class StochasticSlate(EngineBound):
     """ε-mixture of uniform and Plackett–Luce(scores / temperature) slates (full support).
 
-    :param base: any object with ``scores(obs) -> (B, N)`` (and optionally ``bind``).
+    :param base: any object with ``scores(obs) -> (B, N)`` (bound too if it is :class:`EngineBound`).
     :param epsilon: share of uniformly random slates, in (0, 1] for full support.
     :param temperature: > 0; lower = closer to the base policy's top-k.
     """
@@ -76,9 +77,9 @@ class StochasticSlate:
         self.record = True
         """Record propensities on every draw (off for on-policy Monte-Carlo rollouts)."""
 
-    def bind(self, core: Any) -> None:
-        if hasattr(self.base, "bind"):
-            self.base.bind(core)
+    def bind(self, engine: ShopperBatch) -> None:
+        """Bind the base policy (if it reads the engine)."""
+        bind_engine(self.base, engine)
 
     def predict(
         self,
@@ -148,7 +149,7 @@ def uniform_propensities(mask: np.ndarray, slate: np.ndarray) -> dict[str, np.nd
     return {"joint": prefix[:, -1].copy(), "prefix": prefix, "marginal": marginal}
 
 
-class MixtureSlate:
+class MixtureSlate(EngineBound):
     """A randomised A/B/n behaviour policy over K policies with ε-uniform exploration.
 
     Each session (``assignment="session"``, the default — how shops run A/B tests) or each
@@ -196,10 +197,10 @@ class MixtureSlate:
         self.assigned = np.zeros(0, np.int64)
         self.logpost = np.zeros((0, len(self.policies)))
 
-    def bind(self, core: Any) -> None:
+    def bind(self, engine: ShopperBatch) -> None:
+        """Bind every component policy that reads the engine."""
         for p in self.policies.values():
-            if p is not None and hasattr(p, "bind"):
-                p.bind(core)
+            bind_engine(p, engine)
 
     def reset_rows(self, rows: np.ndarray) -> None:
         """New sessions in ``rows``: draw their policy, forget their history."""
@@ -291,7 +292,7 @@ class ComponentTarget:
         return self.mixture.slates[self.name]
 
 
-class DeterministicTarget:
+class DeterministicTarget(EngineBound):
     """Target = any deterministic slate policy (``predict(obs, deterministic=True)``), evaluated
     once per page (cached on the observation object)."""
 
@@ -300,9 +301,9 @@ class DeterministicTarget:
         self._obs: object = None
         self._slate = np.zeros((0, slate_size), np.int64)
 
-    def bind(self, core: Any) -> None:
-        if hasattr(self.policy, "bind"):
-            self.policy.bind(core)
+    def bind(self, engine: ShopperBatch) -> None:
+        """Bind the target policy (if it reads the engine)."""
+        bind_engine(self.policy, engine)
 
     def model_slate(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """The slate the target shows on this page."""

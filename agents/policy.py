@@ -9,13 +9,22 @@
 holds candidate indices, slot 1 first. Stochastic policies also give
 ``slate_log_prob(obs, slate)`` — the exact log-probability of a slate, which off-policy
 evaluation needs.
+
+Policies that read the simulated shop's internals (the fitted click model, the shoppers'
+histories) rather than the observation alone inherit :class:`EngineBoundPolicy`: whoever runs
+them calls :meth:`EngineBoundPolicy.bind` with the engine first. Such a policy can only run in
+the simulator (not on a real shop's traffic), which is why the protocol is explicit.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from shopsim.envs.engine import ShopperBatch
 
 
 @runtime_checkable
@@ -82,3 +91,45 @@ class ScoringPolicy:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(slate_size={self.slate_size})"
+
+
+class EngineBound(ABC):
+    """Declares that a policy reads the simulator engine it runs in (see the module docstring).
+
+    Wrappers of other policies (the OPE logging policies) inherit it too and forward
+    :meth:`bind` to what they wrap with :func:`bind_engine`.
+    """
+
+    @abstractmethod
+    def bind(self, engine: ShopperBatch) -> None:
+        """Attach the engine whose shoppers the next observations describe."""
+
+
+def bind_engine(policy: object, engine: ShopperBatch) -> None:
+    """Bind ``policy`` to ``engine`` if it declares :class:`EngineBound` (others ignore it)."""
+    if isinstance(policy, EngineBound):
+        policy.bind(engine)
+
+
+class EngineBoundPolicy(ScoringPolicy, EngineBound):
+    """A scoring policy that reads the simulator engine it is evaluated in.
+
+    The evaluator (:func:`shopsim.evaluation.in_simulator.evaluate_policy_in_sim`) and the OPE
+    logger call :meth:`bind` with the :class:`~shopsim.envs.engine.ShopperBatch` before the
+    first :meth:`predict`; :attr:`engine` is then the batch whose shoppers the observations
+    describe (same rows, same order).
+    """
+
+    def __init__(self, slate_size: int) -> None:
+        super().__init__(slate_size)
+        self.engine: ShopperBatch | None = None
+
+    def bind(self, engine: ShopperBatch) -> None:
+        """Attach the engine whose shoppers the next observations describe."""
+        self.engine = engine
+
+    def bound_engine(self) -> ShopperBatch:
+        """The bound engine; a clear error when :meth:`bind` was not called."""
+        if self.engine is None:
+            raise RuntimeError(f"{self.name}: call bind(engine) with the simulator being evaluated")
+        return self.engine

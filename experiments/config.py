@@ -1,0 +1,564 @@
+"""One typed configuration for a whole experiment, loaded from YAML and validated before any work.
+
+A config has one section per stage; each section *is* the configuration class of its stage, so
+defaults and documentation live in one place (the class) and the CLI, the YAML loader and the
+docs read them from there::
+
+    seed: 0                      # drives every random draw of every stage
+    data:        shopsim.experiments.config.DataConfig   (source + the prepare options)
+    encoder:     shopsim.experiments.config.EncodeConfig (EncoderConfig + evaluation options)
+    simulator:   shopsim.envs.fitting.fit.SimulatorConfig
+    shop:        shopsim.envs.engine.ShopperConfig       (the simulated page: k, N, what-ifs)
+    reward:      {click: 1.0, purchase: 5.0, ...} | "package.module:callable"
+    agents:      shopsim.experiments.config.AgentsConfig (policies, PPO, SlateQ, n_envs)
+    evaluation:  shopsim.experiments.config.EvaluationConfig
+
+Errors — an unknown key, a wrong type, an out-of-range value, a missing path, an unknown
+policy or reward term, a policy whose data needs the log does not meet, a reward callable that
+cannot be imported — raise :class:`~shopsim.errors.ShopsimError` with one line naming the key
+path and the fix. Relative paths in a YAML file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import inspect
+import itertools
+import json
+import re
+import textwrap
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_origin, get_type_hints
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from shopsim.agents.registry import REGISTRY, policy_names
+from shopsim.agents.training import PPOConfig, SlateQConfig
+from shopsim.data.formats import FORMATS_WITH_IMPRESSIONS, PrepareOptions
+from shopsim.data.samples import SAMPLES
+from shopsim.encoders.finetune import EncoderConfig
+from shopsim.envs.engine import ShopperConfig
+from shopsim.envs.fitting.fit import SimulatorConfig
+from shopsim.envs.rewards import RewardFn, WeightedReward
+from shopsim.errors import ShopsimError
+
+SAMPLE_PREFIX = "sample:"
+
+
+@dataclass
+class DataConfig(PrepareOptions):
+    """The shop's logs: where they are and how to read them (every option of ``shopsim data prepare``)."""
+
+    source: str = ""
+    """Log file or folder, or ``sample:NAME`` for a bundled sample (``sample:rees46``, ``sample:uci``,
+    ``sample:toy``)."""
+
+    def source_path(self) -> Path:
+        """The log's path (a bundled sample resolves inside the installed package)."""
+        from shopsim.data import sample_path
+
+        if self.source.startswith(SAMPLE_PREFIX):
+            return sample_path(self.source[len(SAMPLE_PREFIX) :])
+        return Path(self.source)
+
+    def prepare_options(self) -> PrepareOptions:
+        """The options without ``source``, as the prepare stage takes them."""
+        kw = {f.name: getattr(self, f.name) for f in fields(PrepareOptions)}
+        return PrepareOptions(**kw)
+
+    def has_impressions(self) -> bool | None:
+        """Whether the log records impressions: known for every format but ``events`` (None)."""
+        return True if self.format in FORMATS_WITH_IMPRESSIONS else None if self.format == "events" else False
+
+
+@dataclass
+class EncodeConfig(EncoderConfig):
+    """The encoder stage: the encoder's configuration plus how it is evaluated."""
+
+    text: str = "auto"
+    """``auto``: keep item text only if it helps on the valid split (frozen backbone); ``on``: always."""
+    n_boot: int = 1000
+    """Bootstrap resamples of the next-item intervals in eval.json."""
+    ablation: bool = False
+    """Also train and report the ablation variants (text / attributes / IDs off)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.text not in ("auto", "on"):
+            raise ShopsimError(f"text={self.text!r}: use auto or on")
+        if self.n_boot < 10:
+            raise ShopsimError(f"n_boot={self.n_boot}: use at least 10 resamples")
+
+    def encoder_config(self) -> EncoderConfig:
+        """The :class:`EncoderConfig` part."""
+        return EncoderConfig(**{f.name: getattr(self, f.name) for f in fields(EncoderConfig)})
+
+
+@dataclass
+class AgentsConfig:
+    """Which policies play, and how the RL agents train."""
+
+    policies: list[str] | None = None
+    """Registered policy names (see ``shopsim policies``); default: every default policy whose
+    data requirements the log meets."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO budget and hyper-parameters."""
+    dqn: SlateQConfig = field(default_factory=SlateQConfig)
+    """SlateQ budget and hyper-parameters."""
+    n_envs: int = 32
+    """Shoppers simulated in parallel while training."""
+
+    def __post_init__(self) -> None:
+        if self.n_envs < 1:
+            raise ShopsimError(f"n_envs={self.n_envs}: must be ≥ 1")
+        for name in self.policies or []:
+            if name not in REGISTRY:
+                raise ShopsimError(f"unknown policy {name!r}; registered: {', '.join(REGISTRY)}")
+        if self.policies is not None and not self.policies:
+            raise ShopsimError("policies is empty; list at least one, or leave it out for the defaults")
+
+
+@dataclass
+class EvaluationConfig:
+    """How every policy is evaluated."""
+
+    episodes: int = 3000
+    """Test sessions each policy plays in the simulator (the same sessions for all)."""
+    n_boot: int = 1000
+    """Bootstrap resamples of the in-simulator intervals."""
+    offline: bool = True
+    """Also report held-out next-item metrics of the policies that have a next-item model."""
+    offline_n_boot: int = 200
+    """Bootstrap resamples of the offline metrics."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ShopsimError(f"episodes={self.episodes}: must be ≥ 1")
+        if self.n_boot < 10 or self.offline_n_boot < 10:
+            raise ShopsimError("n_boot and offline_n_boot: use at least 10 resamples")
+
+
+RewardSpec = dict[str, float] | str | Callable[..., Any]
+
+
+class RunConfig(BaseModel):
+    """A whole experiment: data → encoder → simulator → agents → evaluation (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    seed: int = 0
+    """Drives every random draw of every stage (copied into each stage's own seed)."""
+    data: DataConfig
+    """The shop's logs."""
+    encoder: EncodeConfig = Field(default_factory=EncodeConfig)
+    """The item and state encoder."""
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    """The fitted shopper simulator."""
+    shop: ShopperConfig = Field(default_factory=ShopperConfig)
+    """The simulated page every policy is trained and evaluated on (``split`` is set per use)."""
+    reward: RewardSpec = Field(default_factory=lambda: {"click": 1.0})
+    """Weights of :class:`~shopsim.envs.rewards.WeightedReward` terms, an import path
+    ``package.module:callable``, or (from Python) any callable ``fn(StepEvents) -> (B,) array``."""
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
+    """Policies and RL training."""
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    """Evaluation of every policy."""
+
+    # ------------------------------------------------------------------ derived views
+    def reward_fn(self) -> RewardFn:
+        """The reward as a callable (weights → :class:`WeightedReward`)."""
+        return resolve_reward(self.reward)
+
+    def reward_label(self) -> str:
+        """How reports name the reward (``clicks``, ``1·click + 5·purchase``, ``pkg.mod:fn``)."""
+        r = self.reward
+        if isinstance(r, dict):
+            terms = {k: v for k, v in r.items() if v}
+            if terms == {"click": 1.0}:
+                return "clicks"
+            return " + ".join(f"{v:g}·{k}" for k, v in terms.items()) or "0"
+        if isinstance(r, str):
+            return r
+        return f"{getattr(r, '__module__', '?')}.{getattr(r, '__qualname__', type(r).__name__)}"
+
+    def reward_key(self) -> str | None:
+        """Content of the reward for stage reuse: its weights, or the callable's source (None
+        when the source cannot be read: reuse is then off)."""
+        r = self.reward
+        if isinstance(r, dict):
+            return json.dumps(asdict(WeightedReward(**r)), sort_keys=True)
+        fn = resolve_reward(r)
+        try:
+            src = inspect.getsource(fn if inspect.isfunction(fn) or inspect.isclass(fn) else type(fn))
+        except (OSError, TypeError):
+            return None
+        return hashlib.sha256(src.encode()).hexdigest()
+
+    def shop_for(self, split: str) -> ShopperConfig:
+        """The shop on the sessions of ``split`` (``train`` for training, ``test`` for evaluation)."""
+        return replace(self.shop, split=split)
+
+    def resolved(self) -> dict[str, Any]:
+        """The config as plain data (what ``run`` writes to ``config.yaml``)."""
+        out: dict[str, Any] = {"seed": self.seed}
+        for name in ("data", "encoder", "simulator", "shop"):
+            out[name] = _plain(asdict(getattr(self, name)))
+        out["reward"] = self.reward if not callable(self.reward) else self.reward_label()
+        out["agents"] = _plain(asdict(self.agents))
+        out["evaluation"] = _plain(asdict(self.evaluation))
+        return out
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+# ---------------------------------------------------------------------- rewards
+def resolve_reward(spec: RewardSpec) -> RewardFn:
+    """A reward callable from weights, an import path or a callable (clear errors otherwise)."""
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - {f.name for f in fields(WeightedReward)})
+        if unknown:
+            raise ShopsimError(
+                f"reward: unknown term(s) {', '.join(unknown)}; "
+                f"use {', '.join(f.name for f in fields(WeightedReward))}"
+            )
+        return WeightedReward(**spec)
+    if isinstance(spec, str):
+        module, _, attr = spec.partition(":")
+        if not module or not attr:
+            raise ShopsimError(f"reward: {spec!r} is not an import path; write package.module:callable")
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ShopsimError(
+                f"reward: cannot import {spec!r} ({exc}); "
+                "make the module importable (pip install -e, PYTHONPATH)"
+            ) from None
+        if not callable(obj):
+            raise ShopsimError(f"reward: {spec!r} is a {type(obj).__name__}, not a callable")
+        return obj
+    if callable(spec):
+        return spec
+    raise ShopsimError(f"reward: expected weights, an import path or a callable, got {type(spec).__name__}")
+
+
+# ---------------------------------------------------------------------- loading
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "encoder": EncodeConfig,
+    "simulator": SimulatorConfig,
+    "shop": ShopperConfig,
+    "agents": AgentsConfig,
+    "evaluation": EvaluationConfig,
+}
+"""Top-level sections and their configuration classes."""
+
+_SEEDED = ("encoder", "simulator")
+
+
+def load_config(
+    source: Path | dict[str, Any], overrides: list[str] | None = None, *, where: str | None = None
+) -> RunConfig:
+    """Read, override (``key.path=value``, values in YAML syntax) and validate a config.
+
+    :param source: a YAML file or an already-parsed mapping.
+    :param where: how messages name the config (default: the file's path, or ``config``).
+    """
+    if isinstance(source, Path):
+        if not source.is_file():
+            raise ShopsimError(f"{source}: no such config file; pass a YAML file such as quickstart.yaml")
+        try:
+            raw = yaml.safe_load(source.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ShopsimError(f"{source}: not valid YAML{at}; check indentation and quoting") from None
+        base = source.resolve().parent
+        where = where or str(source)
+    else:
+        raw, base, where = source, None, where or "config"
+    if not isinstance(raw, dict):
+        raise ShopsimError(
+            f"{where}: expected a mapping of sections (data, encoder, …), got {type(raw).__name__}"
+        )
+    raw = dict(raw)
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return validate_config(raw, where=where, base=base)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ShopsimError(f"--set {item!r}: expected key.path=value, e.g. --set agents.ppo.steps=20000")
+    path = key.strip().split(".")
+    _check_key_path(path, f"--set {key}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ShopsimError(f"--set {key}: {part} is not a section")
+    node[path[-1]] = value
+
+
+def _check_key_path(path: list[str], what: str) -> None:
+    """An error naming the known keys when ``path`` names no config field."""
+    cls: Any = RunConfig
+    for i, part in enumerate(path):
+        if cls is RunConfig:
+            known = list(RunConfig.model_fields)
+        elif is_dataclass(cls):
+            known = [f.name for f in fields(cls)]
+        else:  # a mapping (reward weights) or a value: deeper keys are the value's own business
+            return
+        if part not in known:
+            at = ".".join(path[:i]) or "the top level"
+            raise ShopsimError(f"{what}: no such key {part!r} in {at}; known: {', '.join(known)}")
+        cls = _field_type(cls, part)
+
+
+def _field_type(cls: Any, name: str) -> Any:
+    if cls is RunConfig:
+        return SECTIONS.get(name, dict if name == "reward" else int)
+    hint = get_type_hints(cls).get(name)
+    return hint if is_dataclass(hint) else None
+
+
+def validate_config(raw: dict[str, Any], *, where: str = "config", base: Path | None = None) -> RunConfig:
+    """Validate a parsed config (see :func:`load_config`): one error line naming the key path."""
+    unknown = sorted(set(raw) - set(RunConfig.model_fields))
+    if unknown:
+        raise ShopsimError(
+            f"{where}: unknown section {unknown[0]!r}; sections are {', '.join(RunConfig.model_fields)}"
+        )
+    if "data" not in raw:
+        raise ShopsimError(f"{where}: missing section 'data' (at least data.source and data.format)")
+    seed = raw.get("seed", 0)
+    parsed: dict[str, Any] = {"seed": seed, "reward": raw.get("reward", {"click": 1.0})}
+    for name, cls in SECTIONS.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise ShopsimError(f"{where}: {name} must be a mapping of settings, not {type(section).__name__}")
+        if name in _SEEDED and "seed" in section:
+            raise ShopsimError(f"{where}: {name}.seed: set the top-level seed, which drives every stage")
+        if name in _SEEDED:
+            section = {**section, "seed": seed}
+        parsed[name] = _section(cls, section, name, where)
+    try:
+        cfg = RunConfig(**parsed)
+    except ValidationError as exc:
+        raise ShopsimError(f"{where}: {_first_error(exc)}") from None
+    if base is not None:
+        cfg = _resolve_paths(cfg, base)
+    check_config(cfg, where)
+    return cfg
+
+
+def _section(cls: type, values: dict[str, Any], name: str, where: str) -> Any:
+    try:
+        return TypeAdapter(cls).validate_python(values)
+    except ValidationError as exc:
+        raise ShopsimError(f"{where}: {_first_error(exc, prefix=name)}") from None
+    except ShopsimError as exc:  # the class's own range checks name CLI flags; here they are keys
+        msg = re.sub(r"--([a-z][a-z0-9-]*)", lambda m: f"{name}.{m.group(1).replace('-', '_')}", str(exc))
+        if not msg.startswith(f"{name}."):
+            msg = f"{name}: {msg}"
+        raise ShopsimError(f"{where}: {msg}") from None
+
+
+def _first_error(exc: ValidationError, prefix: str | None = None) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    path = ".".join(([prefix] if prefix else []) + loc)
+    if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        parent = path.rsplit(".", 1)[0] if "." in path else "the top level"
+        return f"{path}: unknown key; check the spelling against the keys of {parent}"
+    if err["type"] == "missing_argument" or err["type"] == "missing":
+        return f"{path}: required; add it to the config"
+    got = err.get("input")
+    shown = json.dumps(got) if isinstance(got, (int, float, str, bool, type(None))) else type(got).__name__
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{path}: {err['msg'].rstrip('.')}, got {shown}{more}"
+
+
+def _resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
+    data = cfg.data
+    src = data.source
+    if src and not src.startswith(SAMPLE_PREFIX) and not Path(src).is_absolute():
+        src = str(base / src)
+    items = data.items if data.items is None or data.items.is_absolute() else base / data.items
+    enc = cfg.encoder
+    bb = enc.backbone
+    if bb != EncoderConfig.backbone and (bb.startswith(".") or "/" in bb) and not Path(bb).is_absolute():
+        enc = replace(enc, backbone=str(base / bb))
+    return cfg.model_copy(update={"data": replace(data, source=src, items=items), "encoder": enc})
+
+
+def check_config(cfg: RunConfig, where: str = "config") -> None:
+    """Cross-section checks that need no data: paths exist, slate fits the candidates, the
+    policies' requirements, the reward resolves."""
+    d = cfg.data
+    if not d.source:
+        raise ShopsimError(f"{where}: data.source: required; a log file/folder or sample:NAME")
+    if d.source.startswith(SAMPLE_PREFIX):
+        name = d.source[len(SAMPLE_PREFIX) :]
+        if name not in SAMPLES:
+            raise ShopsimError(
+                f"{where}: data.source: unknown sample {name!r}; bundled: {', '.join(SAMPLES)}"
+            )
+    elif not Path(d.source).exists():
+        raise ShopsimError(
+            f"{where}: data.source: {d.source} does not exist; fix the path (relative to the config file)"
+        )
+    if d.items is not None and not d.items.exists():
+        raise ShopsimError(f"{where}: data.items: {d.items} does not exist; fix the path")
+    bb = cfg.encoder.backbone
+    if bb != EncoderConfig.backbone and not Path(bb).is_dir():
+        raise ShopsimError(
+            f"{where}: encoder.backbone: {bb} is not a folder; "
+            f"use {EncoderConfig.backbone} or a local Hugging Face folder"
+        )
+    s = cfg.shop
+    if s.slate_size < 1 or s.n_candidates < 1 or s.max_steps < 1:
+        raise ShopsimError(f"{where}: shop.slate_size, shop.n_candidates and shop.max_steps must be ≥ 1")
+    if s.slate_size > s.n_candidates:
+        raise ShopsimError(
+            f"{where}: shop.slate_size {s.slate_size} > shop.n_candidates {s.n_candidates}; "
+            "a slate cannot show more items than there are candidates"
+        )
+    try:
+        resolve_reward(cfg.reward)
+    except ShopsimError as exc:
+        raise ShopsimError(f"{where}: {exc}") from None
+    impressions = d.has_impressions()
+    for name in cfg.agents.policies or []:
+        if "impressions" in REGISTRY[name].requires and impressions is False:
+            raise ShopsimError(
+                f"{where}: agents.policies: {name!r} needs a log with impressions and format "
+                f"{d.format!r} records none; remove it or use an impression log "
+                "(mind, obd, events with impressions)"
+            )
+
+
+def selected_policies(cfg: RunConfig, impressions: bool) -> list[str]:
+    """The policies an experiment runs: the config's list, or every default policy whose
+    requirements the (prepared) log meets."""
+    if cfg.agents.policies is not None:
+        for name in cfg.agents.policies:
+            if "impressions" in REGISTRY[name].requires and not impressions:
+                raise ShopsimError(
+                    f"agents.policies: {name!r} needs a log with impressions; this log has none"
+                )
+        return list(cfg.agents.policies)
+    return [
+        n
+        for n in policy_names()
+        if REGISTRY[n].default and (impressions or "impressions" not in REGISTRY[n].requires)
+    ]
+
+
+# ---------------------------------------------------------------------- documentation
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's documentation: the string literal after it (attribute docstring) or its
+    ``:param name:`` line in the class docstring. Base classes' fields are included."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not is_dataclass(klass) and klass is not RunConfig:
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for a, b in itertools.pairwise(body):
+            if (
+                isinstance(a, ast.AnnAssign)
+                and isinstance(a.target, ast.Name)
+                and isinstance(b, ast.Expr)
+                and isinstance(b.value, ast.Constant)
+                and isinstance(b.value.value, str)
+            ):
+                out[a.target.id] = " ".join(b.value.value.split())
+        doc = inspect.getdoc(klass) or ""
+        for m in re.finditer(r":param ([\w, ]+):(.*?)(?=\n\s*:param |\Z)", doc, re.S):
+            for name in m.group(1).split(","):
+                out.setdefault(name.strip(), " ".join(m.group(2).split()))
+    return out
+
+
+def field_default(f: Any) -> Any:
+    """A dataclass field's default value (calling its factory)."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def config_reference() -> str:
+    """Markdown reference of every config key with its type, default and documentation."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    top = field_docs(RunConfig)
+    lines.append(f"| `seed` | int | 0 | {top['seed']} |")
+    lines.append(f"| `reward` | weights \\| import path | `{{click: 1.0}}` | {top['reward']} |")
+
+    def walk(cls: type, prefix: str) -> None:
+        docs = field_docs(cls)
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            hint = hints[f.name]
+            if is_dataclass(hint):
+                walk(hint, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+                continue
+            default = field_default(f)
+            shown = "required" if default is MISSING else f"`{json.dumps(_plain(default))}`"
+            tname = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            if get_origin(hint) is not None:
+                tname = str(hint).replace("typing.", "").replace("pathlib.", "")
+            lines.append(f"| `{prefix}{f.name}` | {tname} | {shown} | {docs.get(f.name, '')} |")
+
+    for name, cls in SECTIONS.items():
+        walk(cls, f"{name}.")
+    return "\n".join(lines)
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped with shopsim (``quickstart`` → ``configs/quickstart.yaml``)."""
+    path = Path(str(resources.files("shopsim.experiments").joinpath("configs", f"{name}.yaml")))
+    if not path.is_file():
+        raise ShopsimError(f"no packaged config {name!r}")
+    return path
+
+
+__all__ = [
+    "AgentsConfig",
+    "DataConfig",
+    "EncodeConfig",
+    "EvaluationConfig",
+    "RunConfig",
+    "check_config",
+    "config_reference",
+    "field_docs",
+    "load_config",
+    "packaged_config",
+    "resolve_reward",
+    "selected_policies",
+    "validate_config",
+]

@@ -46,21 +46,15 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from shopsim.agents.baselines.slates import (
-    ClickModelGreedy,
-    CooccurrenceSlate,
-    HistoryScorerSlate,
-    NonMyopicRule,
-    PopularitySlate,
-    RandomSlate,
-    TwoTowerSlate,
-)
+from shopsim.agents.baselines.slates import RandomSlate
 from shopsim.agents.logging_policies import (
     ComponentTarget,
     DeterministicTarget,
     MixtureSlate,
     UniformTarget,
 )
+from shopsim.agents.registry import REGISTRY, PolicyContext, build_policies
+from shopsim.data import SessionLog
 from shopsim.envs.engine import ShopperConfig
 from shopsim.envs.model.simulator import Simulator
 from shopsim.errors import ShopsimError
@@ -123,22 +117,21 @@ class ValidateConfig:
 def evaluated_policies(
     sim: Simulator, k: int, *, models: Path | None = None, data: Path | None = None, seed: int = 0
 ) -> dict[str, Any]:
-    """The deterministic policies to evaluate: the simulator-only baselines, the CF baselines
-    when ``data`` (a prepared log) is given, and ``ppo``/``dqn`` from ``models`` (``*.zip``)."""
-    pols: dict[str, Any] = {
-        "popularity": PopularitySlate(k),
-        "cooccurrence": CooccurrenceSlate(k),
-        "bert_two_tower": TwoTowerSlate(k),
-        "click_model_greedy": ClickModelGreedy(k),
-        "non_myopic_rule": NonMyopicRule(k, penalty=5.0),
-    }
+    """The deterministic policies to evaluate: every deployable registered baseline whose data
+    requirements are met (those that fit on a log only when ``data``, a prepared log, is
+    given; they come last), and ``ppo``/``dqn`` from ``models`` (``*.zip``). ``random`` is the
+    behaviour's uniform component and is evaluated as such."""
+    have = {"impressions"} if sim.meta.get("impressions") else set()
     if data is not None:
-        from shopsim.agents.baselines.next_item import ALS, BPR, ItemKNN
-        from shopsim.data import SessionLog
-
-        log = SessionLog.load(data)
-        for name, sc in (("itemknn", ItemKNN()), ("als", ALS(seed=seed)), ("bpr", BPR(seed=seed))):
-            pols[name] = HistoryScorerSlate(k, sc.fit(log), name=name)
+        have.add("log")
+    eligible = [
+        n
+        for n, s in REGISTRY.items()
+        if s.kind != "rl" and n != "random" and s.deployable and s.requires <= have
+    ]
+    names = sorted(eligible, key=lambda n: "log" in REGISTRY[n].requires)  # stable: registry order
+    ctx = PolicyContext(k, seed=seed, log=SessionLog.load(data) if data is not None else None)
+    pols: dict[str, Any] = dict(build_policies(names, ctx))
     if models is not None:
         from stable_baselines3 import PPO
 

@@ -1,0 +1,263 @@
+"""``shopsim run CONFIG.yaml --out DIR``: the one place that chains the stages.
+
+    prepare → encode → fit simulator → train → evaluate → report
+
+Every stage writes into its own folder of ``DIR`` and is **reused** when its inputs are
+unchanged (by content hash): ``data/`` (hash of the source files and the prepare options),
+``encoder/`` (the encoder's manifest), ``simulator/`` (the fit's input hash), and the agents
+stage (``results.json``; hash of the simulator, the shop, the agents, the evaluation and the
+reward — a reward callable whose source cannot be read turns this reuse off, with a note).
+``DIR/config.yaml`` is the resolved config the results came from.
+
+Outputs: ``data/`` (events.parquet, items.parquet, report.json), ``encoder/`` (eval.json, …),
+``simulator/`` (fidelity.json, plots/), ``results.json``, ``results.md``, ``plots/returns.png``,
+``models/`` (ppo.zip, dqn.zip) and ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm.auto import tqdm
+
+from shopsim import __version__
+from shopsim.agents.registry import NEXT_ITEM_MODELS, PolicyContext, build_policies
+from shopsim.agents.training import train_agent, training_env
+from shopsim.data import SessionLog, format_summary, prepare
+from shopsim.data.next_item import NextItemTask, evaluate_scorer
+from shopsim.encoders.cache import hash_files
+from shopsim.envs.fitting.fit import fit_simulator
+from shopsim.envs.fitting.report import fidelity_markdown
+from shopsim.envs.model.simulator import Simulator
+from shopsim.evaluation.in_simulator import EpisodeResults, evaluate_policy_in_sim, paired_difference
+from shopsim.evaluation.next_item import summarize
+from shopsim.experiments.config import RunConfig, selected_policies
+from shopsim.experiments.encode import eval_markdown, run_encode
+from shopsim.experiments.reporting import plot_returns, results_markdown
+
+Echo = Callable[[str], None]
+STAGE_FILE = "stage.json"
+
+
+def run(cfg: RunConfig, out: Path, *, echo: Echo = print) -> dict[str, Any]:
+    """Run (or reuse) every stage of ``cfg`` into ``out``; returns the results report."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+    data_dir = prepare_stage(cfg, out / "data", echo)
+    enc_dir = encode_stage(cfg, data_dir, out / "encoder", echo)
+    sim_dir = fit_stage(cfg, data_dir, enc_dir, out / "simulator", echo)
+    return agents_stage(cfg, data_dir, enc_dir, sim_dir, out, echo)
+
+
+# ---------------------------------------------------------------------- stage reuse
+def _stage_key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _is_current(folder: Path, key: str, needed: list[str]) -> bool:
+    marker = folder / STAGE_FILE
+    if not marker.exists() or not all((folder / n).exists() for n in needed):
+        return False
+    return bool(json.loads(marker.read_text()).get("key") == key)
+
+
+def _mark(folder: Path, key: str) -> None:
+    (folder / STAGE_FILE).write_text(json.dumps({"key": key, "shopsim": __version__}) + "\n")
+
+
+def _source_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+# ---------------------------------------------------------------------- stages
+def prepare_stage(cfg: RunConfig, out: Path, echo: Echo = print) -> Path:
+    """Canonical tables of the configured log (reused when the source and options are unchanged)."""
+    src = cfg.data.source_path()
+    files = _source_files(src) + ([cfg.data.items] if cfg.data.items else [])
+    opts = cfg.data.prepare_options()
+    key = _stage_key({"files": hash_files(files), "options": cfg.resolved()["data"], "version": __version__})
+    if _is_current(out, key, ["events.parquet", "items.parquet", "report.json"]):
+        echo(f"prepare: reused {out} (same source and options)")
+        return out
+    result = prepare(src, opts, out)
+    echo(format_summary(result.to_json()))
+    echo(f"  wrote {out} ({result.timing_s:.2f} s)\n")
+    _mark(out, key)
+    return out
+
+
+def encode_stage(cfg: RunConfig, data_dir: Path, out: Path, echo: Echo = print) -> Path:
+    """The item/state encoder and its next-item evaluation (the encoder's own cache decides reuse)."""
+    e = cfg.encoder
+    echo(
+        "encoder (frozen backbone + trained towers):" if e.finetune == "none" else f"encoder ({e.finetune}):"
+    )
+    report = run_encode(data_dir, out, e.encoder_config(), ablation=e.ablation, n_boot=e.n_boot, text=e.text)
+    echo(eval_markdown(report))
+    where = (
+        "reused (same inputs)" if report.get("served_from_cache") else f"{report['timing_s']['total']:.1f} s"
+    )
+    echo(f"  wrote {out} ({where})\n")
+    return out
+
+
+def fit_stage(cfg: RunConfig, data_dir: Path, enc_dir: Path, out: Path, echo: Echo = print) -> Path:
+    """The shopper simulator and its fidelity report (reused when its inputs are unchanged)."""
+    echo("shopper simulator:")
+    _, fid = fit_simulator(data_dir, enc_dir, out, cfg.simulator, reuse=True)
+    echo(fidelity_markdown(fid))
+    where = "reused (same inputs)" if fid.get("reused") else f"{fid['timing_s']:.1f} s"
+    echo(f"  wrote {out} ({where})\n")
+    return out
+
+
+def agents_stage(
+    cfg: RunConfig, data_dir: Path, enc_dir: Path, sim_dir: Path, out: Path, echo: Echo = print
+) -> dict[str, Any]:
+    """Train the RL agents, evaluate every policy, write results.json / results.md / plots."""
+    sim_meta = json.loads((sim_dir / "simulator.json").read_text())
+    reward_key = cfg.reward_key()
+    resolved = cfg.resolved()
+    key = _stage_key(
+        {
+            "simulator": sim_meta.get("inputs"),
+            "encoder_eval": hash_files([enc_dir / "eval.json"]),
+            "config": {k: resolved[k] for k in ("seed", "shop", "agents", "evaluation")},
+            "reward": reward_key,
+            "version": __version__,
+        }
+    )
+    if reward_key is None:
+        echo("note: the reward callable's source cannot be read, so the agents stage is never reused")
+    elif _is_current(out, key, ["results.json"]):
+        echo(f"agents: reused {out / 'results.json'} (same simulator, config and reward)")
+        report: dict[str, Any] = json.loads((out / "results.json").read_text())
+        echo(results_markdown(report))
+        return report
+    echo("agents and baselines in the simulator:")
+    report = train_and_evaluate(cfg, data_dir, enc_dir, sim_dir, out)
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "results.md").write_text(results_markdown(report) + "\n")
+    plot_returns(report, out / "plots" / "returns.png")
+    if reward_key is not None:
+        _mark(out, key)
+    echo(results_markdown(report))
+    echo(f"  wrote {out}/results.json, results.md, plots/returns.png, models/, tensorboard/")
+    return report
+
+
+def train_and_evaluate(
+    cfg: RunConfig, data_dir: Path, enc_dir: Path, sim_dir: Path, out: Path
+) -> dict[str, Any]:
+    """The results report (results.json): every selected policy on the same test sessions."""
+    sim = Simulator.load(sim_dir)
+    log = SessionLog.load(data_dir)
+    names = selected_policies(cfg, impressions=bool(sim.meta.get("impressions")))
+    ctx = PolicyContext(cfg.shop.slate_size, seed=cfg.seed, log=log)
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    policies: dict[str, Any] = build_policies(names, ctx)
+    timing["build_policies"] = time.perf_counter() - t0
+    reward = cfg.reward_fn()
+    a = cfg.agents
+    for name, steps in (("ppo", a.ppo.steps), ("dqn", a.dqn.steps)):
+        if name in names and steps:
+            env = training_env(sim, cfg.shop_for("train"), a.n_envs, cfg.seed, reward)
+            policies[name], timing[f"train_{name}"] = train_agent(name, env, a.ppo, a.dqn, out, seed=cfg.seed)
+    t0 = time.perf_counter()
+    results = evaluate_all(cfg, sim, policies)
+    timing["evaluate"] = time.perf_counter() - t0
+    offline = offline_metrics(cfg, log, ctx, names, enc_dir) if cfg.evaluation.offline else {}
+    return results_report(cfg, sim, sim_dir, results, offline, timing)
+
+
+def evaluate_all(cfg: RunConfig, sim: Simulator, policies: dict[str, Any]) -> dict[str, EpisodeResults]:
+    """Every policy on the same test sessions and engine seed (plus PPO's sampled slates)."""
+    shop, ev, reward = cfg.shop_for("test"), cfg.evaluation, cfg.reward_fn()
+    results: dict[str, EpisodeResults] = {}
+    for name, pol in tqdm(policies.items(), desc="evaluating policies", unit="policy"):
+        results[name] = evaluate_policy_in_sim(
+            sim, pol, episodes=ev.episodes, config=shop, reward=reward, seed=cfg.seed + 1
+        )
+    if "ppo" in policies:
+        results["ppo_sampled"] = evaluate_policy_in_sim(
+            sim,
+            policies["ppo"],
+            episodes=ev.episodes,
+            config=shop,
+            reward=reward,
+            seed=cfg.seed + 1,
+            deterministic=False,
+        )
+    return results
+
+
+def offline_metrics(
+    cfg: RunConfig, log: SessionLog, ctx: PolicyContext, names: list[str], enc_dir: Path
+) -> dict[str, dict[str, float]]:
+    """Held-out next-item Recall@10 / NDCG@10 of the policies that have a next-item model."""
+    task = NextItemTask.from_log(log, "test")
+    n_items = len(log.items)
+    # random: a constant score ties every item, and the expected-rank protocol then gives the
+    # exact expected metrics of a uniformly random ranking
+    scorers: dict[str, Any] = (
+        {"random": lambda hist: np.zeros((len(hist), n_items))} if "random" in names else {}
+    )
+    scorers |= {n: ctx.next_item_model(n) for n in NEXT_ITEM_MODELS if n in names}
+    out: dict[str, dict[str, float]] = {}
+    for name, sc in scorers.items():
+        s = summarize(task, evaluate_scorer(task, sc), n_boot=cfg.evaluation.offline_n_boot, seed=cfg.seed)
+        o = s["overall"]
+        out[name] = {"recall@10": o["recall@10"]["value"], "ndcg@10": o["ndcg@10"]["value"]}  # type: ignore[index]
+    enc_eval = json.loads((enc_dir / "eval.json").read_text()) if (enc_dir / "eval.json").exists() else {}
+    tt = enc_eval.get("models", {}).get(enc_eval.get("final_model", "two_tower_frozen"), {}).get("overall")
+    if tt and "bert_two_tower" in names:
+        out["bert_two_tower"] = {"recall@10": tt["recall@10"]["value"], "ndcg@10": tt["ndcg@10"]["value"]}
+    return out
+
+
+KINDS_EXTRA = {"ppo_sampled": "rl"}
+
+
+def results_report(
+    cfg: RunConfig,
+    sim: Simulator,
+    sim_dir: Path,
+    results: dict[str, EpisodeResults],
+    offline: dict[str, dict[str, float]],
+    timing: dict[str, float],
+) -> dict[str, Any]:
+    """results.json: per policy its kind, in-simulator summary with paired differences to
+    ``click_model_greedy`` and ``random`` (when they ran), and offline metrics."""
+    from shopsim.agents.registry import REGISTRY
+
+    fid = json.loads((sim_dir / "fidelity.json").read_text())
+    report: dict[str, Any] = {
+        "dataset": sim.meta.get("format", "?"),
+        "seed": cfg.seed,
+        "reward": cfg.reward_label(),
+        "config": cfg.resolved(),
+        "policies": {},
+        "fidelity": fid.get("click", {}).get("held_out", {}).get("auc", {}),
+        "timing_s": {k: round(v, 1) for k, v in timing.items()},
+    }
+    n_boot = cfg.evaluation.n_boot
+    for name, res in results.items():
+        kind = KINDS_EXTRA.get(name) or REGISTRY[name].kind
+        entry: dict[str, Any] = {"kind": kind, "sim": res.summary(n_boot=n_boot, seed=cfg.seed)}
+        for ref in ("click_model_greedy", "random"):
+            if ref in results:
+                entry["sim"][f"minus_{ref}"] = paired_difference(
+                    res, results[ref], n_boot=n_boot, seed=cfg.seed
+                )
+        if name in offline:
+            entry["offline"] = offline[name]
+        report["policies"][name] = entry
+    return report

@@ -14,17 +14,20 @@ Each writes a JSON file, a Markdown table and a plot into its output folder
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from shopsim.agents.baselines.slates import ClickModelGreedy, NonMyopicRule, RandomSlate
+from shopsim.agents.registry import PolicyContext, build_policies
+from shopsim.agents.training import train_agent, training_env
 from shopsim.envs.model.simulator import Simulator
 from shopsim.evaluation.in_simulator import EpisodeResults, evaluate_policy_in_sim, paired_difference
-from shopsim.experiments.agents_run import AgentsConfig, eval_config, train_dqn, train_ppo
+from shopsim.experiments.config import RunConfig
+
+REFERENCES = ["click_model_greedy", "random", "non_myopic_rule"]
+"""The registered policies every study compares the RL agents with."""
 
 
 class _EvalAt(BaseCallback):
@@ -52,23 +55,36 @@ def _row(res: EpisodeResults, greedy: EpisodeResults, rand: EpisodeResults, seed
     }
 
 
-def _references(sim: Simulator, cfg: AgentsConfig) -> dict[str, EpisodeResults]:
-    shop = eval_config(cfg)
-    pols: dict[str, Any] = {
-        "click_model_greedy": ClickModelGreedy(cfg.slate_size),
-        "random": RandomSlate(cfg.slate_size, seed=cfg.seed),
-        "non_myopic_rule": NonMyopicRule(cfg.slate_size, penalty=5.0),
-    }
-    return {
-        n: evaluate_policy_in_sim(sim, p, episodes=cfg.episodes, config=shop, seed=cfg.seed + 1)
-        for n, p in pols.items()
-    }
+def _evaluate(sim: Simulator, policy: Any, cfg: RunConfig) -> EpisodeResults:
+    """One policy on the config's test sessions (the runner's evaluation: same seed, same reward)."""
+    return evaluate_policy_in_sim(
+        sim,
+        policy,
+        episodes=cfg.evaluation.episodes,
+        config=cfg.shop_for("test"),
+        reward=cfg.reward_fn(),
+        seed=cfg.seed + 1,
+    )
+
+
+def _references(sim: Simulator, cfg: RunConfig) -> dict[str, EpisodeResults]:
+    pols = build_policies(REFERENCES, PolicyContext(cfg.shop.slate_size, seed=cfg.seed))
+    return {n: _evaluate(sim, p, cfg) for n, p in pols.items()}
+
+
+def _train(
+    name: str, sim: Simulator, cfg: RunConfig, out: Path, steps: int | None = None, callback: Any = None
+) -> Any:
+    """Train ``ppo`` or ``dqn`` with the config's hyper-parameters (``steps`` overrides the budget)."""
+    env = training_env(sim, cfg.shop_for("train"), cfg.agents.n_envs, cfg.seed, cfg.reward_fn())
+    a = cfg.agents
+    return train_agent(name, env, a.ppo, a.dqn, out, seed=cfg.seed, steps=steps, callback=callback)
 
 
 def budget_curve(
     sim_dir: Path,
     out: Path,
-    cfg: AgentsConfig,
+    cfg: RunConfig,
     *,
     ppo_budgets: tuple[int, ...] = (15_000, 30_000, 60_000, 120_000, 240_000),
     dqn_budgets: tuple[int, ...] = (15_000, 30_000, 60_000, 120_000),
@@ -76,24 +92,18 @@ def budget_curve(
     """PPO and SlateQ vs the greedy ranker at each training budget; writes ``budget.json``."""
     out.mkdir(parents=True, exist_ok=True)
     sim = Simulator.load(sim_dir)
-    shop = eval_config(cfg)
     refs = _references(sim, cfg)
-
-    def evaluate(model: Any) -> EpisodeResults:
-        return evaluate_policy_in_sim(sim, model, episodes=cfg.episodes, config=shop, seed=cfg.seed + 1)
-
     curves: dict[str, dict[str, Any]] = {}
-    for name, budgets, trainer in (("ppo", ppo_budgets, train_ppo), ("dqn", dqn_budgets, train_dqn)):
+    for name, budgets in (("ppo", ppo_budgets), ("dqn", dqn_budgets)):
         if not budgets:
             continue
-        cb = _EvalAt(list(budgets), evaluate)
-        steps = {"ppo": "ppo_steps", "dqn": "dqn_steps"}[name]
-        _, secs = trainer(sim, replace(cfg, **{steps: max(budgets)}), out, callback=cb)
+        cb = _EvalAt(list(budgets), lambda model: _evaluate(sim, model, cfg))
+        _, secs = _train(name, sim, cfg, out, steps=max(budgets), callback=cb)
         g, rnd = refs["click_model_greedy"], refs["random"]
         curves[name] = {str(b): _row(r, g, rnd, cfg.seed) for b, r in cb.results.items()}
         curves[name]["train_seconds"] = round(secs, 1)
     report = {
-        "config": cfg.__dict__,
+        "config": cfg.resolved(),
         "references": {
             n: _row(r, refs["click_model_greedy"], refs["random"], cfg.seed) for n, r in refs.items()
         },
@@ -108,7 +118,7 @@ def budget_curve(
 def whatif_sweep(
     sim_dir: Path,
     out: Path,
-    cfg: AgentsConfig,
+    cfg: RunConfig,
     *,
     strengths: tuple[float, ...] = (0.5, 1.0, 2.0),
     dynamics: tuple[str, ...] = ("fatigue", "exposure_intent"),
@@ -119,23 +129,21 @@ def whatif_sweep(
     worlds = [("measured", 0.0)] + [(d, s) for d in dynamics for s in strengths]
     rows = []
     for dyn, strength in worlds:
-        wcfg = replace(cfg)
-        if dyn != "measured":
-            setattr(wcfg, dyn, strength)
+        world = cfg.shop if dyn == "measured" else cfg.shop.with_overrides(**{dyn: strength})
+        wcfg = cfg.model_copy(update={"shop": world})
         refs = _references(sim, wcfg)
-        shop = eval_config(wcfg)
         entry: dict[str, Any] = {"dynamics": dyn, "strength": strength, "policies": {}}
         for n, r in refs.items():
             entry["policies"][n] = _row(r, refs["click_model_greedy"], refs["random"], cfg.seed)
         wdir = out / f"{dyn}_{strength:g}"
-        for name, trainer in (("ppo", train_ppo), ("dqn", train_dqn)):
-            if (name == "ppo" and not cfg.ppo_steps) or (name == "dqn" and not cfg.dqn_steps):
+        for name in ("ppo", "dqn"):
+            if not (cfg.agents.ppo if name == "ppo" else cfg.agents.dqn).steps:
                 continue
-            model, _ = trainer(sim, wcfg, wdir)
-            res = evaluate_policy_in_sim(sim, model, episodes=cfg.episodes, config=shop, seed=cfg.seed + 1)
+            model, _ = _train(name, sim, wcfg, wdir)
+            res = _evaluate(sim, model, wcfg)
             entry["policies"][name] = _row(res, refs["click_model_greedy"], refs["random"], cfg.seed)
         rows.append(entry)
-        report = {"config": cfg.__dict__, "worlds": rows}
+        report = {"config": cfg.resolved(), "worlds": rows}
         (out / "whatif.json").write_text(json.dumps(report, indent=2) + "\n")  # partial results survive
     (out / "whatif.md").write_text(_whatif_md(report) + "\n")
     _plot_whatif(report, out / "whatif.png")
@@ -153,7 +161,7 @@ def _budget_md(report: dict[str, Any]) -> str:
         f"random: {ref['random']['return_mean']:.3f}; non-myopic rule: "
         f"{ref['non_myopic_rule']['return_mean']:.3f} "
         f"(Δ vs greedy {_ci(ref['non_myopic_rule']['minus_click_model_greedy'])}). "
-        f"{report['config']['episodes']:,} test sessions, paired.",
+        f"{report['config']['evaluation']['episodes']:,} test sessions, paired.",
         "",
         "| agent | env steps | return [95% CI] | Δ vs greedy [95% CI] | Δ vs random |",
         "|---|---|---|---|---|",

@@ -9,7 +9,8 @@ Observation-only policies rank the candidates with what the agent sees:
   log count − log popularity; the others after them by popularity;
 * ``bert_two_tower`` — the encoder's state vector against each candidate vector (cosine).
 
-Simulator-bound policies read the engine's state (call :meth:`bind` with the
+Simulator-bound policies read the engine's state: they are
+:class:`~shopsim.agents.policy.EngineBoundPolicy` (the evaluator calls ``bind`` with the
 :class:`~shopsim.envs.engine.ShopperBatch` being evaluated):
 
 * ``itemknn``, ``als``, ``bpr`` (and any next-item scorer of :mod:`shopsim.agents.baselines.next_item`,
@@ -29,12 +30,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from shopsim.agents.policy import ScoringPolicy, batched, random_valid_slates
-from shopsim.envs.engine import ShopperBatch
+from shopsim.agents.policy import EngineBoundPolicy, ScoringPolicy, batched, random_valid_slates
 from shopsim.envs.model.features import CAND_FEATURES, CLICK_FEATURES, INTENT_FEATURES
 from shopsim.envs.model.response import _sigmoid
 
-POP, COOC = CAND_FEATURES.index("pop"), CAND_FEATURES.index("cooc")
+POP, COOC, CTR = (CAND_FEATURES.index(f) for f in ("pop", "cooc", "ctr"))
 
 
 class RandomSlate:
@@ -74,6 +74,18 @@ class PopularitySlate(ScoringPolicy):
         return obs["cand_feat"][..., POP]
 
 
+class CtrSlate(ScoringPolicy):
+    """Rank by the candidates' impression click-through rate as of the shopper's time
+    (``cand_feat`` column ``ctr``, smoothed towards the log's mean CTR). Only meaningful on
+    logs that record impressions: without them every item has the same (prior) CTR."""
+
+    name = "ctr"
+    kind = "heuristic"
+
+    def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return obs["cand_feat"][..., CTR]
+
+
 class CooccurrenceSlate(ScoringPolicy):
     name = "cooccurrence"
     kind = "cf"
@@ -93,7 +105,7 @@ class TwoTowerSlate(ScoringPolicy):
         return np.einsum("bnd,bd->bn", obs["cand"], obs["user"])
 
 
-class ClickModelGreedy(ScoringPolicy):
+class ClickModelGreedy(EngineBoundPolicy):
     """Ranks candidates by the simulator's fitted click model (see the module docstring)."""
 
     kind = "heuristic"
@@ -102,25 +114,20 @@ class ClickModelGreedy(ScoringPolicy):
         super().__init__(slate_size)
         self.use_intent = use_intent
         self.name = "click_model_oracle" if use_intent else "click_model_greedy"
-        self.core: ShopperBatch | None = None
-
-    def bind(self, core: ShopperBatch) -> None:
-        self.core = core
 
     def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        if self.core is None:
-            raise RuntimeError(f"{self.name}: call bind(core) with the simulator being evaluated")
-        phi = self.core.cand_phi.copy()
+        core = self.bound_engine()
+        phi = core.cand_phi.copy()
         if not self.use_intent:
             phi[..., [CLICK_FEATURES.index(f) for f in INTENT_FEATURES]] = 0.0
-        g = self.core.sim.click.logit(phi.reshape(-1, phi.shape[-1])).reshape(self.core.cand.shape)
-        g = g + self.core.whatif_logit(self.core.cand)  # zero unless what-if dynamics are on
+        g = core.sim.click.logit(phi.reshape(-1, phi.shape[-1])).reshape(core.cand.shape)
+        g = g + core.whatif_logit(core.cand)  # zero unless what-if dynamics are on
         if g.shape[0] != obs["cand_mask"].shape[0]:
             raise RuntimeError(f"{self.name}: observation batch does not match the bound simulator")
         return g
 
 
-class HistoryScorerSlate(ScoringPolicy):
+class HistoryScorerSlate(EngineBoundPolicy):
     """A next-item scorer (``scorer(histories) -> (B, catalog)``) ranking the candidates from
     the bound shoppers' histories (oldest first, at most ``max_history`` items)."""
 
@@ -132,21 +139,16 @@ class HistoryScorerSlate(ScoringPolicy):
         self.name = name
         self.kind = kind
         self.max_history = max_history
-        self.core: ShopperBatch | None = None
-
-    def bind(self, core: ShopperBatch) -> None:
-        self.core = core
 
     def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        if self.core is None:
-            raise RuntimeError(f"{self.name}: call bind(core) with the simulator being evaluated")
-        hist = self.core.hist[:, : self.max_history]
+        core = self.bound_engine()
+        hist = core.hist[:, : self.max_history]
         histories = [h[h >= 0][::-1] for h in hist]
-        out = np.full(self.core.cand.shape, -np.inf)
+        out = np.full(core.cand.shape, -np.inf)
         has = np.array([len(h) > 0 for h in histories])
         if has.any():
             full = np.asarray(self.scorer([h for h in histories if len(h)]))  # type: ignore[operator]
-            cand = self.core.cand[has]
+            cand = core.cand[has]
             out[has] = np.take_along_axis(full, np.maximum(cand, 0), axis=1)
         # unscorable candidates (cold items, empty history) fall back to popularity, below all scored
         pop = obs["cand_feat"][..., POP].astype(np.float64)
@@ -161,15 +163,14 @@ class NonMyopicRule(ClickModelGreedy):
     click). A hand-written non-myopic rule: if it cannot beat greedy, the logs leave little
     headroom for RL on that reward."""
 
-    def __init__(self, slate_size: int, *, penalty: float = 2.0) -> None:
+    def __init__(self, slate_size: int, *, penalty: float = 5.0) -> None:
         super().__init__(slate_size)
         self.penalty = penalty
         self.name = "non_myopic_rule"
 
     def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         g = super().scores(obs)
-        core = self.core
-        assert core is not None
+        core = self.bound_engine()
         sim = core.sim
         if sim.purchase_mode != "model" or sim.purchase is None:
             return g

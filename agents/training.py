@@ -1,0 +1,216 @@
+"""Training the RL agents: budgets and hyper-parameters of PPO and SlateQ, in one place.
+
+Both agents train on a :class:`~shopsim.envs.vec_env.ShopperVecEnv` of ``n_envs`` shoppers
+in the same simulated shop the evaluation uses (slate size, candidates, what-if dynamics and
+reward), and save to ``out/models/{ppo,dqn}.zip`` with TensorBoard logs under
+``out/tensorboard``. Settings not named in :class:`PPOConfig` are SB3's PPO defaults;
+:class:`SlateQConfig` repeats :class:`~shopsim.agents.slateq.SlateQ`'s constructor defaults
+(a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TypeVar
+
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from tqdm.auto import tqdm
+
+from shopsim.agents.ppo import SlatePointerPolicy
+from shopsim.agents.slateq import SlateQ, SlateQPolicy
+from shopsim.envs.engine import ShopperConfig
+from shopsim.envs.model.simulator import Simulator
+from shopsim.envs.rewards import RewardFn
+from shopsim.envs.vec_env import ShopperVecEnv
+from shopsim.errors import ShopsimError
+
+AlgorithmT = TypeVar("AlgorithmT", PPO, SlateQ)
+
+
+@dataclass
+class PPOConfig:
+    """PPO (the ``ppo`` policy): budget and hyper-parameters (SB3 names and meanings)."""
+
+    steps: int = 60_000
+    """Environment steps of training (0: do not train PPO)."""
+    n_steps: int = 128
+    """Steps per environment per rollout (a rollout is ``n_steps × n_envs`` steps)."""
+    batch_size: int = 512
+    """Minibatch size of each gradient step."""
+    learning_rate: float = 3e-4
+    """Adam learning rate."""
+    n_epochs: int = 10
+    """Passes over each rollout."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE λ."""
+    clip_range: float = 0.2
+    """PPO clipping of the probability ratio."""
+    ent_coef: float = 0.0
+    """Entropy bonus (Plackett–Luce chain-rule estimate)."""
+    vf_coef: float = 0.5
+    """Value-loss weight."""
+    max_grad_norm: float = 0.5
+    """Gradient clipping norm."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ShopsimError(f"steps={self.steps}: must be ≥ 0 (0 skips training)")
+        if self.n_steps < 1 or self.batch_size < 1 or self.n_epochs < 1:
+            raise ShopsimError("n_steps, batch_size and n_epochs must be positive integers")
+        if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1):
+            raise ShopsimError(
+                f"gamma={self.gamma}, gae_lambda={self.gae_lambda}: must lie in (0, 1] / [0, 1]"
+            )
+        if self.learning_rate <= 0 or self.clip_range <= 0:
+            raise ShopsimError("learning_rate and clip_range must be positive")
+
+
+@dataclass
+class SlateQConfig:
+    """SlateQ (the ``dqn`` policy): budget and hyper-parameters (see :class:`SlateQ`)."""
+
+    steps: int = 60_000
+    """Environment steps of training (0: do not train SlateQ)."""
+    learning_rate: float = 3e-4
+    """Adam learning rate."""
+    buffer_size: int = 20_000
+    """Replay buffer transitions."""
+    learning_starts: int = 1_000
+    """Steps of pure exploration before the first update."""
+    batch_size: int = 128
+    """Replay minibatch size."""
+    tau: float = 0.01
+    """Polyak rate of the target network."""
+    gamma: float = 0.99
+    """Discount factor."""
+    train_freq: int = 1
+    """Update every ``train_freq`` vectorised steps."""
+    gradient_steps: int = 1
+    """Gradient steps per update."""
+    target_update_interval: int = 1
+    """Updates between target-network syncs."""
+    exploration_fraction: float = 0.3
+    """Share of the budget over which ε decays."""
+    exploration_initial_eps: float = 1.0
+    """ε at the start."""
+    exploration_final_eps: float = 0.05
+    """ε after the decay."""
+    max_grad_norm: float = 10.0
+    """Gradient clipping norm."""
+    choice_loss_weight: float = 1.0
+    """Weight of the click-choice model's loss next to the Q loss."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ShopsimError(f"steps={self.steps}: must be ≥ 0 (0 skips training)")
+        if self.buffer_size < 1 or self.batch_size < 1 or self.train_freq < 1 or self.gradient_steps < 1:
+            raise ShopsimError("buffer_size, batch_size, train_freq and gradient_steps must be positive")
+        if not 0 <= self.exploration_final_eps <= self.exploration_initial_eps <= 1:
+            raise ShopsimError("exploration: 0 ≤ exploration_final_eps ≤ exploration_initial_eps ≤ 1")
+
+
+class ProgressBar(BaseCallback):
+    """A tqdm bar over environment steps (SB3's own needs ``rich``)."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        super().__init__()
+        self.bar = tqdm(total=total, desc=desc, unit="step")
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+def training_env(
+    sim: Simulator, shop: ShopperConfig, n_envs: int, seed: int, reward: RewardFn | None = None
+) -> ShopperVecEnv:
+    """The vector env both agents train on: the evaluation's shop, on the train split."""
+    return ShopperVecEnv(
+        sim,
+        n_envs,
+        slate_size=shop.slate_size,
+        n_candidates=shop.n_candidates,
+        seed=seed,
+        fatigue=shop.fatigue,
+        exposure_intent=shop.exposure_intent,
+        reward=reward,
+    )
+
+
+def train_ppo(
+    env: ShopperVecEnv,
+    cfg: PPOConfig,
+    out: Path,
+    *,
+    seed: int,
+    callback: BaseCallback | None = None,
+) -> tuple[PPO, float]:
+    """PPO with the pointer policy on ``env``; saves ``out/models/ppo.zip``; returns (model, seconds)."""
+    hyper = {k: v for k, v in asdict(cfg).items() if k != "steps"}
+    model = PPO(
+        SlatePointerPolicy,  # type: ignore[arg-type]
+        env,
+        seed=seed,
+        verbose=0,
+        tensorboard_log=str(out / "tensorboard"),
+        **hyper,
+    )
+    return _learn(model, cfg.steps, "PPO", "ppo", out, callback)
+
+
+def train_slateq(
+    env: ShopperVecEnv,
+    cfg: SlateQConfig,
+    out: Path,
+    *,
+    seed: int,
+    callback: BaseCallback | None = None,
+) -> tuple[SlateQ, float]:
+    """SlateQ (the ``dqn`` policy) on ``env``; saves ``out/models/dqn.zip``; returns (model, seconds)."""
+    hyper = {k: v for k, v in asdict(cfg).items() if k != "steps"}
+    model = SlateQ(SlateQPolicy, env, seed=seed, tensorboard_log=str(out / "tensorboard"), **hyper)
+    return _learn(model, cfg.steps, "SlateQ", "dqn", out, callback)
+
+
+def _learn(
+    model: AlgorithmT, steps: int, desc: str, name: str, out: Path, callback: BaseCallback | None
+) -> tuple[AlgorithmT, float]:
+    t0 = time.perf_counter()
+    cbs = CallbackList([ProgressBar(steps, desc), *([callback] if callback else [])])
+    model.learn(steps, callback=cbs, tb_log_name=name)
+    secs = time.perf_counter() - t0
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    model.save(out / "models" / f"{name}.zip")
+    return model, secs
+
+
+def train_agent(
+    name: str,
+    env: ShopperVecEnv,
+    ppo: PPOConfig,
+    dqn: SlateQConfig,
+    out: Path,
+    *,
+    seed: int,
+    steps: int | None = None,
+    callback: BaseCallback | None = None,
+) -> tuple[PPO | SlateQ, float]:
+    """Train the RL policy ``name`` (``ppo`` or ``dqn``) with its config (``steps`` overrides
+    the budget); returns (model, seconds)."""
+    if name == "ppo":
+        return train_ppo(
+            env, ppo if steps is None else replace(ppo, steps=steps), out, seed=seed, callback=callback
+        )
+    if name == "dqn":
+        return train_slateq(
+            env, dqn if steps is None else replace(dqn, steps=steps), out, seed=seed, callback=callback
+        )
+    raise ShopsimError(f"{name!r} is not an RL policy; the RL policies are ppo and dqn")

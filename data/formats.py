@@ -891,4 +891,8 @@ FORMATS: dict[str, Callable[[StageContext, Path, PrepareOptions], Plan]] = {
 }
 """Known source formats → planner."""
 
-__all__ = ["FORMATS", "Plan", "PrepareOptions", "StageContext", "is_parquet"]
+FORMATS_WITH_IMPRESSIONS: frozenset[str] = frozenset({"mind", "obd"})
+"""Formats whose logs always record what was shown (impression rows with positions); an
+``events`` log has impressions when its event column contains ``impression``."""
+
+__all__ = ["FORMATS", "FORMATS_WITH_IMPRESSIONS", "Plan", "PrepareOptions", "StageContext", "is_parquet"]

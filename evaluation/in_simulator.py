@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from shopsim.agents.policy import SlatePolicy
+from shopsim.agents.policy import SlatePolicy, bind_engine
 from shopsim.envs.engine import ShopperBatch, ShopperConfig
 from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, make_reward
@@ -78,8 +78,7 @@ def evaluate_policy_in_sim(
         idx = pick[start : start + batch]
         b = len(idx)
         core = ShopperBatch(sim, b, cfg)
-        if hasattr(policy, "bind"):
-            policy.bind(core)
+        bind_engine(policy, core)
         rng = np.random.default_rng([seed, start])
         core.reset_rows(np.arange(b), rng, idx)
         alive = np.ones(b, bool)

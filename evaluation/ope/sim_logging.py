@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from shopsim.agents.policy import bind_engine
 from shopsim.envs.engine import ShopperBatch, ShopperConfig
 from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, WeightedReward, make_reward
@@ -107,8 +108,7 @@ def log_in_simulator(
     b = batch if episodes is None else min(batch, episodes)
     core = ShopperBatch(sim, b, config)
     for pol in (behaviour, *targets.values()):
-        if hasattr(pol, "bind"):
-            pol.bind(core)
+        bind_engine(pol, core)
     session = np.full(b, -1)
     started = logged = 0
     log = _PageColumns()

@@ -31,11 +31,21 @@ AlgorithmT = TypeVar("AlgorithmT", PPO, SlateQ)
 
 
 @dataclass
-class PPOConfig:
-    """PPO (the ``ppo`` policy): budget and hyper-parameters (SB3 names and meanings)."""
+class TrainingBudget:
+    """The budget every RL agent has."""
 
     steps: int = 60_000
-    """Environment steps of training (0: do not train PPO)."""
+    """Environment steps of training (0: do not train this agent)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ShopsimError(f"steps={self.steps}: must be ≥ 0 (0 skips training)")
+
+
+@dataclass
+class PPOConfig(TrainingBudget):
+    """PPO (the ``ppo`` policy): budget and hyper-parameters (SB3 names and meanings)."""
+
     n_steps: int = 128
     """Steps per environment per rollout (a rollout is ``n_steps × n_envs`` steps)."""
     batch_size: int = 512
@@ -58,8 +68,7 @@ class PPOConfig:
     """Gradient clipping norm."""
 
     def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ShopsimError(f"steps={self.steps}: must be ≥ 0 (0 skips training)")
+        super().__post_init__()
         if self.n_steps < 1 or self.batch_size < 1 or self.n_epochs < 1:
             raise ShopsimError("n_steps, batch_size and n_epochs must be positive integers")
         if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1):
@@ -71,11 +80,9 @@ class PPOConfig:
 
 
 @dataclass
-class SlateQConfig:
+class SlateQConfig(TrainingBudget):
     """SlateQ (the ``dqn`` policy): budget and hyper-parameters (see :class:`SlateQ`)."""
 
-    steps: int = 60_000
-    """Environment steps of training (0: do not train SlateQ)."""
     learning_rate: float = 3e-4
     """Adam learning rate."""
     buffer_size: int = 20_000
@@ -106,8 +113,7 @@ class SlateQConfig:
     """Weight of the click-choice model's loss next to the Q loss."""
 
     def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ShopsimError(f"steps={self.steps}: must be ≥ 0 (0 skips training)")
+        super().__post_init__()
         if self.buffer_size < 1 or self.batch_size < 1 or self.train_freq < 1 or self.gradient_steps < 1:
             raise ShopsimError("buffer_size, batch_size, train_freq and gradient_steps must be positive")
         if not 0 <= self.exploration_final_eps <= self.exploration_initial_eps <= 1:

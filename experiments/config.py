@@ -179,7 +179,7 @@ class RunConfig(BaseModel):
         """How reports name the reward (``clicks``, ``1·click + 5·purchase``, ``pkg.mod:fn``)."""
         r = self.reward
         if isinstance(r, dict):
-            terms = {k: v for k, v in r.items() if v}
+            terms = {k: v for k, v in asdict(WeightedReward(**r)).items() if v}
             if terms == {"click": 1.0}:
                 return "clicks"
             return " + ".join(f"{v:g}·{k}" for k, v in terms.items()) or "0"
@@ -356,7 +356,7 @@ def validate_config(raw: dict[str, Any], *, where: str = "config", base: Path | 
         section = raw.get(name) or {}
         if not isinstance(section, dict):
             raise ShopsimError(f"{where}: {name} must be a mapping of settings, not {type(section).__name__}")
-        if name in _SEEDED and "seed" in section:
+        if name in _SEEDED and section.get("seed", seed) != seed:  # a resolved config repeats it
             raise ShopsimError(f"{where}: {name}.seed: set the top-level seed, which drives every stage")
         if name in _SEEDED:
             section = {**section, "seed": seed}
@@ -372,13 +372,28 @@ def validate_config(raw: dict[str, Any], *, where: str = "config", base: Path | 
 
 
 def _section(cls: type, values: dict[str, Any], name: str, where: str) -> Any:
+    """Validate one (possibly nested) section; errors name the full key path."""
+    hints = get_type_hints(cls)
+    values = dict(values)
+    unknown = [k for k in values if k not in hints or k not in {f.name for f in fields(cls)}]
+    if unknown:  # pydantic ignores extra keys of stdlib dataclasses
+        raise ShopsimError(
+            f"{where}: {name}.{unknown[0]}: unknown key; check the spelling against the keys of {name}"
+        )
+    for f in fields(cls):  # nested sections first, so their errors carry their own path
+        sub = hints[f.name]
+        if is_dataclass(sub) and isinstance(values.get(f.name), dict):
+            values[f.name] = _section(sub, values[f.name], f"{name}.{f.name}", where)  # type: ignore[arg-type]
     try:
         return TypeAdapter(cls).validate_python(values)
     except ValidationError as exc:
         raise ShopsimError(f"{where}: {_first_error(exc, prefix=name)}") from None
     except ShopsimError as exc:  # the class's own range checks name CLI flags; here they are keys
         msg = re.sub(r"--([a-z][a-z0-9-]*)", lambda m: f"{name}.{m.group(1).replace('-', '_')}", str(exc))
-        if not msg.startswith(f"{name}."):
+        first = re.match(r"\w+", msg)
+        if first and first.group(0) in {f.name for f in fields(cls)}:
+            msg = f"{name}.{msg}"
+        elif not msg.startswith(f"{name}."):
             msg = f"{name}: {msg}"
         raise ShopsimError(f"{where}: {msg}") from None
 

@@ -243,6 +243,57 @@ def _summary(
     return per_policy, per_estimator
 
 
+def _truth(
+    sim: Simulator, pols: dict[str, Any], names: list[str], shop: ShopperConfig, cfg: ValidateConfig
+) -> dict[str, dict[str, Any]]:
+    """Monte-Carlo on-policy value of every policy, on a seed no logging repeat uses."""
+    truth: dict[str, dict[str, Any]] = {}
+    truth_seed = cfg.seed + 10_007
+    for n in tqdm(names, desc="on-policy truth", unit="policy"):
+        pol = RandomSlate(cfg.slate_size, seed=truth_seed) if n == "random" else pols[n]
+        res = on_policy_value(sim, pol, episodes=cfg.truth_episodes, config=shop, seed=truth_seed)
+        truth[n] = {
+            "session": {"value": float(res.returns.mean()), "ci95": list(bootstrap_mean_ci(res.returns))},
+            "first_page": {"value": float(res.first.mean()), "ci95": list(bootstrap_mean_ci(res.first))},
+            "steps_per_session": float(res.steps.mean()),
+        }
+    return truth
+
+
+def _behaviour_and_targets(
+    pols: dict[str, Any], cfg: ValidateConfig, seed: int
+) -> tuple[MixtureSlate, dict[str, Any]]:
+    """The logging policy of one repeat and every evaluated policy as a target over its log."""
+    k = cfg.slate_size
+    if cfg.behaviour == "mixture":
+        beh = MixtureSlate(
+            {"random": None, **pols}, k, epsilon=cfg.epsilon, assignment=cfg.assignment, seed=seed
+        )
+        targets: dict[str, Any] = {n: ComponentTarget(beh, n) for n in pols}
+    else:
+        beh = MixtureSlate({cfg.behaviour: pols[cfg.behaviour]}, k, epsilon=cfg.epsilon, seed=seed)
+        targets = {
+            n: ComponentTarget(beh, n) if n == cfg.behaviour else DeterministicTarget(p, k)
+            for n, p in pols.items()
+        }
+    return beh, {"random": UniformTarget(k, seed=seed), **targets}
+
+
+def _checks(per_estimator: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The headline estimators against the targets: relative error ≤ 0.05, coverage ≥ 0.90."""
+    return {
+        f"{estimand}/{e}": {
+            "rel_error_mean": per_estimator[estimand][e]["rel_error_mean"],
+            "coverage": per_estimator[estimand][e]["coverage"],
+            "target": "relative error ≤ 0.05, coverage ≥ 0.90",
+            "met": per_estimator[estimand][e]["rel_error_mean"] <= 0.05
+            and per_estimator[estimand][e]["coverage"] >= 0.90,
+        }
+        for estimand, es in HEADLINE.items()
+        for e in es
+    }
+
+
 def run_validation(
     sim_dir: Path,
     out: Path,
@@ -270,16 +321,7 @@ def run_validation(
     timing: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    truth: dict[str, dict[str, Any]] = {}
-    truth_seed = cfg.seed + 10_007  # no logging repeat uses it
-    for n in tqdm(names, desc="on-policy truth", unit="policy"):
-        pol = RandomSlate(k, seed=truth_seed) if n == "random" else pols[n]
-        res = on_policy_value(sim, pol, episodes=cfg.truth_episodes, config=shop, seed=truth_seed)
-        truth[n] = {
-            "session": {"value": float(res.returns.mean()), "ci95": list(bootstrap_mean_ci(res.returns))},
-            "first_page": {"value": float(res.first.mean()), "ci95": list(bootstrap_mean_ci(res.first))},
-            "steps_per_session": float(res.steps.mean()),
-        }
+    truth = _truth(sim, pols, names, shop, cfg)
     timing["truth"] = time.perf_counter() - t0
 
     per_repeat: list[dict[str, Any]] = []
@@ -287,18 +329,7 @@ def run_validation(
     t0 = time.perf_counter()
     for rep in range(cfg.repeats):
         seed = cfg.seed + 1 + rep
-        if cfg.behaviour == "mixture":
-            beh = MixtureSlate(
-                {"random": None, **pols}, k, epsilon=cfg.epsilon, assignment=cfg.assignment, seed=seed
-            )
-            targets: dict[str, Any] = {n: ComponentTarget(beh, n) for n in pols}
-        else:
-            beh = MixtureSlate({cfg.behaviour: pols[cfg.behaviour]}, k, epsilon=cfg.epsilon, seed=seed)
-            targets = {
-                n: ComponentTarget(beh, n) if n == cfg.behaviour else DeterministicTarget(p, k)
-                for n, p in pols.items()
-            }
-        targets = {"random": UniformTarget(k, seed=seed), **targets}
+        beh, targets = _behaviour_and_targets(pols, cfg, seed)
         log = log_in_simulator(
             sim,
             beh,
@@ -316,17 +347,7 @@ def run_validation(
     timing["log_and_estimate"] = time.perf_counter() - t0
 
     per_policy, per_estimator = _summary(per_repeat, truth, names)
-    checks = {
-        f"{estimand}/{e}": {
-            "rel_error_mean": per_estimator[estimand][e]["rel_error_mean"],
-            "coverage": per_estimator[estimand][e]["coverage"],
-            "target": "relative error ≤ 0.05, coverage ≥ 0.90",
-            "met": per_estimator[estimand][e]["rel_error_mean"] <= 0.05
-            and per_estimator[estimand][e]["coverage"] >= 0.90,
-        }
-        for estimand, es in HEADLINE.items()
-        for e in es
-    }
+    checks = _checks(per_estimator)
     timing["total"] = time.perf_counter() - t_start
     report: dict[str, Any] = {
         "simulator": str(sim_dir),

@@ -26,7 +26,7 @@ first step with λ = 0). Invalid candidates get a large finite negative key insi
 (never selected, no NaN). The slate is shown best key first (the shop's slots are examined in
 order).
 
-**Target on the next state** (RecSim issue #26 is the trap: the original code evaluated the
+**Target on the next state** (RecSim #26 is the trap: the original code evaluated the
 next slate with the *current* state's values):
 
 .. math::

@@ -3,7 +3,7 @@
 A format stages its files (see :mod:`.staging`) and returns a :class:`Plan`: SQL that yields
 *raw canonical* rows (all text, plus ``_row``/``_sub``/``_src`` for ordering and messages and
 ``_reason`` for rows the format itself rejects), SQL for the item table, and the rules the
-shared pipeline (:mod:`.prepare`) applies. Per-format rules, documented in the README's
+shared pipeline (:mod:`.pipeline`) applies. Per-format rules, documented in the README's
 "Log formats" table:
 
 * ``rees46`` — one row per event; sessions are ``user_session``; items from the events

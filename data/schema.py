@@ -15,7 +15,7 @@ price         float64, nullable           unit price paid or shown
 position      Int64, nullable             1-based slot in a shown slate
 slate_id      string, nullable            which shown slate the row belongs to
 propensity    float64, nullable           logging policy's probability of what was shown
-quantity      Int64, nullable             units (purchase-line logs); extension of DESIGN.md
+quantity      Int64, nullable             units (purchase-line logs); shopsim's extension
 split         string                      ``train`` / ``valid`` / ``test`` (by session start)
 ============  ==========================  =====================================================
 

@@ -11,7 +11,7 @@ Known optimum. In a simulator fitted on this log the item most likely to be clic
 slate that also reaches the category's first item maximises purchases. Learning tests assert
 that an agent finds it (see :func:`toy_oracle_slot`).
 
-The log ships as ``envs/data/samples/toy_events.csv.gz`` (``--format events``, no text: the
+The log ships as ``data/samples/toy_events.csv.gz`` (``--format events``, no text: the
 ID/attribute-only path). :func:`write_toy_log` regenerates it bit for bit.
 """
 

@@ -76,7 +76,8 @@ ITEM_LEVEL = ("iips", "rips", "cascade_dr")
 """Slate estimators on per-slot weights (the single-slot ones take the whole slate as the action)."""
 FIRST_PAGE = (*SINGLE_SLOT, *ITEM_LEVEL)
 HEADLINE = {"session": ("wpdis", "dr"), "first_page": ("snips", "dr")}
-"""The issue's "SNIPS and DR" per estimand (for sessions the self-normalised IS is WPDIS)."""
+"""The headline estimators per estimand: self-normalised IS and DR (for sessions the
+self-normalised IS is WPDIS)."""
 
 
 @dataclass
@@ -384,7 +385,7 @@ def _finite(x: Any) -> Any:
 
 
 def annotate_results(path: Path, first_repeat: dict[str, Any]) -> None:
-    """Add DESIGN.md's ``ope`` block (session estimates of the first repeat) to the policies
+    """Add an ``ope`` block (session estimates of the first repeat) to the policies
     of an existing results.json."""
     if not path.is_file():
         raise ShopsimError(f"{path}: no such results.json; pass the file a quickstart wrote")
@@ -435,7 +436,7 @@ def validation_markdown(report: dict[str, Any]) -> str:
                 f"| {estimand} | {e} | {s['rel_error_mean']:.3f} | {s['rel_error_median']:.3f} | "
                 f"{s['rel_error_max']:.3f} | {s['rel_error_pooled']:.3f} | {s['coverage']:.2f} | {sp} |"
             )
-    lines += ["", "Checks (the issue's targets):", ""]
+    lines += ["", "Checks:", ""]
     for key, c in report["checks"].items():
         lines.append(
             f"- {key}: relative error {c['rel_error_mean']:.3f}, coverage {c['coverage']:.2f} → "

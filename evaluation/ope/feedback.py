@@ -109,7 +109,7 @@ def from_events(
     item_ids: list[str] | None = None,
     source: str = "events",
 ) -> tuple[LoggedBandit, list[str]]:
-    """Canonical events (DESIGN.md's schema, e.g. ``events.parquet`` of ``shopsim data prepare``)
+    """Canonical events (:mod:`shopsim.data.schema`, e.g. ``events.parquet`` of ``shopsim data prepare``)
     → position-wise :class:`LoggedBandit`.
 
     One round per ``impression`` row with a ``position``: the action is its item, the position

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the table of exact messages keeps one message per line)
 """The experiment config: bad configs get one exact line before any stage runs; overrides,
 rewards, defaults that cannot drift, and the policy registry."""
 
@@ -82,7 +83,9 @@ BAD_CONFIGS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("path", "value", "message"), BAD_CONFIGS, ids=[f"{p}={v}" for p, v, _ in BAD_CONFIGS])
+@pytest.mark.parametrize(
+    ("path", "value", "message"), BAD_CONFIGS, ids=[f"{p}={v}" for p, v, _ in BAD_CONFIGS]
+)
 def test_bad_configs_are_one_exact_line(path: str, value: Any, message: str) -> None:
     raw = _with(path, value)
     if "'ctr' needs" in message:
@@ -97,16 +100,21 @@ def test_bad_configs_are_one_exact_line(path: str, value: Any, message: str) -> 
 def test_bad_config_file_exits_2_before_any_stage(tmp_path: Path, cli: CliRunner) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(_with("agents.ppo.steps", -1)))
-    code, out, err = cli("run", path, "--out", tmp_path / "out")
+    code, _, err = cli("run", path, "--out", tmp_path / "out")
     assert code == 2
     assert err == f"shopsim: error: {path}: agents.ppo.steps=-1: must be ≥ 0 (0 skips training)\n"
     assert not (tmp_path / "out").exists()  # nothing ran
     code, _, err = cli("run", path, "--out", tmp_path / "out", "--set", "agents.ppo.stepz=1")
     assert code == 2
-    assert err.startswith("shopsim: error: --set agents.ppo.stepz: no such key 'stepz' in agents.ppo; known: steps,")
+    assert err.startswith(
+        "shopsim: error: --set agents.ppo.stepz: no such key 'stepz' in agents.ppo; known: steps,"
+    )
     path.write_text("data: [unclosed\n")
     code, _, err = cli("run", path, "--out", tmp_path / "out")
-    assert (code, err) == (2, f"shopsim: error: {path}: not valid YAML (line 2); check indentation and quoting\n")
+    assert (code, err) == (
+        2,
+        f"shopsim: error: {path}: not valid YAML (line 2); check indentation and quoting\n",
+    )
     code, _, err = cli("run", tmp_path / "none.yaml", "--out", tmp_path / "out")
     assert err.strip().endswith("none.yaml: no such config file; pass a YAML file such as quickstart.yaml")
 
@@ -147,7 +155,8 @@ def test_reward_from_weights_import_path_or_callable() -> None:
     by_path = validate_config(_with("reward", "shopsim.tests.rewards_for_tests:half_clicks"))
     assert by_path.reward_label() == "shopsim.tests.rewards_for_tests:half_clicks"
     key = by_path.reward_key()
-    assert key is not None and len(key) == 64
+    assert key is not None
+    assert len(key) == 64
     by_callable = RunConfig(**{**validate_config(BASE).model_dump(), "reward": _half_clicks})
     assert by_callable.reward_key() is not None
     assert by_callable.reward_label().endswith("_half_clicks")

@@ -547,6 +547,7 @@ def config_reference() -> str:
             tname = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
             if get_origin(hint) is not None:
                 tname = str(hint).replace("typing.", "").replace("pathlib.", "")
+            tname = tname.replace("|", "\\|")  # a literal | would split the Markdown cell
             lines.append(f"| `{prefix}{f.name}` | {tname} | {shown} | {docs.get(f.name, '')} |")
 
     for name, cls in SECTIONS.items():

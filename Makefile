@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml scripts/bootstrap.sh $(PKG_LIST)
 demo: $(VENV)/.installed
 	$(BIN)/shopsim quickstart --out $(OUT)
 
-## test: the default test run (< 10 minutes on 2 cores; slow tests excluded)
+## test: the default test run (< 5 minutes on 2 cores; slow tests excluded)
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
@@ -25,8 +25,9 @@ test: $(VENV)/.installed
 test-slow: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m slow
 
+## lint: ruff, and the import-layer contracts of docs/architecture.md (lint-imports)
 lint: $(VENV)/.installed
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 format: $(VENV)/.installed
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .

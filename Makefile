@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: demo test test-slow lint format type bench clean
+.PHONY: demo test test-slow test-real-data lint format type bench clean
 
 # The strict editable install (what mypy needs) links files one by one, so a new module needs
 # a reinstall: track the list of package files and reinstall when it changes.
@@ -24,6 +24,10 @@ test: $(VENV)/.installed
 ## test-slow: only the tests marked slow
 test-slow: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m slow
+
+## test-real-data: the format tests on the full public data sets (SHOPSIM_SHARED_DATA=DIR)
+test-real-data: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m real_data
 
 ## lint: ruff, and the import-layer contracts of docs/architecture.md (lint-imports)
 lint: $(VENV)/.installed

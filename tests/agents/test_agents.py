@@ -110,6 +110,7 @@ def _greedy_without_intent(obs: dict[str, np.ndarray], v: ShopperVecEnv) -> np.n
     return np.argsort(-np.where(v.core.cand >= 0, g, -np.inf), axis=1)[:, :3]
 
 
+@pytest.mark.slow
 def test_ppo_learns_the_toy_shop(toy_sim: Path, toy_ppo: PPO) -> None:
     rng = np.random.default_rng(0)
     rand, rand_ci = _mean_return(
@@ -205,6 +206,7 @@ def toy_slateq(toy_sim: Path) -> SlateQ:
     return model
 
 
+@pytest.mark.slow
 def test_slateq_learns_the_toy_shop(toy_sim: Path, toy_slateq: SlateQ) -> None:
     rng = np.random.default_rng(0)
     rand, rand_ci = _mean_return(
@@ -216,6 +218,7 @@ def test_slateq_learns_the_toy_shop(toy_sim: Path, toy_slateq: SlateQ) -> None:
     assert got >= 0.9 * best, (got, best, rand)
 
 
+@pytest.mark.slow
 def test_slateq_save_load_predict_equal(toy_sim: Path, toy_slateq: SlateQ, tmp_path: Path) -> None:
     toy_slateq.save(tmp_path / "slateq.zip")
     loaded = SlateQ.load(tmp_path / "slateq.zip")
@@ -232,6 +235,7 @@ def test_slateq_save_load_predict_equal(toy_sim: Path, toy_slateq: SlateQ, tmp_p
         obs, *_ = env.step(a)
 
 
+@pytest.mark.slow
 def test_ppo_save_load_predict_equal(toy_sim: Path, toy_ppo: PPO, tmp_path: Path) -> None:
     toy_ppo.save(tmp_path / "ppo.zip")
     loaded = PPO.load(tmp_path / "ppo.zip")  # no custom_objects needed

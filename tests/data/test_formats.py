@@ -40,6 +40,7 @@ def test_rees46_keep_duplicates_reproduces_source_counts(tmp_path: Path) -> None
     assert r.dropped == {}
 
 
+@pytest.mark.real_data
 def test_rees46_shared_copy_equals_bundled(tmp_path: Path) -> None:
     a = prepare(shared("rees46_oct2019_head"), PrepareOptions(format="rees46"), tmp_path / "a")
     b = prepare(sample_path("rees46"), PrepareOptions(format="rees46"), tmp_path / "b")
@@ -78,6 +79,7 @@ def test_uci_bundled_sample_matches_source(tmp_path: Path) -> None:
     assert not events["session_id"].str.startswith("C").any()
 
 
+@pytest.mark.real_data
 def test_uci_shared(tmp_path: Path) -> None:
     r = prepare(shared("uci_online_retail_sample"), PrepareOptions(format="uci"), tmp_path)
     _check_accounting(tmp_path)
@@ -85,6 +87,7 @@ def test_uci_shared(tmp_path: Path) -> None:
     assert r.notes["customers"] == 3_621
 
 
+@pytest.mark.real_data
 def test_hm_shared(tmp_path: Path) -> None:
     r = prepare(shared("hm_fashion_subset"), PrepareOptions(format="hm"), tmp_path)
     _check_accounting(tmp_path)
@@ -126,6 +129,7 @@ def test_mind_fixture(tmp_path: Path) -> None:
     assert (last_hist[common] < first_imp[common]).all()
 
 
+@pytest.mark.real_data
 def test_mind_shared(tmp_path: Path) -> None:
     r = prepare(shared("mind_small_subset"), PrepareOptions(format="mind"), tmp_path)
     _check_accounting(tmp_path)
@@ -148,6 +152,7 @@ def test_obd_fixture_two_policies(tmp_path: Path) -> None:
     assert random_p.to_numpy() == pytest.approx(1 / 80)
 
 
+@pytest.mark.real_data
 def test_obd_shared(tmp_path: Path) -> None:
     r = prepare(shared("obd_sample"), PrepareOptions(format="obd"), tmp_path)
     _check_accounting(tmp_path)

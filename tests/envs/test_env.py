@@ -27,7 +27,7 @@ from shopsim.envs.vec_env import ShopperVecEnv
 from shopsim.errors import ShopsimError
 
 
-@pytest.mark.parametrize("which", ["rees46_sim", "toy_sim", "mind_sim"])
+@pytest.mark.parametrize("which", [pytest.param("rees46_sim", marks=pytest.mark.slow), "toy_sim", "mind_sim"])
 def test_both_env_checkers_pass(which: str, request: pytest.FixtureRequest) -> None:
     sim_dir = request.getfixturevalue(which)
     env = gym.make("shopsim/Shopper-v0", simulator=sim_dir)
@@ -70,6 +70,7 @@ def _equal(a: object, b: object) -> bool:
     return a == b
 
 
+@pytest.mark.slow
 def test_seeded_rollout_repeats_bit_for_bit(rees46_sim: Path) -> None:
     a = _rollout(ShopperEnv(rees46_sim), seed=11, steps=300)
     b = _rollout(ShopperEnv(rees46_sim), seed=11, steps=300)
@@ -78,6 +79,7 @@ def test_seeded_rollout_repeats_bit_for_bit(rees46_sim: Path) -> None:
     assert not _equal(a, c)
 
 
+@pytest.mark.slow
 def test_vec_env_seeded_determinism(rees46_sim: Path) -> None:
     def run(seed: int) -> list[np.ndarray]:
         v = ShopperVecEnv(rees46_sim, 8)
@@ -114,6 +116,7 @@ def rees_env(rees46_sim: Path) -> ShopperEnv:
     seed=st.integers(0, 2**31 - 1),
     actions=st.lists(st.lists(st.integers(0, 99), min_size=10, max_size=10), min_size=1, max_size=25),
 )
+@pytest.mark.slow
 def test_any_action_keeps_the_env_consistent(
     rees_env: ShopperEnv, seed: int, actions: list[list[int]]
 ) -> None:
@@ -156,6 +159,7 @@ def test_duplicate_and_masked_slots_are_shown_empty(toy_sim: Path) -> None:
     assert info["events"]["positions"] == [1, 4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", [100, -1])
 def test_out_of_range_action_is_an_error_not_clamped(rees_env: ShopperEnv, bad: int) -> None:
     rees_env.reset(seed=0)
@@ -204,14 +208,17 @@ def test_env_from_a_config_equals_env_from_keywords(toy_sim: Path) -> None:
     assert _equal(vec(ShopperVecEnv(toy_sim, 5, seed=2, **kw)), vec(ShopperVecEnv(toy_sim, 5, cfg, seed=2)))
 
 
-def test_simulated_click_enters_the_history_with_the_logs_interaction_code(
-    mind_sim: Path, rees46_sim: Path
-) -> None:
+@pytest.mark.slow
+def test_view_logs_keep_the_view_code(rees46_sim: Path, toy_sim: Path) -> None:
+    assert Simulator.load(rees46_sim).click_code == EventCode.VIEW
+    assert Simulator.load(toy_sim).click_code == EventCode.VIEW
+
+
+def test_simulated_click_enters_the_history_with_the_logs_interaction_code(mind_sim: Path) -> None:
     """Impression log (MIND): histories are clicks, so a simulated click enters with the click
     code (before: the view code, an event type the state encoder never saw there)."""
     sim = Simulator.load(mind_sim)
     assert sim.click_code == EventCode.CLICK
-    assert Simulator.load(rees46_sim).click_code == EventCode.VIEW  # view logs keep the view code
     core = ShopperBatch(sim, 400, ShopperConfig(slate_size=3, n_candidates=10, max_steps=5))
     rng = np.random.default_rng(0)
     core.reset_rows(np.arange(400), rng)

@@ -11,8 +11,9 @@ import pytest
 
 from shopsim.errors import ShopsimError
 from shopsim.evaluation.ope.estimators import LoggedBandit, diagnostics, estimate
+from shopsim.tests.helpers import FIXTURES
 
-OBD = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "obd_sample"
+OBD = FIXTURES / "obd"  # a slice of the Open Bandit Dataset + obp's reference estimates (SOURCE.md)
 OBP_NAMES = {
     "ipw": ("ips", None),
     "snipw": ("snips", None),
@@ -25,7 +26,6 @@ OBP_NAMES = {
 }
 
 
-@pytest.mark.skipif(not (OBD / "obp_reference.npz").exists(), reason="needs ../shared/data/obd_sample")
 @pytest.mark.parametrize("target", ["uniform", "softmax"])
 def test_estimators_equal_obp_on_identical_inputs(target: str) -> None:
     z = np.load(OBD / "obp_reference.npz")
@@ -129,9 +129,7 @@ def test_bad_target_and_missing_inputs() -> None:
 def test_bandit_feedback_has_obps_keys_shapes_and_dtypes() -> None:
     from shopsim.evaluation.ope.feedback import SINGLE_KEYS, from_bandit_feedback, to_bandit_feedback
 
-    z = np.load(OBD / "obp_reference.npz") if (OBD / "obp_reference.npz").exists() else None
-    if z is None:
-        pytest.skip("needs ../shared/data/obd_sample")
+    z = np.load(OBD / "obp_reference.npz")
     data = LoggedBandit(
         z["action"], z["reward"], z["pscore"], n_actions=80, position=z["position"], n_positions=3
     )
@@ -517,7 +515,6 @@ def test_slot_reward_model_recovers_click_probabilities() -> None:
     assert np.abs(q - p).mean() < 0.01
 
 
-@pytest.mark.skipif(not (OBD / "bts").exists(), reason="needs ../shared/data/obd_sample")
 def test_logged_bandit_from_canonical_events_matches_the_raw_obd_log(tmp_path: Path) -> None:
     import pandas as pd
 

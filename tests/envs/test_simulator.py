@@ -312,6 +312,7 @@ def test_dynamics_recover_the_toy_shops_structure(toy_sim: Path) -> None:
     assert stored["same_category_next"]["n"] == same["n"]
 
 
+@pytest.mark.slow
 def test_refit_on_unchanged_inputs_is_reused(toy_sim: Path) -> None:
     from shopsim.envs.fitting.fit import SimulatorConfig, fit_simulator
 

@@ -180,6 +180,7 @@ def test_ope_obd_bad_inputs_are_one_line(tmp_path: Path, cli: CliRunner) -> None
     )
 
 
+@pytest.mark.slow
 def test_ope_validate_on_the_toy_shop(toy_sim: Path, tmp_path: Path, cli: CliRunner) -> None:
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"policies": {"bert_two_tower": {"kind": "supervised"}, "other": {}}}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -315,7 +316,48 @@ def test_session_estimators_against_exact_truth() -> None:
     assert 0.88 <= np.mean(cover) <= 0.99
 
 
-def test_session_dr_identities_and_unbiasedness_with_a_wrong_model() -> None:
+def _two_step_sessions(
+    rng: np.random.Generator, n: int = 1000
+) -> tuple[list[np.ndarray], list[np.ndarray], Callable[[np.ndarray, np.ndarray], tuple[list, list]]]:
+    """One log of ``n`` two-step sessions: rewards, importance ratios, and a reward model builder
+    (q_hat, v_hat for given step-1 and step-2 click tables)."""
+    a = (rng.random(n) < PB_S[1]).astype(int)
+    b = (rng.random(n) < PB_S[1]).astype(int)
+    r1 = (rng.random(n) < MU_S[a]).astype(float)
+    go = rng.random(n) < CONT[a]
+    r2 = (rng.random(n) < NU[a, b]).astype(float)
+    rho1, rho2 = PE_S[a] / PB_S[a], PE_S[b] / PB_S[b]
+    rw = [np.array([r1[j], r2[j]]) if go[j] else np.array([r1[j]]) for j in range(n)]
+    rt = [np.array([rho1[j], rho2[j]]) if go[j] else np.array([rho1[j]]) for j in range(n)]
+
+    def model(q1: np.ndarray, q2: np.ndarray) -> tuple[list, list]:
+        v1 = float(PE_S @ q1)
+        qs = [np.array([q1[a[j]], q2[a[j], b[j]]])[: len(rw[j])] for j in range(n)]
+        vs = [np.array([v1, PE_S @ q2[a[j]]])[: len(rw[j])] for j in range(n)]
+        return qs, vs
+
+    return rw, rt, model
+
+
+def test_session_dr_with_a_zero_model_is_pdis() -> None:
+    """Identities: a zero model turns DR into PDIS and WDR into WPDIS (value and interval)."""
+    from shopsim.evaluation.ope.sessions import session_estimate
+
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        rw, rt, _ = _two_step_sessions(rng)
+        zeros = [np.zeros(len(r)) for r in rw]
+        for d_name, is_name in (("dr", "pdis"), ("wdr", "wpdis")):
+            est = session_estimate(d_name, rw, rt, q_hat=zeros, v_hat=zeros, n_boot=50, seed=i)
+            ref = session_estimate(is_name, rw, rt, n_boot=50, seed=i)
+            assert est.value == pytest.approx(ref.value, abs=1e-12)
+            assert est.ci95 == pytest.approx(ref.ci95, abs=1e-12)
+    with pytest.raises(ShopsimError, match="dr: needs a reward model"):
+        session_estimate("dr", rw, rt)
+
+
+@pytest.mark.slow  # 300 simulated logs: a Monte Carlo check (~40 s)
+def test_session_dr_is_unbiased_with_a_wrong_model() -> None:
     from shopsim.evaluation.ope.sessions import session_estimate
 
     rng = np.random.default_rng(4)
@@ -323,33 +365,9 @@ def test_session_dr_identities_and_unbiasedness_with_a_wrong_model() -> None:
     q_step1 = np.array([0.35, 0.35])  # a deliberately wrong immediate-reward model
     q_step2 = np.full((2, 2), 0.2)
     dr, pdis, dr_good = [], [], []
-    for i in range(300):
-        a = (rng.random(1000) < PB_S[1]).astype(int)
-        b = (rng.random(1000) < PB_S[1]).astype(int)
-        r1 = (rng.random(1000) < MU_S[a]).astype(float)
-        go = rng.random(1000) < CONT[a]
-        r2 = (rng.random(1000) < NU[a, b]).astype(float)
-        rho1, rho2 = PE_S[a] / PB_S[a], PE_S[b] / PB_S[b]
-        two = [go[j] for j in range(1000)]
-        rw = [np.array([r1[j], r2[j]]) if two[j] else np.array([r1[j]]) for j in range(1000)]
-        rt = [np.array([rho1[j], rho2[j]]) if two[j] else np.array([rho1[j]]) for j in range(1000)]
-
-        def model(
-            q1: np.ndarray, q2: np.ndarray, a: np.ndarray = a, b: np.ndarray = b, rw: list = rw
-        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-            v1 = float(PE_S @ q1)
-            qs = [np.array([q1[a[j]], q2[a[j], b[j]]])[: len(rw[j])] for j in range(1000)]
-            vs = [np.array([v1, PE_S @ q2[a[j]]])[: len(rw[j])] for j in range(1000)]
-            return qs, vs
-
+    for _ in range(300):
+        rw, rt, model = _two_step_sessions(rng)
         qs, vs = model(q_step1, q_step2)
-        zeros = [np.zeros(len(r)) for r in rw]
-        if i < 3:  # identities: a zero model turns DR into PDIS and WDR into WPDIS
-            for d_name, is_name in (("dr", "pdis"), ("wdr", "wpdis")):
-                est = session_estimate(d_name, rw, rt, q_hat=zeros, v_hat=zeros, n_boot=50, seed=i)
-                ref = session_estimate(is_name, rw, rt, n_boot=50, seed=i)
-                assert est.value == pytest.approx(ref.value, abs=1e-12)
-                assert est.ci95 == pytest.approx(ref.ci95, abs=1e-12)
         dr.append(session_estimate("dr", rw, rt, q_hat=qs, v_hat=vs, n_boot=10).value)
         pdis.append(session_estimate("pdis", rw, rt, n_boot=10).value)
         # with the true immediate rewards (and no continuation value) DR varies less than PDIS
@@ -358,8 +376,6 @@ def test_session_dr_identities_and_unbiasedness_with_a_wrong_model() -> None:
     d = np.array(dr)
     assert abs(d.mean() - truth) < 3.5 * d.std() / np.sqrt(len(d))  # unbiased with a wrong model
     assert np.std(dr_good) < np.std(pdis)
-    with pytest.raises(ShopsimError, match="dr: needs a reward model"):
-        session_estimate("dr", rw, rt)
 
 
 def test_session_bad_inputs() -> None:

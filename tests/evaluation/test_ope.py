@@ -285,37 +285,6 @@ def _session_truth() -> float:
     return v
 
 
-def _sessions(n: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    a = (rng.random(n) < PB_S[1]).astype(int)
-    b = (rng.random(n) < PB_S[1]).astype(int)
-    r1 = (rng.random(n) < MU_S[a]).astype(float)
-    go = rng.random(n) < CONT[a]
-    r2 = (rng.random(n) < NU[a, b]).astype(float)
-    rho1, rho2 = PE_S[a] / PB_S[a], PE_S[b] / PB_S[b]
-    rewards = [np.array([r1[i], r2[i]]) if go[i] else np.array([r1[i]]) for i in range(n)]
-    ratios = [np.array([rho1[i], rho2[i]]) if go[i] else np.array([rho1[i]]) for i in range(n)]
-    return rewards, ratios
-
-
-def test_session_estimators_against_exact_truth() -> None:
-    from shopsim.evaluation.ope.sessions import session_estimate
-
-    rng = np.random.default_rng(3)
-    truth = _session_truth()
-    pdis, wpdis, cover = [], [], []
-    for i in range(300):
-        rw, rt = _sessions(1000, rng)
-        e = session_estimate("pdis", rw, rt, n_boot=200, seed=i)
-        pdis.append(e.value)
-        cover.append(e.ci95[0] <= truth <= e.ci95[1])
-        wpdis.append(session_estimate("wpdis", rw, rt, n_boot=10).value)
-    p, w = np.array(pdis), np.array(wpdis)
-    assert abs(p.mean() - truth) < 3.5 * p.std() / np.sqrt(len(p))  # PDIS: unbiased
-    assert abs(w.mean() - truth) < 0.02  # WPDIS: consistent, small bias at n = 1000
-    assert w.std() < p.std()  # and less variable
-    assert 0.88 <= np.mean(cover) <= 0.99
-
-
 def _two_step_sessions(
     rng: np.random.Generator, n: int = 1000
 ) -> tuple[list[np.ndarray], list[np.ndarray], Callable[[np.ndarray, np.ndarray], tuple[list, list]]]:
@@ -337,6 +306,25 @@ def _two_step_sessions(
         return qs, vs
 
     return rw, rt, model
+
+
+def test_session_estimators_against_exact_truth() -> None:
+    from shopsim.evaluation.ope.sessions import session_estimate
+
+    rng = np.random.default_rng(3)
+    truth = _session_truth()
+    pdis, wpdis, cover = [], [], []
+    for i in range(300):
+        rw, rt, _ = _two_step_sessions(rng)
+        e = session_estimate("pdis", rw, rt, n_boot=200, seed=i)
+        pdis.append(e.value)
+        cover.append(e.ci95[0] <= truth <= e.ci95[1])
+        wpdis.append(session_estimate("wpdis", rw, rt, n_boot=10).value)
+    p, w = np.array(pdis), np.array(wpdis)
+    assert abs(p.mean() - truth) < 3.5 * p.std() / np.sqrt(len(p))  # PDIS: unbiased
+    assert abs(w.mean() - truth) < 0.02  # WPDIS: consistent, small bias at n = 1000
+    assert w.std() < p.std()  # and less variable
+    assert 0.88 <= np.mean(cover) <= 0.99
 
 
 def test_session_dr_with_a_zero_model_is_pdis() -> None:

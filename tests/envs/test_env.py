@@ -106,9 +106,17 @@ def test_loaded_simulator_equals_saved(toy_sim: Path, tmp_path: Path) -> None:
     assert _equal(a, b)
 
 
+ENV_KW: dict = {"max_steps": 8, "reward": {"click": 1.0, "purchase": 2.0, "revenue": 0.01}}
+
+
 @pytest.fixture(scope="module")
 def rees_env(rees46_sim: Path) -> ShopperEnv:
-    return ShopperEnv(rees46_sim, max_steps=8, reward={"click": 1.0, "purchase": 2.0, "revenue": 0.01})
+    return ShopperEnv(rees46_sim, **ENV_KW)
+
+
+@pytest.fixture(scope="module")
+def toy_env(toy_sim: Path) -> ShopperEnv:
+    return ShopperEnv(toy_sim, **ENV_KW)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -116,11 +124,11 @@ def rees_env(rees46_sim: Path) -> ShopperEnv:
     seed=st.integers(0, 2**31 - 1),
     actions=st.lists(st.lists(st.integers(0, 99), min_size=10, max_size=10), min_size=1, max_size=25),
 )
-@pytest.mark.slow
+@pytest.mark.parametrize("which", [pytest.param("rees_env", marks=pytest.mark.slow), "toy_env"])
 def test_any_action_keeps_the_env_consistent(
-    rees_env: ShopperEnv, seed: int, actions: list[list[int]]
+    which: str, request: pytest.FixtureRequest, seed: int, actions: list[list[int]]
 ) -> None:
-    env = rees_env
+    env = request.getfixturevalue(which)
     obs, _ = env.reset(seed=seed)
     bought: set[int] = set()
     for steps, a in enumerate(actions, start=1):
@@ -159,14 +167,17 @@ def test_duplicate_and_masked_slots_are_shown_empty(toy_sim: Path) -> None:
     assert info["events"]["positions"] == [1, 4]
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize("which", [pytest.param("rees_env", marks=pytest.mark.slow), "toy_env"])
 @pytest.mark.parametrize("bad", [100, -1])
-def test_out_of_range_action_is_an_error_not_clamped(rees_env: ShopperEnv, bad: int) -> None:
-    rees_env.reset(seed=0)
+def test_out_of_range_action_is_an_error_not_clamped(
+    which: str, bad: int, request: pytest.FixtureRequest
+) -> None:
+    env = request.getfixturevalue(which)
+    env.reset(seed=0)
     action = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, bad])
-    assert action not in rees_env.action_space
+    assert action not in env.action_space
     with pytest.raises(ShopsimError) as exc:
-        rees_env.step(action)
+        env.step(action)
     assert str(exc.value) == (
         f"action: candidate index {bad} is out of range; every slot must be a candidate index "
         "in 0..99 (n_candidates=100)"

@@ -251,6 +251,7 @@ def test_custom_reward_callable_changes_nothing_else(toy_sim: Path) -> None:
             assert y[1] == pytest.approx(7.0 * x[1])
 
 
+@pytest.mark.slow  # 1,500 episodes each way (~17 s)
 def test_vec_env_matches_single_env_statistically(toy_sim: Path) -> None:
     """Same policy (the first k candidates), same metrics within sampling error."""
     n_ep = 1500

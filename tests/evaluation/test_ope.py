@@ -308,6 +308,7 @@ def _two_step_sessions(
     return rw, rt, model
 
 
+@pytest.mark.slow  # 300 simulated logs: a Monte Carlo check (~15 s)
 def test_session_estimators_against_exact_truth() -> None:
     from shopsim.evaluation.ope.sessions import session_estimate
 

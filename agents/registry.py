@@ -85,6 +85,10 @@ class PolicySpec:
     deployable: bool = True
     """Uses only what a shop could know (False: reads the shopper's hidden intent, a reference)."""
 
+    def runs_on(self, have: set[str]) -> bool:
+        """Whether the data at hand (``{"log", "impressions"}`` or part of it) meets :attr:`requires`."""
+        return self.requires <= have
+
 
 def _history(name: str) -> Callable[[PolicyContext], SlatePolicy]:
     return lambda ctx: HistoryScorerSlate(ctx.slate_size, ctx.next_item_model(name), name=name)

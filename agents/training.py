@@ -138,17 +138,9 @@ class ProgressBar(BaseCallback):
 def training_env(
     sim: Simulator, shop: ShopperConfig, n_envs: int, seed: int, reward: RewardFn | None = None
 ) -> ShopperVecEnv:
-    """The vector env both agents train on: the evaluation's shop, on the train split."""
-    return ShopperVecEnv(
-        sim,
-        n_envs,
-        slate_size=shop.slate_size,
-        n_candidates=shop.n_candidates,
-        seed=seed,
-        fatigue=shop.fatigue,
-        exposure_intent=shop.exposure_intent,
-        reward=reward,
-    )
+    """The vector env both agents train on: the evaluation's shop (every setting of ``shop``,
+    so training and evaluation see the same page), on the train split."""
+    return ShopperVecEnv(sim, n_envs, replace(shop, split="train"), reward=reward, seed=seed)
 
 
 def train_ppo(

@@ -462,9 +462,10 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
         resolve_reward(cfg.reward)
     except ShopsimError as exc:
         raise ShopsimError(f"{where}: {exc}") from None
-    impressions = d.has_impressions()
+    if d.has_impressions() is not False:  # impressions, or an events log (checked once prepared)
+        return
     for name in cfg.agents.policies or []:
-        if "impressions" in REGISTRY[name].requires and impressions is False:
+        if not REGISTRY[name].runs_on({"log"}):
             raise ShopsimError(
                 f"{where}: agents.policies: {name!r} needs a log with impressions and format "
                 f"{d.format!r} records none; remove it or use an impression log "
@@ -475,18 +476,15 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
 def selected_policies(cfg: RunConfig, impressions: bool) -> list[str]:
     """The policies an experiment runs: the config's list, or every default policy whose
     requirements the (prepared) log meets."""
+    have = {"log", "impressions"} if impressions else {"log"}
     if cfg.agents.policies is not None:
         for name in cfg.agents.policies:
-            if "impressions" in REGISTRY[name].requires and not impressions:
+            if not REGISTRY[name].runs_on(have):
                 raise ShopsimError(
                     f"agents.policies: {name!r} needs a log with impressions; this log has none"
                 )
         return list(cfg.agents.policies)
-    return [
-        n
-        for n in policy_names()
-        if REGISTRY[n].default and (impressions or "impressions" not in REGISTRY[n].requires)
-    ]
+    return [n for n in policy_names() if REGISTRY[n].default and REGISTRY[n].runs_on(have)]
 
 
 # ---------------------------------------------------------------------- documentation

@@ -128,7 +128,7 @@ def evaluated_policies(
     eligible = [
         n
         for n, s in REGISTRY.items()
-        if s.kind != "rl" and n != "random" and s.deployable and s.requires <= have
+        if s.kind != "rl" and n != "random" and s.deployable and s.runs_on(have)
     ]
     names = sorted(eligible, key=lambda n: "log" in REGISTRY[n].requires)  # stable: registry order
     ctx = PolicyContext(k, seed=seed, log=SessionLog.load(data) if data is not None else None)

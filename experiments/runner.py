@@ -28,7 +28,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from shopsim import __version__
-from shopsim.agents.registry import NEXT_ITEM_MODELS, PolicyContext, build_policies
+from shopsim.agents.registry import NEXT_ITEM_MODELS, REGISTRY, PolicyContext, build_policies
 from shopsim.agents.training import train_agent, training_env
 from shopsim.data import SessionLog, format_summary, prepare
 from shopsim.data.next_item import NextItemTask, evaluate_scorer
@@ -224,6 +224,7 @@ def offline_metrics(
 
 
 KINDS_EXTRA = {"ppo_sampled": "rl"}
+"""Kinds of result rows that are not registered policies (PPO's sampled slates)."""
 
 
 def results_report(
@@ -236,8 +237,6 @@ def results_report(
 ) -> dict[str, Any]:
     """results.json: per policy its kind, in-simulator summary with paired differences to
     ``click_model_greedy`` and ``random`` (when they ran), and offline metrics."""
-    from shopsim.agents.registry import REGISTRY
-
     fid = json.loads((sim_dir / "fidelity.json").read_text())
     report: dict[str, Any] = {
         "dataset": sim.meta.get("format", "?"),

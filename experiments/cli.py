@@ -187,10 +187,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.reference:
         print(config_reference())
         return 0
-    path = args.config or packaged_config("quickstart")
-    cfg = load_config(path, args.set)
+    cfg = load_config(args.config or packaged_config("quickstart"), args.set, where=_config_name(args.config))
     print(yaml.safe_dump(cfg.resolved(), sort_keys=False), end="")
     return 0
+
+
+def _config_name(path: Path | None) -> str:
+    """How messages name the config: its path, or the packaged quickstart.yaml."""
+    return str(path) if path is not None else "quickstart.yaml"
 
 
 def cmd_policies(args: argparse.Namespace) -> int:
@@ -220,7 +224,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     if not (args.simulator / "simulator.json").exists():
         raise ShopsimError(f"{args.simulator}: not a simulator folder (run `shopsim simulator fit` first)")
-    cfg = load_config(args.config or packaged_config("quickstart"), args.set)
+    cfg = load_config(args.config or packaged_config("quickstart"), args.set, where=_config_name(args.config))
     if args.study == "budget":
         report = budget_curve(
             args.simulator,

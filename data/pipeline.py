@@ -119,12 +119,8 @@ def prepare(src: Path | str, options: PrepareOptions, out: Path | str | None) ->
         out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="shopsim-prep-", dir=out_dir) as tmp:
         work = Path(tmp)
-        con = duckdb.connect(str(work / "prep.duckdb"))
+        con = _connect(work)
         try:
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
-            con.execute(f"SET temp_directory = '{work / 'spill'}'")
-            con.execute("SET enable_progress_bar = false")
             ctx = StageContext(con, work)
             plan = FORMATS[options.format](ctx, src, options)
             result = _run(con, ctx, plan, options, src, work, out_dir)
@@ -134,6 +130,16 @@ def prepare(src: Path | str, options: PrepareOptions, out: Path | str | None) ->
     if out_dir is not None:
         (out_dir / "report.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
     return result
+
+
+def _connect(work: Path) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for one prepare, its database and spill files inside ``work``."""
+    con = duckdb.connect(str(work / "prep.duckdb"))
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    con.execute(f"SET temp_directory = '{work / 'spill'}'")
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -35,7 +35,15 @@ import numpy as np
 import pandas as pd
 
 from shopsim.errors import ShopsimError
-from shopsim.evaluation.ope.estimators import SINGLE_SLOT, LoggedBandit, diagnostics, estimate
+from shopsim.evaluation.ope.diagnostics import CLICK_RANGE, THRESHOLDS, mark, summary_line, trust, usable
+from shopsim.evaluation.ope.estimators import (
+    SINGLE_SLOT,
+    LoggedBandit,
+    check_action_dist,
+    diagnostics,
+    estimate,
+    importance_weights,
+)
 from shopsim.stats import bootstrap_mean_ci
 
 NEED = ("item_id", "position", "click", "propensity_score")
@@ -124,6 +132,9 @@ def run_obd(folder: Path, out: Path, *, n_boot: int = 1000, seed: int = 0) -> di
         pi = np.broadcast_to(targets[target], (log.n, n_actions, n_positions))
         q = reward_model(log, seed=seed)
         est = {name: estimate(name, log, pi, q, n_boot=n_boot, seed=seed).to_json() for name in SINGLE_SLOT}
+        w = importance_weights(log, check_action_dist(log, pi))
+        for name, e in est.items():  # a click is 0 or 1 at every slot: the CTR is in [0, 1]
+            e["trust"] = trust(name, e["value"], None if name == "dm" else w, CLICK_RANGE)
         report[f"{target}_from_{behaviour}"] = {
             "truth": _truth(logs[target], n_boot, seed),
             "estimates": est,
@@ -131,13 +142,26 @@ def run_obd(folder: Path, out: Path, *, n_boot: int = 1000, seed: int = 0) -> di
             "rows": log.n,
             "clicks": int(log.reward.sum()),
             "mean_inverse_pscore": float(np.mean(1.0 / log.pscore)) if log.pscore is not None else None,
+            "trust_summary": _trust_summary(est),
         }
+    report["trust_thresholds"] = dict(THRESHOLDS)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ope_obd.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
+def _trust_summary(est: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    trusts = {name: e["trust"] for name, e in est.items()}
+    return {
+        "usable": usable(trusts),
+        "flagged": {name: t["reasons"] for name, t in trusts.items() if t["verdict"] != "ok"},
+        "line": summary_line(trusts),
+    }
+
+
 def obd_markdown(report: dict[str, Any]) -> str:
+    """Both directions' tables: each estimate against the truth and its trust verdict
+    (:mod:`shopsim.evaluation.ope.diagnostics`), then one line naming the usable estimators."""
     lines = []
     for key in ("random_from_bts", "bts_from_random"):
         d = report[key]
@@ -148,15 +172,27 @@ def obd_markdown(report: dict[str, Any]) -> str:
             f"max weight {d['diagnostics']['max_weight']:.2f}, "
             f"mean weight {d['diagnostics']['mean_weight']:.3f}",
             "",
-            "| estimator | value | 95% CI | contains truth | relative error |",
-            "|---|---|---|---|---|",
+            "| estimator | value | 95% CI | contains truth | relative error | trust |",
+            "|---|---|---|---|---|---|",
         ]
         for name, e in d["estimates"].items():
             inside = e["ci95"][0] <= t["value"] <= e["ci95"][1]
             rel = abs(e["value"] - t["value"]) / t["value"] if t["value"] else float("nan")
             lines.append(
                 f"| {name} | {e['value']:.5f} | [{e['ci95'][0]:.5f}, {e['ci95'][1]:.5f}] | "
-                f"{'yes' if inside else 'no'} | {rel:.2f} |"
+                f"{'yes' if inside else 'no'} | {rel:.2f} | {mark(e['trust']) if 'trust' in e else '—'} |"
             )
+        if "trust_summary" in d:
+            lines += ["", f"Trust: {d['trust_summary']['line']}"]
+        lines.append("")
+    if "trust_thresholds" in report:
+        th = report["trust_thresholds"]
+        lines.append(
+            f"⚠ flags: outside_range = the estimate is outside the reward's range [0, 1]; "
+            f"low_ess = ESS < max({th['min_ess']:.0f}, {th['min_ess_share']:.0%} of rows); "
+            f"heavy_weight = one row carries > {th['max_weight_share']:.0%} of the total importance weight "
+            "(weight rules: IS and DR estimators, and switch_dr/dros where their shrinkage changed "
+            "no weight; dm is model-based)"
+        )
         lines.append("")
     return "\n".join(lines)

@@ -22,12 +22,33 @@ shared pipeline (:mod:`.pipeline`) applies. Per-format rules, documented in the 
   propensity, plus a ``click`` row when clicked; each row is its own slate and session (the
   public sample has no slate grouping); the user is a hash of the user features.
 * ``events`` — any CSV/Parquet with ``--map canonical=source``; sessions derived by a
-  30-minute inactivity gap per user when absent.
+  30-minute inactivity gap per user when absent. One ``--map`` per canonical column (two
+  sources for one canonical column are an error); one source column may feed several
+  canonical columns (e.g. ``--map session_id=imp --map slate_id=imp``).
+
+**Column namespaces.** No source column, whatever its name, can change how the pipeline works:
+
+* staged source columns keep their names, except the staging columns ``_row``/``_src``
+  (renamed ``src__row``/``src__src``, see :func:`shopsim.data.staging.free_name`);
+* inside the pipeline every extra column (a source column passed through, or an item
+  attribute) lives under :data:`EXTRA_NS` (``extra:<name>``, see :func:`extra`), a namespace no
+  pipeline column uses, so an extra named ``reason``, ``event``, ``_row``, ``split``, ``start``
+  or ``price`` is just data;
+* on writing, an extra keeps its own name, unless that name is a canonical column
+  (:data:`~shopsim.data.schema.EVENT_COLUMNS` for events.parquet,
+  :data:`~shopsim.data.schema.ITEM_COLUMNS` for items.parquet) or already written: then it is
+  written as ``src_<name>`` (the prefix repeated until free; :func:`output_names`). E.g. an
+  unmapped source column ``event`` (with ``--map event=action``) is written as ``src_event``.
+
+Values (paths, formats, event names) go into SQL as quoted literals (:func:`lit`) and
+identifiers through :func:`q`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +56,15 @@ from typing import Any
 import duckdb
 
 from shopsim.data.schema import EVENT_TYPES
-from shopsim.data.staging import StagedTable, is_parquet, stage_file
+from shopsim.data.staging import (
+    MAX_FIELD_BYTES,
+    MAX_FIELD_LINES,
+    SOURCE_PREFIX,
+    StagedTable,
+    free_name,
+    is_parquet,
+    stage_file,
+)
 from shopsim.errors import ShopsimError
 
 RAW_COLUMNS: tuple[str, ...] = (
@@ -77,6 +106,53 @@ MAPPABLE: tuple[str, ...] = (
 )
 """Canonical names ``--map`` accepts (``category`` describes items)."""
 
+EXTRA_NS = "extra:"
+"""Namespace of extra (pass-through) columns inside the pipeline; no pipeline column contains ``:``."""
+
+
+def extra(name: str) -> str:
+    """The pipeline's (unquoted) name of extra column ``name``."""
+    return EXTRA_NS + name
+
+
+def output_names(extras: Iterable[str], reserved: Iterable[str]) -> dict[str, str]:
+    """Extra column → the name it is written under: itself, or ``src_<name>`` (repeated) when the
+    name is ``reserved`` (the canonical columns) or taken by an earlier extra."""
+    taken = set(reserved)
+    out: dict[str, str] = {}
+    for name in extras:
+        new = free_name(name, taken, SOURCE_PREFIX)
+        taken.add(new)
+        out[name] = new
+    return out
+
+
+def parse_column_map(pairs: Iterable[str] | Mapping[str, str]) -> dict[str, str]:
+    """``--map canonical=source`` pairs → canonical → source; two pairs for one canonical column
+    are an error (the CLI's ``--map`` list goes through here).
+
+    :raises ShopsimError: on a pair without ``=`` or a canonical column given twice.
+    """
+    if isinstance(pairs, Mapping):
+        return dict(pairs)
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if isinstance(pair, str):
+            canon, sep, source = pair.partition("=")
+            if not sep or not canon.strip() or not source.strip():
+                raise ShopsimError(f"--map {pair!r}: expected canonical=source, e.g. --map item_id=sku")
+        else:
+            canon, source = pair
+        canon, source = canon.strip(), source.strip()
+        if canon in out and out[canon] != source:
+            raise ShopsimError(
+                f"--map {canon}={out[canon]} and --map {canon}={source}: two source columns for "
+                f"canonical column {canon!r}; keep one"
+            )
+        out[canon] = source
+    return out
+
+
 DUPLICATE_POLICIES = ("drop", "keep")
 MISSING_ITEM_POLICIES = ("drop", "keep")
 
@@ -90,7 +166,9 @@ class PrepareOptions:
     items: Path | None = None
     """Item table file (``hm``: articles.csv; ``events``: any CSV/Parquet with ``item_id``)."""
     column_map: dict[str, str] = field(default_factory=dict)
-    """``events`` only: canonical column → source column."""
+    """``events`` only: canonical column → source column. Also accepts the ``--map`` pairs
+    (``["event=action", …]`` or ``[("event", "action"), …]``): two for one canonical column are
+    an error (see :func:`parse_column_map`)."""
     default_event: str | None = None
     """``events`` only: event type for rows whose event column is absent or empty."""
     text_cols: list[str] | None = None
@@ -108,8 +186,14 @@ class PrepareOptions:
     """Read integer timestamps as Unix time in ``s``/``ms``/``us`` instead of an order key."""
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     """Train/valid/test fractions of sessions, by session start time."""
+    max_field_lines: int = MAX_FIELD_LINES
+    """A record of a text source may span at most this many lines (a quoted field with line
+    breaks); a longer one is an unbalanced quote: its first line is dropped as ``malformed_row``."""
+    max_field_bytes: int = MAX_FIELD_BYTES
+    """A record spanning several lines may hold at most this many bytes (same rule)."""
 
     def __post_init__(self) -> None:
+        self.column_map = parse_column_map(self.column_map)
         if self.format not in FORMATS:
             raise ShopsimError(f"unknown format {self.format!r}; choose one of: {', '.join(FORMATS)}")
         if self.duplicates is not None and self.duplicates not in DUPLICATE_POLICIES:
@@ -121,13 +205,24 @@ class PrepareOptions:
                 f"--default-event {self.default_event!r} is not an event type; "
                 f"use one of: {', '.join(EVENT_TYPES)}"
             )
-        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
+        if (
+            len(self.split) != 3
+            or not all(isinstance(f, int | float) and math.isfinite(f) and f >= 0 for f in self.split)
+            or abs(sum(self.split) - 1) > 1e-6
+        ):
             raise ShopsimError(
                 f"--split {','.join(map(str, self.split))} must be three non-negative fractions "
                 "summing to 1, e.g. 0.8,0.1,0.1"
             )
-        if self.session_gap_minutes <= 0:
-            raise ShopsimError("--session-gap must be a positive number of minutes")
+        gap = self.session_gap_minutes
+        if not isinstance(gap, int | float) or not math.isfinite(gap) or gap <= 0:
+            raise ShopsimError(f"--session-gap {gap} must be a positive, finite number of minutes, e.g. 30")
+        for name, value in (
+            ("max_field_lines", self.max_field_lines),
+            ("max_field_bytes", self.max_field_bytes),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ShopsimError(f"{name} {value!r} must be a positive whole number")
         if self.timestamp_unit not in (None, "s", "ms", "us"):
             raise ShopsimError(f"--timestamp-unit must be s, ms or us, not {self.timestamp_unit!r}")
         for key in self.column_map:
@@ -187,6 +282,8 @@ class StageContext:
         self.work = work
         self.staged: dict[str, StagedTable] = {}
         self.item_views: set[str] = set()
+        self.limits: dict[str, int] = {}
+        """``max_field_lines``/``max_field_bytes`` for every file staged (set from the options)."""
 
     def stage(
         self,
@@ -201,7 +298,7 @@ class StageContext:
         """Stage ``path`` as view ``view`` (with a constant ``_src`` column); ``items`` marks an
         item table (its malformed lines count as item drops, not event drops)."""
         dest = self.work / f"{view}.parquet"
-        table = stage_file(path, dest, **kwargs)  # type: ignore[arg-type]
+        table = stage_file(path, dest, **(self.limits | kwargs))  # type: ignore[arg-type]
         missing = [c for c in (required or []) if c not in table.columns]
         if missing:
             raise ShopsimError(
@@ -209,8 +306,10 @@ class StageContext:
                 f"(found: {', '.join(table.columns[:12])}{', …' if len(table.columns) > 12 else ''})"
                 + (f"; {fix}" if fix else "")
             )
-        src = str(path).replace("'", "''")
-        self.con.execute(f"CREATE VIEW {view} AS SELECT *, '{src}' AS _src FROM read_parquet('{dest}')")
+        # a view cannot take bound parameters: the file names go in as quoted literals
+        self.con.execute(
+            f"CREATE VIEW {q(view)} AS SELECT *, {lit(str(path))} AS _src FROM read_parquet({lit(str(dest))})"
+        )
         self.staged[view] = table
         if items:
             self.item_views.add(view)
@@ -224,6 +323,20 @@ class StageContext:
 def q(name: str) -> str:
     """Quote an SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def lit(value: str) -> str:
+    """Quote a text value as an SQL string literal (where DuckDB takes no bound parameter:
+    views, ``COPY … TO``, ``SET``)."""
+    if "\x00" in value:
+        raise ShopsimError(f"{value!r}: contains a NUL character")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def mode_of(col: str) -> str:
+    """The most frequent value of column ``col`` (unquoted name) per group; ties go to the value
+    seen first in the source (``_row``, ``_sub``), so reruns agree."""
+    return f"mode({q(col)} ORDER BY _row, _sub)"
 
 
 def col_or_null(name: str, columns: list[str]) -> str:
@@ -266,7 +379,7 @@ def _raw_select(
 ) -> str:
     exprs = [session, user, ts, item, event, price, quantity, position, slate, propensity]
     cols = [f"CAST({e} AS VARCHAR) AS {c}" for e, c in zip(exprs, RAW_COLUMNS, strict=True)]
-    extra_cols = [f"{e} AS {q(n)}" for n, e in (extras or {}).items()]
+    extra_cols = [f"{e} AS {q(extra(n))}" for n, e in (extras or {}).items()]
     head = [
         f"CAST({row} AS BIGINT) AS _row",
         f"CAST({sub} AS BIGINT) AS _sub",
@@ -299,13 +412,14 @@ def plan_rees46(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
         )
         + " FROM src"
     )
-    items = """
+    code, brand = mode_of(extra("category_code")), mode_of(extra("brand"))
+    items = f"""
         SELECT item_id,
-               concat_ws(' ', replace(mode(category_code), '.', ' '), mode(brand)) AS text,
-               mode(category_id) AS category,
+               concat_ws(' ', replace({code}, '.', ' '), {brand}) AS text,
+               {mode_of(extra("category_id"))} AS category,
                CAST(median(price) AS VARCHAR) AS price_raw,
-               mode(category_code) AS category_code,
-               mode(brand) AS brand,
+               {code} AS {q(extra("category_code"))},
+               {brand} AS {q(extra("brand"))},
                min(_row) AS _row
         FROM kept GROUP BY item_id"""
     return Plan(
@@ -380,7 +494,7 @@ def plan_hm(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
         f"concat_ws('. ', {', '.join(text_parts)}) AS text, "
         f"{col_or_null('product_group_name', ic)} AS category, "
         "CAST(NULL AS VARCHAR) AS price_raw, "
-        + ", ".join(f"{col_or_null(n, ic)} AS {q(n)}" for n in extra_item_cols)
+        + ", ".join(f"{col_or_null(n, ic)} AS {q(extra(n))}" for n in extra_item_cols)
         + ", _row FROM src_items"
     )
     return Plan(
@@ -455,8 +569,8 @@ def plan_uci(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
         )
         + " FROM src"
     )
-    items = """
-        SELECT item_id, mode(description) AS text, CAST(NULL AS VARCHAR) AS category,
+    items = f"""
+        SELECT item_id, {mode_of(extra("description"))} AS text, CAST(NULL AS VARCHAR) AS category,
                CAST(median(price) AS VARCHAR) AS price_raw, min(_row) AS _row
         FROM kept GROUP BY item_id"""
     return Plan(
@@ -551,12 +665,13 @@ def _mind_items_sql(ctx: StageContext, news: Path) -> str:
                           concat_ws('. ', NULLIF(TRIM(title), ''), NULLIF(TRIM(abstract), '')) AS text,
                           NULLIF(TRIM(category), '') AS category,
                           CAST(NULL AS VARCHAR) AS price_raw,
-                          NULLIF(TRIM(subcategory), '') AS subcategory,
-                          NULLIF(TRIM(title), '') AS title, _row
+                          NULLIF(TRIM(subcategory), '') AS "extra:subcategory",
+                          NULLIF(TRIM(title), '') AS "extra:title", _row
                    FROM src_news"""
     return """SELECT CAST(NULL AS VARCHAR) AS item_id, CAST(NULL AS VARCHAR) AS text,
                           CAST(NULL AS VARCHAR) AS category, CAST(NULL AS VARCHAR) AS price_raw,
-                          CAST(NULL AS VARCHAR) AS subcategory, CAST(NULL AS VARCHAR) AS title,
+                          CAST(NULL AS VARCHAR) AS "extra:subcategory",
+                          CAST(NULL AS VARCHAR) AS "extra:title",
                           CAST(0 AS BIGINT) AS _row
                    WHERE false"""
 
@@ -687,7 +802,7 @@ def _obd_folders(src: Path) -> list[tuple[str, Path]]:
 
 def _obd_selects(view: str, policy: str, user_feats: list[str], affinities: list[str]) -> list[str]:
     """Raw SELECTs of one policy's log: an impression row per line, a click row per clicked one."""
-    pol = policy.replace("'", "''")
+    pol = lit(policy)[1:-1]  # spliced inside the literals below
     user_hash = (
         "'u-' || substr(md5(concat_ws('|', " + ", ".join(map(q, user_feats)) + ")), 1, 12)"
         if user_feats
@@ -726,7 +841,9 @@ def _obd_items_sql(ctx: StageContext, ctx_file: Path | None) -> str:
     return (
         "SELECT NULLIF(TRIM(item_id), '') AS item_id, CAST(NULL AS VARCHAR) AS text, "
         f"{col_or_null('item_feature_1', ic)} AS category, "
-        "CAST(NULL AS VARCHAR) AS price_raw" + "".join(f", {q(c)}" for c in feats) + ", _row FROM src_items"
+        "CAST(NULL AS VARCHAR) AS price_raw"
+        + "".join(f", {q(c)} AS {q(extra(c))}" for c in feats)
+        + ", _row FROM src_items"
     )
 
 
@@ -736,20 +853,28 @@ def plan_events(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
     if not src.exists():
         raise ShopsimError(f"{src}: no such file; check the path")
     delim = "\t" if src.suffix.lower() == ".tsv" or src.name.lower().endswith(".tsv.gz") else ","
-    cols = ctx.stage("src", src, delimiter=delim).columns
+    st = ctx.stage("src", src, delimiter=delim)
+    cols = st.columns
     mapping = _map_event_columns(src, cols, opts)
     text_cols = opts.text_cols or []
     used = set(mapping.values())
-    extras = [c for c in cols if c not in used]
+    # unmapped source column → its extra name (a source column named 'category' yields to the
+    # mapped category when --map category=… names another column)
+    taken = {"category"} if "category" in mapping else set()
+    extras: dict[str, str] = {}
+    for c in cols:
+        if c not in used:
+            extras[c] = free_name(c, taken | set(cols)) if c in taken else c
+            taken.add(extras[c])
     if opts.items is None:
         _check_text_cols(src, text_cols, cols)
-    event_extras = extras + (["category"] if "category" in mapping else [])
+    event_extras = list(extras.values()) + (["category"] if "category" in mapping else [])
     if opts.items is not None:
         items = _items_from_file(ctx, opts.items, opts, mapping, text_cols)
     else:
-        items = _items_from_events(mapping, text_cols)
+        items = _items_from_events(mapping, extras, text_cols)
     return Plan(
-        raw_sql=_events_raw_sql(mapping, extras, opts.default_event),
+        raw_sql=_events_raw_sql(st, mapping, extras, opts.default_event),
         extras=event_extras,
         item_attrs=[],
         items_sql=items,
@@ -806,15 +931,17 @@ def _check_text_cols(path: Path, text_cols: list[str], cols: list[str]) -> None:
         raise ShopsimError(f"{path}: --text-cols {', '.join(bad)}: no such column(s) (found: {_found(cols)})")
 
 
-def _events_raw_sql(mapping: dict[str, str], extras: list[str], default_event: str | None) -> str:
+def _events_raw_sql(
+    st: StagedTable, mapping: dict[str, str], extras: dict[str, str], default_event: str | None
+) -> str:
     """The raw SELECT of an ``events`` log: mapped columns, unmapped ones as extras."""
 
     def m(canon: str) -> str:
-        return f"NULLIF(TRIM({q(mapping[canon])}), '')" if canon in mapping else "NULL"
+        return f"NULLIF(TRIM({q(st.sql(mapping[canon]))}), '')" if canon in mapping else "NULL"
 
     event = m("event")
     if default_event:
-        event = f"COALESCE({event}, '{default_event}')"
+        event = f"COALESCE({event}, {lit(default_event)})"
     return (
         _raw_select(
             session=m("session_id"),
@@ -827,7 +954,7 @@ def _events_raw_sql(mapping: dict[str, str], extras: list[str], default_event: s
             position=m("position"),
             slate=m("slate_id"),
             propensity=m("propensity"),
-            extras={c: f"NULLIF(TRIM({q(c)}), '')" for c in extras}
+            extras={name: f"NULLIF(TRIM({q(st.sql(c))}), '')" for c, name in extras.items()}
             | ({"category": m("category")} if "category" in mapping else {}),
         )
         + " FROM src"
@@ -838,7 +965,8 @@ def _items_from_file(
     ctx: StageContext, path: Path, opts: PrepareOptions, mapping: dict[str, str], text_cols: list[str]
 ) -> str:
     """Stage an ``events`` log's ``--items`` file; its item SQL (text = the joined ``--text-cols``)."""
-    icols = ctx.stage("src_items", path, items=True).columns
+    ist = ctx.stage("src_items", path, items=True)
+    icols = ist.columns
     id_col = next((c for c in ("item_id", mapping["item_id"]) if c in icols), None)
     if id_col is None:
         raise ShopsimError(
@@ -849,27 +977,50 @@ def _items_from_file(
     price_col = opts.column_map.get("price", "price")
     other = [c for c in icols if c not in {id_col, cat_col, price_col}]
     text = (
-        "concat_ws(' | ', " + ", ".join(f"NULLIF(TRIM({q(c)}), '')" for c in text_cols) + ")"
+        "concat_ws(' | ', " + ", ".join(f"NULLIF(TRIM({q(ist.sql(c))}), '')" for c in text_cols) + ")"
         if text_cols
         else "CAST(NULL AS VARCHAR)"
     )
+    staged = [ist.sql(c) for c in icols]
+
+    def col(c: str) -> str:
+        return col_or_null(ist.sql(c), staged) if c in icols else "CAST(NULL AS VARCHAR)"
+
     return (
-        f"SELECT NULLIF(TRIM({q(id_col)}), '') AS item_id, {text} AS text, "
-        f"{col_or_null(cat_col, icols)} AS category, {col_or_null(price_col, icols)} AS price_raw"
-        + "".join(f", {col_or_null(c, icols)} AS {q(c)}" for c in other)
+        f"SELECT {col(id_col)} AS item_id, {text} AS text, "
+        f"{col(cat_col)} AS category, {col(price_col)} AS price_raw"
+        + "".join(f", {col(c)} AS {q(extra(c))}" for c in other)
         + ", _row FROM src_items"
     )
 
 
-def _items_from_events(mapping: dict[str, str], text_cols: list[str]) -> str:
+_KEPT_COLUMN_OF_CANONICAL = {
+    "session_id": "session_id",
+    "user_id": "user_id",
+    "timestamp": "ts_raw",
+    "item_id": "item_id",
+    "event": "event_raw",
+    "price": "price_raw",
+    "position": "position_raw",
+    "slate_id": "slate_id",
+    "propensity": "propensity_raw",
+    "quantity": "quantity_raw",
+    "category": extra("category"),
+}
+"""Where the table ``kept`` holds each mappable canonical column's source text."""
+
+
+def _items_from_events(mapping: dict[str, str], extras: dict[str, str], text_cols: list[str]) -> str:
     """Item SQL of an ``events`` log without an item file: per item, the most frequent text
-    columns and category and the median price of its kept events."""
+    columns and category (ties: the first seen) and the median price of its kept events."""
+    source_of = {src: _KEPT_COLUMN_OF_CANONICAL[canon] for canon, src in mapping.items()}
+    source_of.update({c: extra(name) for c, name in extras.items()})
     text = (
-        "concat_ws(' | ', " + ", ".join(f"mode({q(c)})" for c in text_cols) + ")"
+        "concat_ws(' | ', " + ", ".join(mode_of(source_of[c]) for c in text_cols) + ")"
         if text_cols
         else "CAST(NULL AS VARCHAR)"
     )
-    cat = "mode(category)" if "category" in mapping else "CAST(NULL AS VARCHAR)"
+    cat = mode_of(extra("category")) if "category" in mapping else "CAST(NULL AS VARCHAR)"
     return (
         f"SELECT item_id, {text} AS text, {cat} AS category, "
         "CAST(median(price) AS VARCHAR) AS price_raw, min(_row) AS _row "
@@ -881,13 +1032,30 @@ def _cols(path: Path, **raw_to_source: str) -> dict[str, tuple[str, str]]:
     return {raw: (str(path), source) for raw, source in raw_to_source.items()}
 
 
-FORMATS: dict[str, Callable[[StageContext, Path, PrepareOptions], Plan]] = {
-    "rees46": plan_rees46,
-    "hm": plan_hm,
-    "uci": plan_uci,
-    "mind": plan_mind,
-    "obd": plan_obd,
-    "events": plan_events,
+Planner = Callable[[StageContext, Path, PrepareOptions], Plan]
+
+
+def _with_limits(planner: Planner) -> Planner:
+    """The planner, staging its files with the options' record limits."""
+
+    @functools.wraps(planner)
+    def plan(ctx: StageContext, src: Path, opts: PrepareOptions) -> Plan:
+        ctx.limits = {"max_field_lines": opts.max_field_lines, "max_field_bytes": opts.max_field_bytes}
+        return planner(ctx, src, opts)
+
+    return plan
+
+
+FORMATS: dict[str, Planner] = {
+    name: _with_limits(planner)
+    for name, planner in (
+        ("rees46", plan_rees46),
+        ("hm", plan_hm),
+        ("uci", plan_uci),
+        ("mind", plan_mind),
+        ("obd", plan_obd),
+        ("events", plan_events),
+    )
 }
 """Known source formats → planner."""
 
@@ -895,4 +1063,16 @@ FORMATS_WITH_IMPRESSIONS: frozenset[str] = frozenset({"mind", "obd"})
 """Formats whose logs always record what was shown (impression rows with positions); an
 ``events`` log has impressions when its event column contains ``impression``."""
 
-__all__ = ["FORMATS", "FORMATS_WITH_IMPRESSIONS", "Plan", "PrepareOptions", "StageContext", "is_parquet"]
+__all__ = [
+    "EXTRA_NS",
+    "FORMATS",
+    "FORMATS_WITH_IMPRESSIONS",
+    "Plan",
+    "PrepareOptions",
+    "StageContext",
+    "extra",
+    "is_parquet",
+    "lit",
+    "output_names",
+    "parse_column_map",
+]

@@ -9,7 +9,17 @@ Steps (all in DuckDB over on-disk tables, so memory stays bounded on large logs)
 5. build the item table; add or drop events whose item the table lacks;
 6. split sessions by start time into train/valid/test; write Parquet + report.json.
 
-Invariant, checked before anything is written: ``rows_in == rows_out + sum(dropped)``.
+Invariant, checked before anything is written: ``rows_in == rows_out + sum(dropped)``; and for
+every text source, ``lines_in == header_lines + blank_lines + record_lines`` (report.json's
+``lines`` block, see :mod:`.staging`), so no line and no row vanishes.
+
+Numbers: ``price`` and ``propensity`` must be finite (``NaN``/``inf`` are ``bad_price`` /
+``bad_propensity``); ``quantity`` and ``position`` must be whole numbers (``2.7`` is
+``bad_quantity``, not 3; an integer written as ``3.0`` or ``1e3`` is read as that integer).
+
+SQL: identifiers go through :func:`~.formats.q`, values through bound parameters where DuckDB
+takes them and otherwise through :func:`~.formats.lit`; extension auto-install/auto-load are
+off and the configuration is locked after :func:`_connect`.
 """
 
 from __future__ import annotations
@@ -31,23 +41,28 @@ from shopsim.data.formats import (
     Plan,
     PrepareOptions,
     StageContext,
+    extra,
+    lit,
+    output_names,
     q,
 )
-from shopsim.data.schema import EVENT_COLUMNS, EVENT_SYNONYMS, EVENT_TYPES
+from shopsim.data.schema import EVENT_COLUMNS, EVENT_SYNONYMS, EVENT_TYPES, ITEM_COLUMNS
 from shopsim.errors import ShopsimError
 
 DROP_REASONS: dict[str, str] = {
-    "malformed_row": "the line has the wrong number of fields",
+    "malformed_row": "the record has the wrong number of fields, or its quoted field runs over more than "
+    "max_field_lines lines / max_field_bytes bytes (an unbalanced quote; its first line is dropped)",
+    "bad_encoding": "the record is not valid UTF-8 text (re-encode the file, e.g. iconv -f latin1 -t utf-8)",
     "missing_user_id": "no user id",
     "missing_item_id": "no item id",
     "missing_session_id": "no session id (and the format does not derive one)",
     "bad_timestamp": "timestamp cannot be parsed",
     "unknown_event": "event type is not one of impression/view/click/cart/purchase (or a synonym)",
-    "bad_price": "price is not a number",
+    "bad_price": "price is not a finite number (text, NaN, inf)",
     "negative_price": "price below zero",
-    "bad_quantity": "quantity is not an integer",
-    "bad_position": "position is not an integer ≥ 1",
-    "bad_propensity": "propensity is not a number in (0, 1]",
+    "bad_quantity": "quantity is not a whole number (text, 2.7, NaN, inf)",
+    "bad_position": "position is not a whole number ≥ 1 (text, 0, 0.6, NaN, inf)",
+    "bad_propensity": "propensity is not a finite number in (0, 1]",
     "duplicate_row": "exact copy of an earlier row (formats whose rows are events)",
     "unknown_item": "item is missing from the item table (--missing-items drop)",
     "cancellation": "UCI cancellation invoice (InvoiceNo starting with C)",
@@ -95,6 +110,9 @@ class PrepareResult:
     timing_s: float
     shopsim_version: str = __version__
     outputs: dict[str, str] = field(default_factory=dict)
+    lines: dict[str, Any] = field(default_factory=dict)
+    """Line accounting per source file (``files``: lines_in, header/blank/record lines, records
+    kept and dropped, multi-line records with their line ranges) and ``reconciled``."""
 
     def to_json(self) -> dict[str, Any]:
         """The report as a JSON-ready dict."""
@@ -134,11 +152,18 @@ def prepare(src: Path | str, options: PrepareOptions, out: Path | str | None) ->
 
 def _connect(work: Path) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection for one prepare, its database and spill files inside ``work``."""
-    con = duckdb.connect(str(work / "prep.duckdb"))
+    # no extension is installed or loaded behind the user's back (a crafted file must not
+    # make DuckDB fetch code); the settings are locked once made
+    con = duckdb.connect(
+        str(work / "prep.duckdb"),
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+    )
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
-    con.execute(f"SET temp_directory = '{work / 'spill'}'")
+    # SET takes no bound parameters: the values go in as quoted literals
+    con.execute(f"SET memory_limit = {lit(MEMORY_LIMIT)}")
+    con.execute(f"SET temp_directory = {lit(str(work / 'spill'))}")
     con.execute("SET enable_progress_bar = false")
+    con.execute("SET lock_configuration = true")
     return con
 
 
@@ -153,7 +178,7 @@ def _run(
     out_dir: Path | None,
 ) -> PrepareResult:
     """The pipeline of the module docstring, stage by stage, over the staged source."""
-    rows_in, malformed, first_malformed = _count_source_rows(con, ctx, plan)
+    rows_in, staging_drops, staging_examples = _count_source_rows(con, ctx, plan)
     integer_ts = _integer_timestamps(con, opts)
     _parse(con, plan, opts, integer_ts)
     # Items first when they come from their own file: events may then name unknown items.
@@ -161,7 +186,7 @@ def _run(
     missing_items = opts.missing_items or plan.missing_items
     _classify(con, plan, check_item=plan.external_items and missing_items == "drop")
     _fail_if_unusable(con, plan)
-    dropped, examples = _drops(con, plan, malformed, first_malformed)
+    dropped, examples = _drops(con, plan, staging_drops, staging_examples)
     duplicates = opts.duplicates or plan.duplicates
     _keep_rows(con, plan, duplicates, dropped, examples)
     rows_out = _scalar(con, "SELECT count(*) FROM kept")
@@ -194,25 +219,39 @@ def _run(
         options=opt_dict,
         timing_s=0.0,
         outputs=outputs,
+        lines=_lines_report(ctx),
     )
 
 
 def _count_source_rows(
     con: duckdb.DuckDBPyConnection, ctx: StageContext, plan: Plan
-) -> tuple[int, int, tuple[str, int] | None]:
-    """Create the ``raw`` view; return the source rows (well-formed + malformed), the malformed
-    count and the first malformed (file, row)."""
+) -> tuple[int, dict[str, int], dict[str, dict[str, Any]]]:
+    """Create the ``raw`` view; return the source rows (kept at staging + dropped there), the
+    staging drops by reason and the first example of each (file, row, physical lines)."""
     con.execute(f"CREATE VIEW raw AS {plan.raw_sql}")
     # every event file counts (OBD has one per logging policy), not just the first
     event_tables = ctx.tables(items=False)
-    malformed = sum(len(t.malformed_rows) for t in event_tables)
-    first_malformed = next(
-        ((str(t.source), t.malformed_rows[0]) for t in event_tables if t.malformed_rows), None
-    )
-    rows_in = _scalar(con, "SELECT count(*) FROM raw") + malformed
+    drops: dict[str, int] = {}
+    examples: dict[str, dict[str, Any]] = {}
+    for reason, attr in (("malformed_row", "malformed_rows"), ("bad_encoding", "bad_encoding_rows")):
+        n = sum(len(getattr(t, attr)) for t in event_tables)
+        if n:
+            drops[reason] = n
+            t = next(t for t in event_tables if getattr(t, attr))
+            row = getattr(t, attr)[0]
+            examples[reason] = {"file": str(t.source), "row": row}
+            if row in t.drop_lines:
+                examples[reason]["lines"] = list(t.drop_lines[row])
+    rows_in = _scalar(con, "SELECT count(*) FROM raw") + sum(drops.values())
     if rows_in == 0:
         raise ShopsimError(f"{plan.main_file}: no data rows (only a header?); nothing to prepare")
-    return rows_in, malformed, first_malformed
+    return rows_in, drops, examples
+
+
+def _lines_report(ctx: StageContext) -> dict[str, Any]:
+    """report.json's ``lines`` block: every staged file's line accounting."""
+    files = [t.line_report() for t in ctx.staged.values()]
+    return {"files": files, "reconciled": all(f["reconciled"] for f in files)}
 
 
 def _parse(con: duckdb.DuckDBPyConnection, plan: Plan, opts: PrepareOptions, integer_ts: bool) -> None:
@@ -228,11 +267,26 @@ def _parse(con: duckdb.DuckDBPyConnection, plan: Plan, opts: PrepareOptions, int
         f"""CREATE VIEW parsed AS SELECT *,
               {ts_sql} AS ts,
               {event_sql} AS event,
-              TRY_CAST(price_raw AS DOUBLE) AS price,
-              TRY_CAST(TRY_CAST(quantity_raw AS DOUBLE) AS BIGINT) AS quantity,
-              TRY_CAST(TRY_CAST(position_raw AS DOUBLE) AS BIGINT) AS position,
-              TRY_CAST(propensity_raw AS DOUBLE) AS propensity
+              {_finite_sql("price_raw")} AS price,
+              {_whole_sql("quantity_raw")} AS quantity,
+              {_whole_sql("position_raw")} AS position,
+              {_finite_sql("propensity_raw")} AS propensity
             FROM raw"""
+    )
+
+
+def _finite_sql(col: str) -> str:
+    """The number in text column ``col``; NULL when it is not a finite number (NaN, inf)."""
+    return f"CASE WHEN isfinite(TRY_CAST({col} AS DOUBLE)) THEN TRY_CAST({col} AS DOUBLE) END"
+
+
+def _whole_sql(col: str) -> str:
+    """The integer in text column ``col``; NULL unless it is a whole number (``2.7`` and ``NaN``
+    are not; ``3.0`` is 3). Digits are read exactly, beyond a double's precision."""
+    d = f"TRY_CAST({col} AS DOUBLE)"
+    return (
+        rf"CASE WHEN regexp_full_match(TRIM({col}), '[+-]?[0-9]+') THEN TRY_CAST(TRIM({col}) AS BIGINT) "
+        f"WHEN isfinite({d}) AND {d} = trunc({d}) AND abs({d}) < 9.2e18 THEN CAST({d} AS BIGINT) END"
     )
 
 
@@ -245,10 +299,11 @@ def _stage_external_items(
     if not plan.external_items:
         return 0, item_drops
     items_in = _build_external_items(con, plan, item_drops)
-    bad_item_lines = sum(len(t.malformed_rows) for t in ctx.tables(items=True))
-    if bad_item_lines:
-        item_drops["malformed_row"] = bad_item_lines
-        items_in += bad_item_lines
+    for reason, attr in (("malformed_row", "malformed_rows"), ("bad_encoding", "bad_encoding_rows")):
+        bad_item_lines = sum(len(getattr(t, attr)) for t in ctx.tables(items=True))
+        if bad_item_lines:
+            item_drops[reason] = bad_item_lines
+            items_in += bad_item_lines
     return items_in, item_drops
 
 
@@ -278,20 +333,21 @@ def _classify(con: duckdb.DuckDBPyConnection, plan: Plan, *, check_item: bool) -
 
 
 def _drops(
-    con: duckdb.DuckDBPyConnection, plan: Plan, malformed: int, first_malformed: tuple[str, int] | None
+    con: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    staging_drops: dict[str, int],
+    staging_examples: dict[str, dict[str, Any]],
 ) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
-    """Rows dropped per reason so far (classification + malformed lines) and an example of each."""
+    """Rows dropped per reason so far (staging + classification) and an example of each."""
     dropped = {
         str(r): int(n)
         for r, n in con.execute(
             "SELECT reason, count(*) FROM classified WHERE reason IS NOT NULL GROUP BY reason"
         ).fetchall()
     }
-    if malformed:
-        dropped["malformed_row"] = malformed
+    dropped.update(staging_drops)
     examples = _examples(con, plan, dropped)
-    if first_malformed is not None:
-        examples["malformed_row"] = {"file": first_malformed[0], "row": first_malformed[1]}
+    examples.update(staging_examples)
     return dropped, examples
 
 
@@ -308,7 +364,9 @@ def _keep_rows(
         con.execute("CREATE TABLE kept AS SELECT * FROM classified WHERE reason IS NULL")
         return
     # an exact duplicate agrees on every canonical column (but the split, not yet assigned)
-    key = [_internal(c) for c in EVENT_COLUMNS if c != "split"] + [*plan.extras, *plan.item_attrs]
+    key = [_internal(c) for c in EVENT_COLUMNS if c != "split"] + [
+        extra(c) for c in (*plan.extras, *plan.item_attrs)
+    ]
     con.execute(
         f"""CREATE TABLE kept AS SELECT * EXCLUDE (_dup) FROM (
               SELECT *, row_number() OVER (
@@ -408,15 +466,28 @@ def _notes(
 def _write_outputs(con: duckdb.DuckDBPyConnection, plan: Plan, out_dir: Path) -> dict[str, str]:
     """Write events.parquet (canonical columns, then the format's extras, in canonical order)
     and items.parquet; return the ``outputs`` block (report.json is written by the caller)."""
+    # extras keep their names, or src_<name> when that is a canonical column (formats docstring)
     event_cols = [
-        *(f"{_internal(c)} AS {c}" if _internal(c) != c else c for c in EVENT_COLUMNS),
-        *(q(c) for c in plan.extras),
+        *(f"{'s' if c == 'split' else 'e'}.{q(_internal(c))} AS {q(c)}" for c in EVENT_COLUMNS),
+        *(f"e.{q(extra(c))} AS {q(name)}" for c, name in output_names(plan.extras, EVENT_COLUMNS).items()),
     ]
     order = "s.start, s.first_row, s.session_id, e.ts, e._row, e._sub"
-    final_sql = f"SELECT {', '.join(event_cols)} FROM kept e JOIN sess s USING (session_id) ORDER BY {order}"
+    final_sql = (
+        f"SELECT {', '.join(event_cols)} FROM kept e JOIN sess s ON e.session_id = s.session_id "
+        f"ORDER BY {order}"
+    )
+    # the item table's columns in their order; extras under their own names (or src_<name>)
+    stored = [str(c[0]) for c in con.execute("SELECT * FROM items LIMIT 0").description or []]
+    item_extras = [c[len(extra("")) :] for c in stored if c.startswith(extra(""))]
+    names = {extra(c): name for c, name in output_names(item_extras, ITEM_COLUMNS).items()}
+    item_cols = [f"{q(c)} AS {q(names[c])}" if c in names else q(c) for c in stored]
     ev_path, it_path = out_dir / "events.parquet", out_dir / "items.parquet"
-    con.execute(f"COPY ({final_sql}) TO '{ev_path}' (FORMAT parquet, COMPRESSION zstd)")
-    con.execute(f"COPY (SELECT * FROM items) TO '{it_path}' (FORMAT parquet, COMPRESSION zstd)")
+    # COPY … TO takes no bound parameter for its file: the path goes in as a quoted literal
+    con.execute(f"COPY ({final_sql}) TO {lit(str(ev_path))} (FORMAT parquet, COMPRESSION zstd)")
+    con.execute(
+        f"COPY (SELECT {', '.join(item_cols)} FROM items) TO {lit(str(it_path))} "
+        "(FORMAT parquet, COMPRESSION zstd)"
+    )
     return {
         "events": str(ev_path),
         "items": str(it_path),
@@ -458,16 +529,14 @@ def _timestamp_sql(col: str, formats: list[str], integer: bool, unit: str | None
         div = {"s": 1, "ms": 1_000, "us": 1_000_000}[unit]
         unix = f"CAST(to_timestamp(TRY_CAST(TRIM({col}) AS DOUBLE) / {div}) AT TIME ZONE 'UTC' AS TIMESTAMP)"
         return f"CASE WHEN regexp_full_match(TRIM({col}), '-?[0-9.]+') THEN {unix} END"
-    tries = [
-        f"CAST(try_strptime(TRIM({col}), '{f.replace(chr(39), chr(39) * 2)}') AS TIMESTAMP)" for f in formats
-    ]
+    tries = [f"CAST(try_strptime(TRIM({col}), {lit(f)}) AS TIMESTAMP)" for f in formats]
     # ISO 8601 with or without a zone ('… UTC', '+00:00', 'Z'), read as UTC.
     tries.append(f"CAST(TRY_CAST(TRIM({col}) AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS TIMESTAMP)")
     return "COALESCE(" + ", ".join(tries) + ")"
 
 
 def _event_sql(col: str) -> str:
-    whens = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in EVENT_SYNONYMS.items())
+    whens = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in EVENT_SYNONYMS.items())
     return f"CASE lower(TRIM({col})) {whens} ELSE NULL END"
 
 
@@ -521,7 +590,7 @@ def _examples(
     """The first source row of each drop reason, with the offending column and value."""
     out: dict[str, dict[str, Any]] = {}
     for reason in dropped:
-        if reason == "malformed_row":
+        if reason in ("malformed_row", "bad_encoding"):
             continue
         raw_col = _REASON_COLUMN.get(reason)
         value_sql = raw_col if raw_col else "NULL"
@@ -545,8 +614,8 @@ def _build_external_items(con: duckdb.DuckDBPyConnection, plan: Plan, drops: dic
     n_in = _scalar(con, "SELECT count(*) FROM items_raw")
     missing = _scalar(con, "SELECT count(*) FROM items_raw WHERE item_id IS NULL")
     con.execute(
-        """CREATE TABLE items_src AS SELECT * EXCLUDE (_rank, price_raw, _row),
-                  TRY_CAST(price_raw AS DOUBLE) AS price FROM (
+        f"""CREATE TABLE items_src AS SELECT * EXCLUDE (_rank, price_raw, _row),
+                  {_finite_sql("price_raw")} AS price FROM (
               SELECT *, row_number() OVER (PARTITION BY item_id ORDER BY _row) AS _rank
               FROM items_raw WHERE item_id IS NOT NULL) WHERE _rank = 1"""
     )

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -57,7 +58,15 @@ from shopsim.agents.registry import REGISTRY, PolicyContext, build_policies
 from shopsim.data import SessionLog
 from shopsim.envs.engine import ShopperConfig
 from shopsim.envs.model.simulator import Simulator
+from shopsim.envs.rewards import WeightedReward
 from shopsim.errors import ShopsimError
+from shopsim.evaluation.ope.diagnostics import (
+    REASONS,
+    THRESHOLDS,
+    page_reward_range,
+    session_return_range,
+    trust,
+)
 from shopsim.evaluation.ope.estimators import (
     DEFAULT_LAMBDA,
     SINGLE_SLOT,
@@ -153,10 +162,28 @@ def _pad(session: np.ndarray, step: np.ndarray, values: np.ndarray, fill: float)
     return out
 
 
+Range = tuple[float, float] | None
+
+
+def value_ranges(shop: ShopperConfig, reward: WeightedReward | None = None) -> dict[str, Range]:
+    """Possible range of each estimand under ``reward`` (the logger's: clicks by default):
+    ``first_page`` a page of ``slate_size`` slots, ``session`` at most ``max_steps`` pages."""
+    page = page_reward_range(reward or WeightedReward(), shop.slate_size)
+    return {"session": session_return_range(page, shop.max_steps), "first_page": page}
+
+
 def _estimate_repeat(
-    log: dict[str, Any], names: list[str], cfg: ValidateConfig, seed: int
+    log: dict[str, Any],
+    names: list[str],
+    cfg: ValidateConfig,
+    seed: int,
+    ranges: dict[str, Range] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """All estimates of one log: {policy: {estimand: {estimator: Estimate-json, ...}}}."""
+    """All estimates of one log: {policy: {estimand: {estimator: Estimate-json, ...}}}; with
+    ``ranges`` (:func:`value_ranges`) every estimate carries its ``trust`` block
+    (:func:`shopsim.evaluation.ope.diagnostics.trust`) on the weights it rests on: sessions' cumulative
+    weights per step, the first page's joint slate ratios, per-slot marginal (iips) or prefix
+    (rips, cascade_dr) ratios."""
     sess, step = log["session"], log["step"]
     first = step == 0
     slot_r = log.get("slot_reward", log["slot_clicks"])
@@ -182,11 +209,17 @@ def _estimate_repeat(
         res: dict[str, dict[str, Any]] = {"session": {}, "first_page": {}}
         for e in SESSION:
             res["session"][e] = padded_session_estimate(e, r_pad, w, counts, q_pad, v_pad).to_json()
+            if ranges is not None:
+                res["session"][e]["trust"] = trust(e, res["session"][e]["value"], w, ranges["session"])
         res["session"]["diagnostics"] = weight_diagnostics(w[:, -1])
         fr, fw = log["reward"][first], rho[first]
         for e in SINGLE_SLOT:
             a, b, d = round_terms(e, fr, fw, q_page[first], v_page[first], DEFAULT_LAMBDA.get(e))
             res["first_page"][e] = ratio_estimate(a, b, d, counts).to_json()
+            if ranges is not None:
+                res["first_page"][e]["trust"] = trust(
+                    e, res["first_page"][e]["value"], None if e == "dm" else fw, ranges["first_page"]
+                )
         props = {
             "marginal": (log[f"{n}_marginal"][first], log["pscore_marginal"][first]),
             "prefix": (log[f"{n}_prefix"][first], log["pscore_prefix"][first]),
@@ -200,6 +233,12 @@ def _estimate_repeat(
                 **props,
             )
             res["first_page"][e] = ratio_estimate(a, None, None, counts).to_json()
+            if ranges is not None:
+                kind = "marginal" if e == "iips" else "prefix"
+                ratio = props[kind][0] / props[kind][1]
+                res["first_page"][e]["trust"] = trust(
+                    e, res["first_page"][e]["value"], ratio, ranges["first_page"]
+                )
         res["first_page"]["diagnostics"] = weight_diagnostics(fw)
         out[n] = res
     return out
@@ -242,6 +281,40 @@ def _summary(
                 "spearman": float(np.mean(finite)) if finite else None,
             }
     return per_policy, per_estimator
+
+
+def trust_summary(
+    per_repeat: list[dict[str, Any]], names: list[str], ranges: dict[str, Range]
+) -> dict[str, Any]:
+    """Per estimand and estimator: how many of its estimates (policies × repeats) were flagged,
+    for which reasons, and the estimators never flagged (``usable``)."""
+    out: dict[str, Any] = {
+        "thresholds": dict(THRESHOLDS),
+        "ranges": {k: None if v is None else list(v) for k, v in ranges.items()},
+    }
+    for estimand, ests in (("session", SESSION), ("first_page", FIRST_PAGE)):
+        per: dict[str, Any] = {}
+        for e in ests:
+            blocks = [rep[n][estimand][e]["trust"] for rep in per_repeat for n in names]
+            reasons = {r: sum(r in t["reasons"] for t in blocks) for r in REASONS}
+            per[e] = {
+                "kind": blocks[0]["kind"],
+                "flagged": sum(t["verdict"] != "ok" for t in blocks),
+                "of": len(blocks),
+                "reasons": {r: c for r, c in reasons.items() if c},
+            }
+        out[estimand] = {"usable": [e for e, v in per.items() if v["flagged"] == 0], "estimators": per}
+    return out
+
+
+def _trust_line(estimand: str, t: dict[str, Any]) -> str:
+    flagged = []
+    for e, v in t["estimators"].items():
+        if v["flagged"]:
+            of = v["of"]
+            flagged.append(f"{e} ({', '.join(f'{r} {c}/{of}' for r, c in v['reasons'].items())})")
+    ok = ", ".join(f"{e} ({t['estimators'][e]['kind']})" for e in t["usable"]) or "none"
+    return f"- {estimand}: usable for every policy and repeat: {ok}; flagged: {', '.join(flagged) or 'none'}"
 
 
 def _truth(
@@ -305,14 +378,15 @@ def run_validation(
     results: Path | None = None,
 ) -> dict[str, Any]:
     """The whole protocol of the module docstring; returns (and writes) the report."""
-    if results is not None and not results.is_file():
-        raise ShopsimError(f"{results}: no such results.json; pass the file a quickstart wrote")
+    if results is not None:
+        check_results_file(results)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     sim = Simulator.load(sim_dir)
     k = cfg.slate_size
     shop = ShopperConfig(slate_size=k, n_candidates=cfg.n_candidates, split="test")
     shop.validate(sim)
+    ranges = value_ranges(shop)
     pols = evaluated_policies(sim, k, models=models, data=data, seed=cfg.seed)
     if cfg.behaviour != "mixture" and cfg.behaviour not in pols:
         raise ShopsimError(
@@ -343,7 +417,7 @@ def run_validation(
             progress=True,
         )
         logs_meta.append(log["meta"])
-        per_repeat.append(_estimate_repeat(log, names, cfg, seed))
+        per_repeat.append(_estimate_repeat(log, names, cfg, seed, ranges))
         del log
     timing["log_and_estimate"] = time.perf_counter() - t0
 
@@ -363,6 +437,7 @@ def run_validation(
         "estimators": per_estimator,
         "checks": checks,
         "repeats": per_repeat,
+        "trust": trust_summary(per_repeat, names, ranges),
         "timing_s": {key: round(v, 1) for key, v in timing.items()},
     }
     (out / "ope_validation.json").write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
@@ -382,6 +457,24 @@ def _finite(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [_finite(v) for v in x]
     return x
+
+
+def check_results_file(path: Path) -> None:
+    """Refuse, before any work, a ``--results`` that is not an existing, writable results.json."""
+    if not path.is_file():
+        raise ShopsimError(f"{path}: no such results.json; pass the file a quickstart wrote")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ShopsimError(
+            f"{path}: not a readable results.json ({type(exc).__name__}); pass the file a quickstart wrote"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("policies"), dict):
+        raise ShopsimError(
+            f"{path}: not a results.json (no 'policies' object); pass the file a quickstart wrote"
+        )
+    if not os.access(path, os.W_OK):
+        raise ShopsimError(f"{path}: not writable; make it writable or copy it, then pass the copy")
 
 
 def annotate_results(path: Path, first_repeat: dict[str, Any]) -> None:
@@ -426,16 +519,33 @@ def validation_markdown(report: dict[str, Any]) -> str:
         "",
         "(first_page columns: snips, dr.) Every estimator, over policies and repeats:",
         "",
-        "| estimand | estimator | mean rel. error | median | max | pooled | CI coverage | Spearman |",
-        "|---|---|---|---|---|---|---|---|",
+        "| estimand | estimator | mean rel. error | median | max | pooled | CI coverage | Spearman | trust |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    tr = report.get("trust")
     for estimand, ests in report["estimators"].items():
         for e, s in ests.items():
             sp = "—" if s["spearman"] is None else f"{s['spearman']:.3f}"
+            cell = "—"
+            if tr is not None:
+                v = tr[estimand]["estimators"][e]
+                cell = f"⚠ {', '.join(v['reasons'])} ({v['flagged']}/{v['of']})" if v["flagged"] else "ok"
             lines.append(
                 f"| {estimand} | {e} | {s['rel_error_mean']:.3f} | {s['rel_error_median']:.3f} | "
-                f"{s['rel_error_max']:.3f} | {s['rel_error_pooled']:.3f} | {s['coverage']:.2f} | {sp} |"
+                f"{s['rel_error_max']:.3f} | {s['rel_error_pooled']:.3f} | {s['coverage']:.2f} | {sp} | "
+                f"{cell} |"
             )
+    if tr is not None:
+        th = tr["thresholds"]
+        lines += [
+            "",
+            "Trust (⚠ = some estimates flagged, flagged/all over policies × repeats; outside_range = outside "
+            f"the estimand's possible range, low_ess = ESS < max({th['min_ess']:.0f}, "
+            f"{th['min_ess_share']:.0%} of rows), heavy_weight = one row > {th['max_weight_share']:.0%} "
+            "of the total weight; see shopsim.evaluation.ope.diagnostics):",
+            "",
+            *(_trust_line(estimand, tr[estimand]) for estimand in ("session", "first_page")),
+        ]
     lines += ["", "Checks:", ""]
     for key, c in report["checks"].items():
         lines.append(

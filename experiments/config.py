@@ -22,21 +22,24 @@ path and the fix. Relative paths in a YAML file are relative to the file's folde
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib
 import inspect
 import itertools
 import json
+import math
 import re
 import textwrap
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_origin, get_type_hints
+from typing import Annotated, Any, get_origin, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from annotated_types import Ge, Gt, Interval
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from shopsim.agents.registry import REGISTRY, policy_names
 from shopsim.agents.training import PPOConfig, SlateQConfig
@@ -49,6 +52,80 @@ from shopsim.envs.rewards import RewardFn, WeightedReward
 from shopsim.errors import ShopsimError
 
 SAMPLE_PREFIX = "sample:"
+
+SEED_RANGE = Interval(ge=0, le=2**32 - 1)
+"""Seeds numpy, torch and Stable-Baselines3 all accept."""
+
+_POSITIVE_COUNTS = (
+    "ft_steps_per_epoch",
+    "ft_negatives",
+    "lora_alpha",
+    "neighbours",
+    "max_positions",
+    "replay_slate_size",
+    "slate_size",
+    "n_candidates",
+    "max_steps",
+    "bought_capacity",
+    "target_update_interval",
+    "batch",
+)
+_FRACTIONS = (
+    "lora_dropout",
+    "tau",
+    "gamma",
+    "exploration_fraction",
+    "exploration_initial_eps",
+    "exploration_final_eps",
+)
+_POSITIVE_REALS = ("lr", "backbone_lr", "lora_lr", "learning_rate", "max_grad_norm")
+_NON_NEGATIVE = (
+    "weight_decay",
+    "ent_coef",
+    "vf_coef",
+    "choice_loss_weight",
+    "fatigue",
+    "exposure_intent",
+    "candidate_mix",
+    "patience",
+    "ft_epochs",
+    "learning_starts",
+)
+FIELD_RULES: dict[str, Any] = {
+    "seed": SEED_RANGE,
+    **dict.fromkeys(_POSITIVE_COUNTS, Ge(1)),
+    **dict.fromkeys(_FRACTIONS, Interval(ge=0, le=1)),
+    **dict.fromkeys(_POSITIVE_REALS, Gt(0)),
+    **dict.fromkeys(_NON_NEGATIVE, Ge(0)),
+}
+"""Range of every numeric config field that its class does not check itself, by field name (one
+rule per name, whatever the section; a tuple field's rule holds for each element). Every float
+must also be finite. :func:`check_field_rules` applies them before the class's own checks, for
+YAML sections, ``--set`` overrides and generated CLI flags alike."""
+
+
+@functools.cache
+def _rules_model(cls: type) -> type[BaseModel]:
+    hints = get_type_hints(cls)
+    spec: dict[str, Any] = {}
+    for f in fields(cls):
+        hint = hints[f.name]
+        if is_dataclass(hint):
+            continue  # a nested section is checked on its own
+        rule = FIELD_RULES.get(f.name)
+        if rule is not None and get_origin(hint) is tuple:
+            hint = tuple[Annotated[hint.__args__[0], rule], ...]  # type: ignore[name-defined]
+        elif rule is not None:
+            hint = Annotated[hint, rule]
+        spec[f.name] = (hint, None)  # defaults are not validated: absent fields keep the class's
+    config = ConfigDict(allow_inf_nan=False, arbitrary_types_allowed=True, extra="ignore")
+    return create_model(f"{cls.__name__}Rules", __config__=config, **spec)
+
+
+def check_field_rules(cls: type, values: dict[str, Any]) -> None:
+    """Raise pydantic's ``ValidationError`` when a value in ``values`` (field name → value of
+    dataclass ``cls``) is NaN, infinite or outside its :data:`FIELD_RULES` range."""
+    _rules_model(cls).model_validate(values)
 
 
 @dataclass
@@ -152,7 +229,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    seed: int = 0
+    seed: Annotated[int, SEED_RANGE] = 0
     """Drives every random draw of every stage (copied into each stage's own seed)."""
     data: DataConfig
     """The shop's logs."""
@@ -235,6 +312,9 @@ def resolve_reward(spec: RewardSpec) -> RewardFn:
                 f"reward: unknown term(s) {', '.join(unknown)}; "
                 f"use {', '.join(f.name for f in fields(WeightedReward))}"
             )
+        bad = [k for k, v in spec.items() if not isinstance(v, (int, float)) or not math.isfinite(v)]
+        if bad:
+            raise ShopsimError(f"reward: {bad[0]}={spec[bad[0]]!r}: a weight must be a finite number")
         return WeightedReward(**spec)
     if isinstance(spec, str):
         module, _, attr = spec.partition(":")
@@ -281,7 +361,9 @@ def load_config(
         if not source.is_file():
             raise ShopsimError(f"{source}: no such config file; pass a YAML file such as quickstart.yaml")
         try:
-            raw = yaml.safe_load(source.read_text())
+            raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ShopsimError(f"{source}: not a text file (not UTF-8); pass a YAML config") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f" (line {mark.line + 1})" if mark is not None else ""
@@ -351,6 +433,10 @@ def validate_config(raw: dict[str, Any], *, where: str = "config", base: Path | 
     if "data" not in raw:
         raise ShopsimError(f"{where}: missing section 'data' (at least data.source and data.format)")
     seed = raw.get("seed", 0)
+    try:  # before the sections, which copy it: the error then names the key the user wrote
+        TypeAdapter(Annotated[int, SEED_RANGE]).validate_python(seed)
+    except ValidationError as exc:
+        raise ShopsimError(f"{where}: {_first_error(exc, prefix='seed')}") from None
     parsed: dict[str, Any] = {"seed": seed, "reward": raw.get("reward", {"click": 1.0})}
     for name, cls in SECTIONS.items():
         section = raw.get(name) or {}
@@ -385,6 +471,7 @@ def _section(cls: type, values: dict[str, Any], name: str, where: str) -> Any:
         if is_dataclass(sub) and isinstance(values.get(f.name), dict):
             values[f.name] = _section(sub, values[f.name], f"{name}.{f.name}", where)  # type: ignore[arg-type]
     try:
+        check_field_rules(cls, values)
         return TypeAdapter(cls).validate_python(values)
     except ValidationError as exc:
         raise ShopsimError(f"{where}: {_first_error(exc, prefix=name)}") from None

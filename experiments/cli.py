@@ -1,28 +1,258 @@
 """The ``shopsim`` command line.
 
-User errors (:class:`~shopsim.errors.ShopsimError`, bad arguments) print one line to stderr
-and exit with code 2; no traceback.
+What a user's mistake looks like: one line on stderr, ``shopsim: error: <what, where, how to
+fix>``, exit code 2, no traceback; Ctrl-C prints ``shopsim: interrupted`` and exits with 130,
+at any moment after start-up (imports included). The rule that separates a user's mistake
+from a bug in shopsim, applied by :func:`main`:
+
+* **user errors** (one line, exit 2): :class:`~shopsim.errors.ShopsimError`; bad arguments
+  (argparse, and the parse-time checks of option values and paths below); every ``OSError``
+  (no such file, permission denied, is a directory, not a directory, disk full, a corrupt
+  gzip …: the line names the path and the OS's reason); a **format error of a file reader**
+  — an exception class that only a reader of bytes raises (:data:`_CORRUPT_FILE_ERRORS`:
+  Arrow/Parquet, zip, JSON, pickle, zlib, YAML, UTF-8 decoding, a truncated stream, DuckDB's
+  I/O, conversion and invalid-input errors) or a ``ValueError`` raised inside numpy's ``.npy`` /
+  ``.npz`` reader — the line names the error kind and, when it can be found, the file;
+  ``MemoryError``.
+* **bugs** (the traceback is kept, exit 1): everything else — ``AssertionError``,
+  ``TypeError``, ``KeyError``, ``AttributeError``, a ``ValueError`` from our own code, DuckDB's
+  binder/parser errors (SQL that shopsim wrote) … A loader that meets a corrupt artifact it can
+  recognise raises ``ShopsimError`` itself, with the command that rebuilds it; the list above
+  is the safety net for what escapes.
+
+``SHOPSIM_TRACEBACK=1`` shows the full traceback of any error (and Python's "Exception ignored
+in …" reports, which are otherwise silenced: they follow an error that is already reported).
+
+Option values are checked when the arguments are parsed, before any work: numbers are finite
+and in range (:func:`_number`, :func:`_split`; config flags and ``--set`` through
+:data:`~shopsim.experiments.config.FIELD_RULES`), ``--out`` is a folder that can be created and
+written (:func:`_out_dir`). Heavy modules (torch, the pipeline) are imported only for the command
+that runs, so ``shopsim --help`` is fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from shopsim import __version__
 from shopsim.errors import ShopsimError
-from shopsim.experiments.flags import add_config_flags, config_from_args
+
+# ------------------------------------------------------------------ errors: the top-level rule
+_CORRUPT_FILE_ERRORS = {
+    "pyarrow.lib": ("ArrowException",),
+    "zipfile": ("BadZipFile", "LargeZipFile"),
+    "json": ("JSONDecodeError",),
+    "pickle": ("UnpicklingError",),
+    "_pickle": ("UnpicklingError",),
+    "zlib": ("error",),
+    "yaml": ("YAMLError",),
+    "duckdb": ("IOException", "InvalidInputException", "ConversionException", "OutOfMemoryException"),
+    "safetensors": ("SafetensorError",),
+    "builtins": ("UnicodeDecodeError", "EOFError"),
+}
+"""Exception classes (module → class names, matched with their subclasses) that only a reader of
+a file's bytes raises: a corrupt or foreign file, not a bug. Modules not yet imported are skipped
+(an exception of theirs cannot have been raised)."""
+
+_NUMPY_READERS = ("numpy/lib/format.py", "numpy/lib/_format_impl.py", "numpy/lib/npyio.py", "_npyio_impl.py")
+_TRACEBACK_ENV = "SHOPSIM_TRACEBACK"
+_TEST_SIGINT_ENV = "SHOPSIM_TEST_SIGINT_AT"
+"""Test-only: ``import`` or ``command`` — main sends itself a real SIGINT at that point (tests
+of Ctrl-C that do not depend on timing)."""
+
+
+def _classes(table: dict[str, tuple[str, ...]]) -> tuple[type[BaseException], ...]:
+    out: list[type[BaseException]] = []
+    for module, names in table.items():
+        mod = sys.modules.get(module)
+        for name in names:
+            cls = getattr(mod, name, None) if mod is not None else None
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                out.append(cls)
+    return tuple(out)
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, also when DuckDB turned it into its InterruptException or a library re-raised it."""
+    interrupt = _classes({"duckdb": ("InterruptException",)})
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (KeyboardInterrupt, *interrupt)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _file_in_traceback(exc: BaseException) -> str | None:
+    """The innermost file being read when ``exc`` was raised: an existing file named by a local
+    variable of a frame (a path, a string path, or an open file's name)."""
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            name = getattr(value, "name", value) if hasattr(value, "read") else value
+            if isinstance(name, (str, Path)) and len(str(name)) < 4096 and str(name).strip():
+                try:
+                    if os.path.isfile(name):
+                        return str(name)
+                except (OSError, ValueError):
+                    continue
+    return None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _os_error_message(exc: OSError) -> str:
+    """``PATH: reason; fix`` for an OS error (the path from the exception, else the traceback)."""
+    import errno
+
+    path = exc.filename if exc.filename is not None else _file_in_traceback(exc)
+    reason = exc.strerror or _one_line(str(exc)) or type(exc).__name__
+    hint = {
+        errno.EACCES: "check its permissions or choose another path",
+        errno.EPERM: "check its permissions or choose another path",
+        errno.ENOENT: "check the path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+        errno.EISDIR: "a file is expected there, not a folder",
+        errno.ENOSPC: "free some space or choose another --out",
+        errno.EDQUOT: "free some space or choose another --out",
+        errno.EROFS: "choose a writable --out",
+    }.get(exc.errno or -1, "check the file")
+    if exc.errno is None and path is not None:  # a reader's complaint (gzip …): the file is bad
+        hint = "the file is corrupt or not what was expected; replace it"
+    where = f"{path}: " if path is not None else ""
+    if exc.filename2 is not None:
+        where = f"{path} → {exc.filename2}: "
+    return f"{where}{reason}; {hint}"
+
+
+def _corrupt_file_message(exc: BaseException) -> str | None:
+    """One line for a reader's format error, or None when ``exc`` is not one (then it is a bug)."""
+    readers = _classes(_CORRUPT_FILE_ERRORS)
+    is_reader_error = isinstance(exc, readers)
+    if not is_reader_error and type(exc) is ValueError:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/") if tb is not None else ""
+        is_reader_error = where.endswith(_NUMPY_READERS)
+    if not is_reader_error:
+        return None
+    path = _file_in_traceback(exc)
+    kind = type(exc).__name__
+    detail = _one_line(str(exc), 200)
+    what = f"{path}: cannot be read" if path else "an input file cannot be read"
+    return f"{what} ({kind}: {detail}); the file is corrupt or not what was expected: replace or rebuild it"
+
+
+def _quiet_unraisable(unraisable: Any) -> None:
+    """Drop Python's "Exception ignored in …" reports (a reader's callback failing on a corrupt
+    file, a pipe closed at exit): they would come before or after the one error line."""
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (the default prints the whole usage block first)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"shopsim: error: {message} (see `{self.prog} --help`)\n")
+
+
+# ------------------------------------------------------------------ parse-time checks
+def _number(kind: type, *, ge: float | None = None, gt: float | None = None) -> Callable[[str], Any]:
+    """An argparse ``type=``: a finite ``kind`` (int or float) ≥ ``ge`` / > ``gt``."""
+    bound = f" ≥ {ge:g}" if ge is not None else f" > {gt:g}" if gt is not None else ""
+    what = f"{'an integer' if kind is int else 'a finite number'}{bound}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = float(text) if kind is float else int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {what}") from None
+        if not math.isfinite(value) or (ge is not None and value < ge) or (gt is not None and value <= gt):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {what}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_SEED = _number(int, ge=0)
+
+
+def _seed(text: str) -> int:
+    value: int = _SEED(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a seed in [0, 2**32)")
+    return value
+
+
+def _split(text: str) -> str:
+    """``--split``: three finite non-negative fractions summing to 1 (kept as text)."""
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or not all(math.isfinite(x) and x >= 0 for x in parts) or abs(sum(parts) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected three non-negative fractions summing to 1, e.g. 0.8,0.1,0.1"
+        )
+    return text
+
+
+def _nearest_existing(path: Path) -> Path:
+    for parent in (path, *path.parents):
+        if os.path.lexists(parent):
+            return parent
+    return Path(".")
+
+
+def _out_dir(text: str) -> Path:
+    """``--out``: a folder that exists or can be created, and can be written (nothing is created)."""
+    path = Path(text)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path; name an output folder")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        if base == path:
+            raise argparse.ArgumentTypeError(f"{text}: is a file, not a folder; choose another --out")
+        raise argparse.ArgumentTypeError(f"{text}: {base} is a file, not a folder; choose another --out")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(
+            f"{text}: {base} is not writable (permission denied); choose another --out"
+        )
+    return path
+
+
+def _existing(kind: str) -> Callable[[str], Path]:
+    """An argparse ``type=`` for an input path that must exist: ``file``, ``folder`` or ``any``."""
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"{text}: no such {'file or folder' if kind == 'any' else kind}")
+        if kind == "file" and path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: is a folder; a file is expected")
+        if kind == "folder" and not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: is a file; a folder is expected")
+        if not os.access(path, os.R_OK):
+            raise argparse.ArgumentTypeError(f"{text}: not readable (permission denied)")
+        return path
+
+    parse.__name__ = "path"
+    return parse
 
 
 def _parse_map(pairs: Sequence[str]) -> dict[str, str]:
@@ -50,7 +280,9 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("src", type=Path, metavar="SRC", help="source log file or folder")
     p.add_argument("--format", required=True, choices=list(FORMATS), help="source log format")
-    p.add_argument("--items", type=Path, help="item table (hm: articles.csv; events: any CSV/Parquet)")
+    p.add_argument(
+        "--items", type=_existing("any"), help="item table (hm: articles.csv; events: any CSV/Parquet)"
+    )
     p.add_argument(
         "--map",
         dest="column_map",
@@ -70,7 +302,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--session-gap",
-        type=float,
+        type=_number(float, gt=0),
         default=PrepareOptions.session_gap_minutes,
         metavar="MINUTES",
         help="inactivity gap that starts a new derived session (default %(default)s)",
@@ -83,6 +315,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--split",
+        type=_split,
         default=",".join(map(str, PrepareOptions.split)),
         help="train,valid,test session fractions (default %(default)s)",
     )
@@ -132,6 +365,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     """``shopsim encode``."""
     from shopsim.experiments.config import EncodeConfig
     from shopsim.experiments.encode import eval_markdown, run_encode
+    from shopsim.experiments.flags import config_from_args
 
     cfg: EncodeConfig = config_from_args(args, EncodeConfig)
     report = run_encode(
@@ -150,6 +384,7 @@ def cmd_simulator_fit(args: argparse.Namespace) -> int:
     """``shopsim simulator fit``."""
     from shopsim.envs.fitting.fit import SimulatorConfig, fit_simulator
     from shopsim.envs.fitting.report import fidelity_markdown
+    from shopsim.experiments.flags import config_from_args
 
     cfg: SimulatorConfig = config_from_args(args, SimulatorConfig)
     _, report = fit_simulator(args.data_dir, args.embeddings, args.out, cfg)
@@ -209,9 +444,12 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
     try:
-        vals = tuple(int(float(x)) for x in text.split(",") if x.strip())
+        floats = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ShopsimError(f"{what} {text!r}: expected comma-separated numbers, e.g. 15000,30000") from None
+        floats = [math.nan]
+    if not all(math.isfinite(x) and x == int(x) for x in floats):
+        raise ShopsimError(f"{what} {text!r}: expected comma-separated numbers, e.g. 15000,30000")
+    vals = tuple(int(x) for x in floats)
     if not vals or min(vals) < 1:
         raise ShopsimError(f"{what} {text!r}: expected positive numbers, e.g. 15000,30000")
     return vals
@@ -222,26 +460,22 @@ def cmd_study(args: argparse.Namespace) -> int:
     from shopsim.experiments.config import load_config, packaged_config
     from shopsim.experiments.studies import _budget_md, _whatif_md, budget_curve, whatif_sweep
 
+    ppo_budgets = _ints(args.ppo_budgets, "--ppo-budgets")
+    dqn_budgets = _ints(args.dqn_budgets, "--dqn-budgets")
+    try:
+        strengths = tuple(float(x) for x in args.strengths.split(","))
+    except ValueError:
+        strengths = ()
+    if not strengths or not all(0 < x < float("inf") for x in strengths):
+        raise ShopsimError(f"--strengths {args.strengths!r}: expected positive numbers, e.g. 0.5,1,2")
     if not (args.simulator / "simulator.json").exists():
         raise ShopsimError(f"{args.simulator}: not a simulator folder (run `shopsim simulator fit` first)")
     cfg = load_config(args.config or packaged_config("quickstart"), args.set, where=_config_name(args.config))
     if args.study == "budget":
-        report = budget_curve(
-            args.simulator,
-            args.out,
-            cfg,
-            ppo_budgets=_ints(args.ppo_budgets, "--ppo-budgets"),
-            dqn_budgets=_ints(args.dqn_budgets, "--dqn-budgets"),
-        )
+        report = budget_curve(args.simulator, args.out, cfg, ppo_budgets=ppo_budgets, dqn_budgets=dqn_budgets)
         print(_budget_md(report))
         print(f"  wrote {args.out}/budget.json, budget.md, budget.png")
     else:
-        try:
-            strengths = tuple(float(x) for x in args.strengths.split(","))
-        except ValueError:
-            strengths = ()
-        if not strengths or not all(0 < x < float("inf") for x in strengths):
-            raise ShopsimError(f"--strengths {args.strengths!r}: expected positive numbers, e.g. 0.5,1,2")
         report = whatif_sweep(args.simulator, args.out, cfg, strengths=strengths)
         print(_whatif_md(report))
         print(f"  wrote {args.out}/whatif.json, whatif.md, whatif.png")
@@ -260,6 +494,7 @@ def cmd_ope_obd(args: argparse.Namespace) -> int:
 
 def cmd_ope_validate(args: argparse.Namespace) -> int:
     """``shopsim ope validate --sim SIM --out OUT``: OPE estimates vs on-policy truth."""
+    from shopsim.experiments.flags import config_from_args
     from shopsim.experiments.ope_validate import ValidateConfig, run_validation, validation_markdown
 
     for flag, path in (("--sim", args.sim), ("--models", args.models), ("--data", args.data)):
@@ -286,8 +521,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data(sub: Any) -> None:
+Want = Callable[[str], bool]
+"""Whether a command's parser gets its arguments (only the one that runs: its flags import the
+stage's configuration classes, and with them torch)."""
+
+
+def _add_data(sub: Any, want: Want) -> None:
     data = sub.add_parser("data", help="prepare and inspect shop logs")
+    if not want("data"):
+        return
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     prep = data_sub.add_parser(
         "prepare",
@@ -296,7 +538,7 @@ def _add_data(sub: Any) -> None:
         "counting every dropped row by reason.",
     )
     _add_source_args(prep)
-    prep.add_argument("--out", type=Path, required=True, help="output folder")
+    prep.add_argument("--out", type=_out_dir, required=True, help="output folder")
     prep.set_defaults(func=cmd_data_prepare)
     insp = data_sub.add_parser(
         "inspect",
@@ -308,9 +550,7 @@ def _add_data(sub: Any) -> None:
     insp.set_defaults(func=cmd_data_inspect)
 
 
-def _add_encode(sub: Any) -> None:
-    from shopsim.experiments.config import EncodeConfig
-
+def _add_encode(sub: Any, want: Want) -> None:
     enc = sub.add_parser(
         "encode",
         help="embed items, train the two-tower encoder, evaluate it",
@@ -318,18 +558,26 @@ def _add_encode(sub: Any) -> None:
         "encoder on train sessions and evaluate next-item ranking on the test split against "
         "popularity, co-occurrence, ALS, attribute-match and frozen-text baselines.",
     )
+    if not want("encode"):
+        return
+    from shopsim.experiments.config import EncodeConfig
+    from shopsim.experiments.flags import add_config_flags
+
     enc.add_argument(
         "data_dir", type=Path, metavar="DATA_DIR", help="folder written by `shopsim data prepare`"
     )
-    enc.add_argument("--out", type=Path, required=True, help="output folder")
+    enc.add_argument("--out", type=_out_dir, required=True, help="output folder")
     add_config_flags(enc, EncodeConfig, skip=("progress",))
-    enc.set_defaults(func=cmd_encode)
+    enc.set_defaults(func=cmd_encode, config_cls=EncodeConfig)
 
 
-def _add_simulator(sub: Any) -> None:
-    from shopsim.envs.fitting.fit import SimulatorConfig
-
+def _add_simulator(sub: Any, want: Want) -> None:
     simp = sub.add_parser("simulator", help="fit the shopper simulator")
+    if not want("simulator"):
+        return
+    from shopsim.envs.fitting.fit import SimulatorConfig
+    from shopsim.experiments.flags import add_config_flags
+
     sim_sub = simp.add_subparsers(dest="simulator_command", required=True, parser_class=_Parser)
     fit = sim_sub.add_parser(
         "fit",
@@ -342,9 +590,9 @@ def _add_simulator(sub: Any) -> None:
         "data_dir", type=Path, metavar="DATA_DIR", help="folder written by `shopsim data prepare`"
     )
     fit.add_argument("--embeddings", type=Path, required=True, help="folder written by `shopsim encode`")
-    fit.add_argument("--out", type=Path, required=True, help="simulator folder to write")
+    fit.add_argument("--out", type=_out_dir, required=True, help="simulator folder to write")
     add_config_flags(fit, SimulatorConfig)
-    fit.set_defaults(func=cmd_simulator_fit)
+    fit.set_defaults(func=cmd_simulator_fit, config_cls=SimulatorConfig)
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -358,17 +606,18 @@ def _add_set(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_experiments(sub: Any) -> None:
+def _add_experiments(sub: Any, want: Want) -> None:
     run = sub.add_parser(
         "run",
         help="run an experiment config end to end",
         description="prepare → encode → fit simulator → train → evaluate → report, each stage "
         "reused when its inputs are unchanged; writes the resolved config.yaml next to results.json.",
     )
-    run.add_argument("config", type=Path, metavar="CONFIG", help="experiment YAML (see quickstart.yaml)")
-    run.add_argument("--out", type=Path, required=True, help="output folder")
-    _add_set(run)
-    run.set_defaults(func=cmd_run)
+    if want("run"):
+        run.add_argument("config", type=Path, metavar="CONFIG", help="experiment YAML (see quickstart.yaml)")
+        run.add_argument("--out", type=_out_dir, required=True, help="output folder")
+        _add_set(run)
+        run.set_defaults(func=cmd_run)
     qs = sub.add_parser(
         "quickstart",
         help="run shopsim on the bundled REES46 sample (the packaged quickstart.yaml)",
@@ -376,24 +625,28 @@ def _add_experiments(sub: Any) -> None:
         "sample, train and evaluate the encoder, fit the shopper simulator, train PPO and SlateQ "
         "and evaluate every policy on the same test sessions (results.json, results.md, plots/).",
     )
-    qs.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
-    _add_set(qs)
-    qs.set_defaults(func=cmd_quickstart)
+    if want("quickstart"):
+        qs.add_argument("--out", type=_out_dir, default="runs/quickstart", help="output folder")
+        _add_set(qs)
+        qs.set_defaults(func=cmd_quickstart)
     conf = sub.add_parser(
         "config",
         help="check a config and print it resolved, or print every key",
         description="Validate CONFIG (default: the packaged quickstart.yaml) with its --set "
         "overrides and print the resolved config; --reference prints every key with its default.",
     )
-    conf.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help="experiment YAML")
-    conf.add_argument("--reference", action="store_true", help="print the reference of every key (Markdown)")
-    _add_set(conf)
-    conf.set_defaults(func=cmd_config)
+    if want("config"):
+        conf.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help="experiment YAML")
+        conf.add_argument(
+            "--reference", action="store_true", help="print the reference of every key (Markdown)"
+        )
+        _add_set(conf)
+        conf.set_defaults(func=cmd_config)
     pol = sub.add_parser("policies", help="list the registered policies", description="The policy registry.")
     pol.set_defaults(func=cmd_policies)
 
 
-def _add_study(sub: Any) -> None:
+def _add_study(sub: Any, want: Want) -> None:
     st = sub.add_parser(
         "study",
         help="RL vs the myopic ranker: training budgets, what-if dynamics",
@@ -402,9 +655,11 @@ def _add_study(sub: Any) -> None:
         "at growing strengths. Paired differences with 95%% intervals on the same test sessions. "
         "Shop, agents, evaluation and reward come from --config (default: quickstart.yaml).",
     )
+    if not want("study"):
+        return
     st.add_argument("study", choices=("budget", "whatif"), help="which study")
     st.add_argument("--simulator", type=Path, required=True, help="a fitted simulator folder")
-    st.add_argument("--out", type=Path, required=True, help="output folder")
+    st.add_argument("--out", type=_out_dir, required=True, help="output folder")
     st.add_argument("--config", type=Path, help="experiment YAML (default: the packaged quickstart.yaml)")
     _add_set(st)
     st.add_argument("--strengths", default="0.5,1,2", help="whatif: strengths of each assumed dynamic")
@@ -413,10 +668,13 @@ def _add_study(sub: Any) -> None:
     st.set_defaults(func=cmd_study)
 
 
-def _add_ope(sub: Any) -> None:
+def _add_ope(sub: Any, want: Want) -> None:
+    ope = sub.add_parser("ope", help="off-policy evaluation")
+    if not want("ope"):
+        return
+    from shopsim.experiments.flags import add_config_flags
     from shopsim.experiments.ope_validate import ValidateConfig
 
-    ope = sub.add_parser("ope", help="off-policy evaluation")
     ope_sub = ope.add_subparsers(dest="ope_command", required=True, parser_class=_Parser)
     obd = ope_sub.add_parser(
         "obd",
@@ -426,9 +684,9 @@ def _add_ope(sub: Any) -> None:
         "single-slot estimator, next to the on-policy truth, all with 95%% bootstrap intervals.",
     )
     obd.add_argument("folder", type=Path, help="folder with random/ and bts/")
-    obd.add_argument("--out", type=Path, required=True, help="output folder (ope_obd.json)")
-    obd.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates")
-    obd.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    obd.add_argument("--out", type=_out_dir, required=True, help="output folder (ope_obd.json)")
+    obd.add_argument("--n-boot", type=_number(int, ge=10), default=1000, help="bootstrap replicates (≥ 10)")
+    obd.add_argument("--seed", type=_seed, default=0, help="seed of every random draw")
     obd.set_defaults(func=cmd_ope_obd)
     val = ope_sub.add_parser(
         "validate",
@@ -439,22 +697,24 @@ def _add_ope(sub: Any) -> None:
         "bias, RMSE, relative error, CI coverage over repeats and rank correlation.",
     )
     val.add_argument("--sim", type=Path, required=True, help="a fitted simulator folder")
-    val.add_argument("--out", type=Path, required=True, help="output folder (ope_validation.json)")
+    val.add_argument("--out", type=_out_dir, required=True, help="output folder (ope_validation.json)")
     val.add_argument("--models", type=Path, help="folder with ppo.zip / dqn.zip (a quickstart's models/)")
     val.add_argument("--data", type=Path, help="prepared log: adds the itemknn, als and bpr baselines")
     val.add_argument("--results", type=Path, help="a results.json to annotate with per-policy ope blocks")
     add_config_flags(val, ValidateConfig)
-    val.set_defaults(func=cmd_ope_validate)
+    val.set_defaults(func=cmd_ope_validate, config_cls=ValidateConfig)
 
 
-def _add_bench(sub: Any) -> None:
+def _add_bench(sub: Any, want: Want) -> None:
     bench = sub.add_parser(
         "bench", help="measure performance", description="Measure prepare throughput and memory."
     )
+    if not want("bench"):
+        return
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument(
         "--rows",
-        type=int,
+        type=_number(int, ge=0),
         default=0,
         help="also prepare a generated log of this many rows (e.g. 10000000)",
     )
@@ -467,31 +727,94 @@ def _add_bench(sub: Any) -> None:
     bench.set_defaults(func=cmd_bench)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``shopsim`` argument parser (every command has ``--help``)."""
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The top-level command in ``argv`` (its first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``shopsim`` argument parser (every command has ``--help``).
+
+    :param command: build only this top-level command's arguments (the others, or all for ``""``,
+        are listed with their help line); None builds every command in full.
+    """
     parser = _Parser(prog="shopsim", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"shopsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def want(name: str) -> bool:
+        return command is None or command == name
+
     for add in (_add_data, _add_encode, _add_simulator, _add_experiments, _add_study, _add_ope, _add_bench):
-        add(sub)
+        add(sub, want)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``shopsim`` console script."""
-    parser = build_parser()
+def _interrupt_for_test(point: str) -> None:
+    """Test-only (``SHOPSIM_TEST_SIGINT_AT=point``): a real SIGINT to this process, delivered at a
+    named point (``import``: while the command's modules import; ``command``: as the command
+    starts), so Ctrl-C tests do not depend on timing."""
+    if os.environ.get(_TEST_SIGINT_ENV) == point:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def _error(message: str) -> int:
+    print(f"shopsim: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _run(argv: Sequence[str]) -> int:
+    _interrupt_for_test("import")
+    parser = build_parser(_command_of(argv) or "")  # "": no command given, list them all
     args = parser.parse_args(argv)
+    if getattr(args, "config_cls", None) is not None:  # the generated config flags, before any work
+        from shopsim.experiments.flags import config_from_args
+
+        config_from_args(args, args.config_cls)
+    _interrupt_for_test("command")
+    code = int(args.func(args))
+    sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``shopsim`` console script (see the module docstring for which errors
+    are one line and which keep their traceback)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = bool(os.environ.get(_TRACEBACK_ENV))
+    hook = sys.unraisablehook
+    if not debug:
+        sys.unraisablehook = _quiet_unraisable
     try:
-        return int(args.func(args))
+        return _run(argv)
     except ShopsimError as exc:
-        print(f"shopsim: error: {exc}", file=sys.stderr)
-        return 2
+        if debug:
+            raise
+        return _error(" ".join(str(exc).splitlines()))
     except BrokenPipeError:  # output piped into `head` and the like
-        sys.stderr.close()
+        devnull = os.open(os.devnull, os.O_WRONLY)  # so the exit-time flush of stdout cannot fail
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("shopsim: interrupted", file=sys.stderr)
-        return 130
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        if _is_interrupt(exc):
+            print("shopsim: interrupted", file=sys.stderr)
+            return 130
+        if debug:
+            raise
+        if isinstance(exc, OSError):
+            return _error(_os_error_message(exc))
+        if isinstance(exc, MemoryError):
+            return _error("out of memory; try a smaller input or a machine with more memory")
+        message = _corrupt_file_message(exc)
+        if message is None:
+            raise  # a bug in shopsim: the traceback is what a bug report needs
+        return _error(message)
+    finally:
+        sys.unraisablehook = hook
 
 
 if __name__ == "__main__":  # pragma: no cover

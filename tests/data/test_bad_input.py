@@ -28,7 +28,8 @@ GOOD_ROWS = [
 
 def write_log(tmp_path: Path, rows: list[str], header: str = HEADER, name: str = "log.csv") -> Path:
     path = tmp_path / name
-    path.write_text("\n".join([header, *rows]) + "\n")
+    # a lone surrogate escape stands for a byte that is not UTF-8 (\udce9 is a Latin-1 é)
+    path.write_bytes(("\n".join([header, *rows]) + "\n").encode("utf-8", "surrogateescape"))
     return path
 
 
@@ -97,6 +98,50 @@ DROP_CASES: list[tuple[str, list[str], list[str], str, tuple[int, str | None, st
         (1, "propensity", "1.5"),
     ),
     ("duplicate row", [*GOOD_ROWS, GOOD_ROWS[2]], [], "duplicate_row", (7, None, None)),
+    *(
+        (
+            f"non-finite price {v}",
+            with_row(4, f"u2,s2,2024-01-02 09:05:00,i3,cart,{v},,"),
+            [],
+            "bad_price",
+            (5, "price", v),
+        )
+        for v in ("NaN", "nan", "inf", "-inf", "Infinity")
+    ),
+    *(
+        (
+            f"non-finite propensity {v}",
+            with_row(0, f"u1,s1,2024-01-01 10:00:00,i1,view,10.0,1,{v}"),
+            [],
+            "bad_propensity",
+            (1, "propensity", v),
+        )
+        for v in ("nan", "inf", "-Infinity")
+    ),
+    *(
+        (
+            f"non-integer position {v}",
+            with_row(0, f"u1,s1,2024-01-01 10:00:00,i1,view,10.0,{v},0.5"),
+            [],
+            "bad_position",
+            (1, "position", v),
+        )
+        for v in ("0.6", "1.5", "nan", "inf")
+    ),
+    (
+        "row not UTF-8 (the rest kept)",
+        with_row(5, "u3,s3,2024-01-03 12:00:00,i3,vi\udce9w,7.0,,"),
+        [],
+        "bad_encoding",
+        (6, None, None),
+    ),
+    (
+        "unbalanced quote (the rest kept)",
+        with_row(1, 'u1,s1,2024-01-01 10:01:00,i2,"view,12.5,2,0.25'),
+        [],
+        "malformed_row",
+        (2, None, None),
+    ),
 ]
 
 

@@ -23,6 +23,10 @@ Target probabilities:
 Reward model (DM, DR, SNDR, Switch-DR, DRos): a click-through rate per (item, slot), shrunk
 towards the slot's CTR with an empirical-Bayes prior of strength ``prior`` rows, and
 **cross-fitted**: the model used for a row is fitted on the other folds only.
+
+Trust: every estimate carries a ``trust`` block (:func:`shopsim.evaluation.ope.diagnostics.trust`
+on the rows' importance weights and the click range [0, 1]); each direction a ``trust_summary``
+naming the usable estimators; the file the thresholds (``trust_thresholds``).
 """
 
 from __future__ import annotations

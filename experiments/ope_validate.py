@@ -28,6 +28,10 @@ Protocol (one seed drives everything; repeats use seeds ``seed + 1 …``):
 6. **Report** per policy × estimand × estimator: bias, RMSE, relative error
    :math:`E|\\hat V - V| / V` over repeats, CI coverage; per estimator: relative error over
    policies and the Spearman rank correlation between estimated and true values.
+7. **Trust**: every estimate of every repeat carries a ``trust`` block
+   (:func:`shopsim.evaluation.ope.diagnostics.trust`: outside the estimand's range — a page of
+   ``slate_size`` clicks, a session of at most ``max_steps`` pages —, low ESS, one heavy
+   weight); ``trust`` in the report counts the flags per estimator and names the usable ones.
 
 Writes ``ope_validation.json``, ``ope_validation.md`` and ``plots/ope_validation.png``.
 """
@@ -55,6 +59,7 @@ from shopsim.agents.logging_policies import (
     UniformTarget,
 )
 from shopsim.agents.registry import REGISTRY, PolicyContext, build_policies
+from shopsim.agents.saving import ALGORITHMS, load_agent
 from shopsim.data import SessionLog
 from shopsim.envs.engine import ShopperConfig
 from shopsim.envs.model.simulator import Simulator
@@ -143,14 +148,10 @@ def evaluated_policies(
     ctx = PolicyContext(k, seed=seed, log=SessionLog.load(data) if data is not None else None)
     pols: dict[str, Any] = dict(build_policies(names, ctx))
     if models is not None:
-        from stable_baselines3 import PPO
-
-        from shopsim.agents.slateq import SlateQ
-
-        for name, cls in (("ppo", PPO), ("dqn", SlateQ)):
+        for name in ALGORITHMS:
             path = models / f"{name}.zip"
             if path.exists():
-                pols[name] = cls.load(path, device="cpu")
+                pols[name] = load_agent(path, device="cpu")
         if not ({"ppo", "dqn"} & set(pols)):
             raise ShopsimError(f"{models}: no ppo.zip or dqn.zip; pass the models/ folder a quickstart wrote")
     return pols

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from shopsim.artifacts import verify_artifact
 from shopsim.data.schema import SPLITS, validate_events, validate_items
 from shopsim.errors import ShopsimError
 
@@ -25,19 +26,34 @@ class SessionLog:
     def load(cls, directory: Path | str) -> SessionLog:
         """Load ``events.parquet``, ``items.parquet`` and ``report.json`` from ``directory``.
 
-        :raises ShopsimError: if the folder was not written by ``shopsim data prepare``.
+        The folder's manifest is verified first (:func:`shopsim.artifacts.verify_artifact`).
+
+        :raises ShopsimError: if the folder was not written by ``shopsim data prepare``, is
+            incomplete, or a file changed since.
         """
         d = Path(directory)
-        for name in ("events.parquet", "items.parquet", "report.json"):
-            if not (d / name).exists():
-                raise ShopsimError(
-                    f"{d}: no {name}; create the folder with `shopsim data prepare SRC --format … --out {d}`"
-                )
-        events = pd.read_parquet(d / "events.parquet")
-        items = pd.read_parquet(d / "items.parquet")
+        rebuild = f"shopsim data prepare SRC --format … --out {d}"
+        verify_artifact(d, "log", rebuild)
+
+        def bad(name: str) -> ShopsimError:
+            return ShopsimError(f"{d}: file {name} cannot be read; rebuild it with `{rebuild}`")
+
+        try:
+            events = pd.read_parquet(d / "events.parquet")
+        except Exception:  # any reader failure of a verified file is one line
+            raise bad("events.parquet") from None
+        try:
+            items = pd.read_parquet(d / "items.parquet")
+        except Exception:
+            raise bad("items.parquet") from None
         validate_events(events, where=str(d / "events.parquet"))
         validate_items(items, where=str(d / "items.parquet"))
-        report = json.loads((d / "report.json").read_text())
+        try:
+            report = json.loads((d / "report.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise bad("report.json") from None
+        if not isinstance(report, dict):
+            raise bad("report.json")
         return cls(events=events, items=items, report=report)
 
     def split(self, name: str) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from shopsim.artifacts import verify_artifact
 from shopsim.data.schema import EventCode
 from shopsim.encoders.finetune import pad_histories
 from shopsim.encoders.model import TwoTower
@@ -27,21 +28,44 @@ class EncoderBundle:
 
     @classmethod
     def load(cls, directory: Path | str) -> EncoderBundle:
-        """Load what ``shopsim encode --out DIR`` wrote."""
+        """Load what ``shopsim encode --out DIR`` wrote, after verifying the folder's manifest.
+
+        ``encoder.pt`` is read with ``torch.load(weights_only=True)``: tensors and plain Python
+        values only, so a crafted file cannot run code.
+
+        :raises ShopsimError: one line naming the folder and the rebuild command, if the folder
+            is missing, incomplete, changed since it was written, or not a shopsim encoder.
+        """
         d = Path(directory)
+        rebuild = f"shopsim encode DATA_DIR --out {d}"
+        verify_artifact(d, "encoder", rebuild)
         for name in ("item_vectors.npy", "encoder.pt", "item_ids.json"):
             if not (d / name).exists():
-                raise ShopsimError(f"{d}: no {name}; create it with `shopsim encode DATA_DIR --out {d}`")
-        blob: dict[str, Any] = torch.load(d / "encoder.pt", weights_only=False)
-        model = TwoTower(**blob["architecture"])
-        model.load_state_dict(blob["state_dict"])
+                raise ShopsimError(f"{d}: no {name}; rebuild it with `{rebuild}`")
+        try:
+            blob: dict[str, Any] = torch.load(d / "encoder.pt", weights_only=True, map_location="cpu")
+            model = TwoTower(**blob["architecture"])
+            model.load_state_dict(blob["state_dict"])
+            max_history = int(blob["architecture"]["max_history"])
+        except Exception:  # whatever a crafted or foreign file raises: one line, no traceback
+            raise ShopsimError(
+                f"{d}: file encoder.pt is not a shopsim encoder (or not loadable without running code); "
+                f"rebuild it with `{rebuild}`"
+            ) from None
         model.eval()
-        return cls(
-            item_ids=np.array(json.loads((d / "item_ids.json").read_text())),
-            item_vectors=np.load(d / "item_vectors.npy", mmap_mode="r"),
-            model=model,
-            max_history=int(blob["architecture"]["max_history"]),
-        )
+        try:
+            item_ids = np.array(json.loads((d / "item_ids.json").read_text()))
+            vectors = np.load(d / "item_vectors.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise ShopsimError(
+                f"{d}: item_ids.json or item_vectors.npy cannot be read; rebuild it with `{rebuild}`"
+            ) from None
+        if item_ids.ndim != 1 or vectors.ndim != 2 or len(vectors) != len(item_ids):
+            raise ShopsimError(
+                f"{d}: item_vectors.npy {vectors.shape} does not match item_ids.json "
+                f"({item_ids.shape[0]:,} ids); rebuild it with `{rebuild}`"
+            )
+        return cls(item_ids=item_ids, item_vectors=vectors, model=model, max_history=max_history)
 
     @torch.no_grad()
     def encode_state(self, histories: list[np.ndarray], events: list[np.ndarray]) -> np.ndarray:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from shopsim.artifacts import atomic_file, write_text_atomic
+
 
 def hash_texts(texts: Iterable[str]) -> str:
     """SHA-256 of a sequence of texts (order matters)."""
@@ -44,11 +46,14 @@ def load_cached(directory: Path, name: str, manifest: dict[str, Any]) -> np.ndar
         return None
     try:
         stored = json.loads(meta.read_text())
-    except json.JSONDecodeError:
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
-    if stored.get("key") != _canonical(manifest):
+    if not isinstance(stored, dict) or stored.get("key") != _canonical(manifest):
         return None
-    out = np.load(arr, mmap_mode="r")
+    try:
+        out = np.load(arr, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):  # truncated or not an array: rebuild it
+        return None
     if list(out.shape) != stored.get("shape"):
         return None
     return out
@@ -58,14 +63,16 @@ def save_cached(directory: Path, name: str, manifest: dict[str, Any], array: np.
     """Store ``array`` with its manifest (array first, so a crash never leaves a valid manifest
     pointing at a missing or partial array)."""
     directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / f"{name}.npy", np.ascontiguousarray(array))
+    # replaced, never written in place: the file may be a hard link into a previous folder
+    with atomic_file(directory / f"{name}.npy") as fh:
+        np.save(fh, np.ascontiguousarray(array))
     meta = {
         "key": _canonical(manifest),
         "manifest": manifest,
         "shape": list(array.shape),
         "dtype": str(array.dtype),
     }
-    (directory / f"{name}.json").write_text(json.dumps(meta, indent=2, default=str))
+    write_text_atomic(directory / f"{name}.json", json.dumps(meta, indent=2, default=str))
 
 
 def cached(

@@ -22,12 +22,14 @@ import numpy as np
 import torch
 
 from shopsim import __version__
+from shopsim.artifacts import verify_artifact
 from shopsim.data import SessionLog
 from shopsim.encoders.backbone import load_backbone, locate_backbone, weights_hash
 from shopsim.encoders.cache import cached, hash_files, hash_texts
 from shopsim.encoders.embed import embed_texts
 from shopsim.encoders.finetune import EncoderConfig, EncoderTrainer
 from shopsim.encoders.text import item_texts
+from shopsim.errors import ShopsimError
 
 FROZEN = "two_tower_frozen"
 """Name of the frozen-backbone model (the fine-tuned one is ``two_tower_<finetune>``)."""
@@ -113,6 +115,9 @@ def train_encoder(
 ) -> TrainedEncoder:
     """Train the encoder of ``log`` (see the module docstring) and save it into ``out``.
 
+    :param out: the folder written into: ``out/cache`` (frozen text vectors) and the
+        :data:`BUNDLE_FILES`. ``run_encode`` passes the temporary folder of the encoder artifact
+        (:func:`shopsim.artifacts.write_artifact`), which becomes ``--out`` once complete.
     :param text: ``on`` (use item text), or ``auto``: with a frozen backbone, train with and
         without text and keep the variant with the better valid Recall@10.
     :param on_stage: called after each stage (see :data:`StageHook`).
@@ -189,7 +194,9 @@ def _fit_backbone_stage(
 
 
 def save_encoder(result: TrainedEncoder, cfg: EncoderConfig, out: Path) -> None:
-    """Write the shipped model as :data:`BUNDLE_FILES` (+ ``backbone/`` when fine-tuned)."""
+    """Write the shipped model as :data:`BUNDLE_FILES` (+ ``backbone/`` when fine-tuned) into
+    ``out`` (the temporary folder of the encoder artifact). ``encoder.pt`` holds tensors and
+    plain Python values only, so it loads with ``torch.load(weights_only=True)``."""
     trainer = result.trainer
     np.save(out / "item_vectors.npy", trainer.item_vectors())
     (out / "item_ids.json").write_text(json.dumps([str(i) for i in trainer.train_task.item_ids]))
@@ -220,15 +227,13 @@ def encoder_manifest(data_dir: Path, cfg: EncoderConfig, **options: Any) -> dict
 
 
 def is_current(out: Path, manifest: dict[str, Any], outputs: list[str]) -> bool:
-    """True when ``out`` holds every file of ``outputs`` and a ``manifest.json`` equal to ``manifest``."""
-    mpath = out / "manifest.json"
-    return (
-        mpath.exists()
-        and all((out / n).exists() for n in outputs)
-        and json.loads(mpath.read_text()) == json.loads(json.dumps(manifest, default=str))
+    """True when ``out`` is a verified encoder folder (:func:`shopsim.artifacts.verify_artifact`:
+    every file at its recorded size and hash) made from inputs equal to ``manifest`` and holding
+    every file of ``outputs``. A truncated or changed file is never served from the cache."""
+    try:
+        stored = verify_artifact(out, "encoder", f"shopsim encode DATA_DIR --out {out}")
+    except ShopsimError:
+        return False
+    return stored.get("inputs") == json.loads(json.dumps(manifest, default=str)) and all(
+        n in stored["files"] for n in outputs
     )
-
-
-def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` (last, so an interrupted run is never served from the cache)."""
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))

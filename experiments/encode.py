@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from shopsim.agents.baselines.next_item import ALS, AttributeMatch, CoOccurrence, Popularity
+from shopsim.artifacts import boundary, write_artifact
 from shopsim.data import SessionLog
 from shopsim.data.next_item import NextItemTask, evaluate_scorer
 from shopsim.encoders.finetune import EncoderConfig, EncoderTrainer
@@ -29,7 +30,6 @@ from shopsim.encoders.train import (
     is_current,
     seed_all,
     train_encoder,
-    write_manifest,
 )
 from shopsim.evaluation.next_item import summarize
 from shopsim.stats import paired_difference_ci
@@ -62,20 +62,46 @@ def run_encode(
     t_start = time.perf_counter()
     data_dir, out = Path(data_dir), Path(out)
     log = SessionLog.load(data_dir)
-    out.mkdir(parents=True, exist_ok=True)
     manifest = encoder_manifest(data_dir, cfg, ablation=ablation, n_boot=n_boot, text=text)
     if is_current(out, manifest, ["eval.json", *BUNDLE_FILES]):
         stored: dict[str, Any] = json.loads((out / "eval.json").read_text())
         stored["served_from_cache"] = True
         stored["timing_s"]["total"] = round(time.perf_counter() - t_start, 2)
         return stored
+    # Written into a temporary folder beside --out, swapped in when complete (shopsim.artifacts);
+    # the frozen text vectors of the previous folder are carried over as a cache.
+    with write_artifact(
+        out, "encoder", stage="encode", replaces=_OLD_ENCODER_FILES, inputs=manifest, carry=("cache",)
+    ) as tmp:
+        boundary("encode:cache-carried")
+        report = _encode_into(tmp, data_dir, log, cfg, ablation=ablation, n_boot=n_boot, text=text)
+        report["timing_s"]["total"] = round(time.perf_counter() - t_start, 2)
+        (tmp / "eval.json").write_text(json.dumps(report, indent=2))
+        if ablation:
+            (tmp / "ablation.md").write_text(ablation_markdown(report))
+        boundary("encode:eval-written")
+    return report
+
+
+_OLD_ENCODER_FILES = (
+    *("item_vectors.npy", "item_ids.json", "encoder.pt", "eval.json", "ablation.md"),
+    *("manifest.json", "cache", "backbone"),
+)
+"""What ``encode`` wrote into its folder before folders had verified manifests (replaceable)."""
+
+
+def _encode_into(
+    tmp: Path, data_dir: Path, log: SessionLog, cfg: EncoderConfig, *, ablation: bool, n_boot: int, text: str
+) -> dict[str, Any]:
+    """Train, evaluate and save the bundle into ``tmp``; return the eval report (total time unset)."""
     task = NextItemTask.from_log(log, "test", max_history=cfg.max_history)
     per_target: dict[str, dict[str, np.ndarray]] = {}
 
     def evaluate_stage(name: str, trainer: EncoderTrainer) -> None:
         per_target[name] = evaluate_scorer(task, trainer.scorer(task))
 
-    trained = train_encoder(log, cfg, out, text=text, on_stage=evaluate_stage)
+    trained = train_encoder(log, cfg, tmp, text=text, on_stage=evaluate_stage)
+    boundary("encode:bundle-written")
     # The baselines do not depend on the encoder's training (both seed their own RNGs), so they
     # run after it; the report lists them first.
     baseline_metrics, kinds, baseline_timing = _evaluate_baselines(log, cfg, task, trained.text_vecs)
@@ -88,13 +114,8 @@ def run_encode(
         t0 = time.perf_counter()
         report["ablation"] = _ablation(log, cfg, trained.text_vecs, task, per_target, trained.final, n_boot)
         timing["ablation"] = round(time.perf_counter() - t0, 2)
-    timing["total"] = round(time.perf_counter() - t_start, 2)
     report["timing_s"] = timing
     report["served_from_cache"] = False
-    (out / "eval.json").write_text(json.dumps(report, indent=2))
-    if ablation:
-        (out / "ablation.md").write_text(ablation_markdown(report))
-    write_manifest(out, manifest)
     return report
 
 

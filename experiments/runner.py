@@ -9,6 +9,13 @@ stage (``results.json``; hash of the simulator, the shop, the agents, the evalua
 reward — a reward callable whose source cannot be read turns this reuse off, with a note).
 ``DIR/config.yaml`` is the resolved config the results came from.
 
+Reliability (:mod:`shopsim.artifacts`): the run folder is locked (a second ``shopsim run`` on
+it fails at once); ``data/``, ``encoder/`` and ``simulator/`` are verified artifacts, written
+beside their target and swapped in when complete; ``config.yaml``, ``results.json`` and
+``results.md`` are replaced atomically. A stage marker (``DIR/data.stage.json``,
+``DIR/stage.json``) records the inputs' key and the sha256 of the manifest / results it vouches
+for, so it never vouches for files written after it.
+
 Outputs: ``data/`` (events.parquet, items.parquet, report.json), ``encoder/`` (eval.json, …),
 ``simulator/`` (fidelity.json, plots/), ``results.json``, ``results.md``, ``plots/returns.png``,
 ``models/`` (ppo.zip, dqn.zip) and ``tensorboard/``.
@@ -30,12 +37,20 @@ from tqdm.auto import tqdm
 from shopsim import __version__
 from shopsim.agents.registry import NEXT_ITEM_MODELS, REGISTRY, PolicyContext, build_policies
 from shopsim.agents.training import train_agent, training_env
+from shopsim.artifacts import (
+    MANIFEST,
+    boundary,
+    locked,
+    verify_artifact,
+    write_text_atomic,
+)
 from shopsim.data import SessionLog, format_summary, prepare
 from shopsim.data.next_item import NextItemTask, evaluate_scorer
 from shopsim.encoders.cache import hash_files
 from shopsim.envs.fitting.fit import fit_simulator
 from shopsim.envs.fitting.report import fidelity_markdown
 from shopsim.envs.model.simulator import Simulator
+from shopsim.errors import ShopsimError
 from shopsim.evaluation.in_simulator import EpisodeResults, evaluate_policy_in_sim, paired_difference
 from shopsim.evaluation.next_item import summarize
 from shopsim.experiments.config import RunConfig, selected_policies
@@ -48,12 +63,19 @@ STAGE_FILE = "stage.json"
 
 def run(cfg: RunConfig, out: Path, *, echo: Echo = print) -> dict[str, Any]:
     """Run (or reuse) every stage of ``cfg`` into ``out``; returns the results report."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
-    data_dir = prepare_stage(cfg, out / "data", echo)
-    enc_dir = encode_stage(cfg, data_dir, out / "encoder", echo)
-    sim_dir = fit_stage(cfg, data_dir, enc_dir, out / "simulator", echo)
-    return agents_stage(cfg, data_dir, enc_dir, sim_dir, out, echo)
+    if out.exists() and not out.is_dir():
+        raise ShopsimError(f"{out}: exists and is not a directory; choose another --out")
+    with locked(out):  # one writer per run folder; a second `shopsim run` fails at once
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
+        boundary("run:config-written")
+        data_dir = prepare_stage(cfg, out / "data", echo)
+        boundary("run:data-done")
+        enc_dir = encode_stage(cfg, data_dir, out / "encoder", echo)
+        boundary("run:encoder-done")
+        sim_dir = fit_stage(cfg, data_dir, enc_dir, out / "simulator", echo)
+        boundary("run:simulator-done")
+        return agents_stage(cfg, data_dir, enc_dir, sim_dir, out, echo)
 
 
 # ---------------------------------------------------------------------- stage reuse
@@ -61,15 +83,25 @@ def _stage_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _is_current(folder: Path, key: str, needed: list[str]) -> bool:
-    marker = folder / STAGE_FILE
-    if not marker.exists() or not all((folder / n).exists() for n in needed):
+def _is_current(marker: Path, key: str, guarded: Path) -> bool:
+    """True when the stage marker ``marker`` records ``key`` and the sha256 of ``guarded`` (the
+    stage's manifest.json or results.json) as it is now: the marker cannot vouch for a file
+    written after it (a rerun with other inputs that was interrupted)."""
+    try:
+        stored = json.loads(marker.read_text())
+        return bool(stored.get("key") == key and stored.get("sha256") == _sha256(guarded))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         return False
-    return bool(json.loads(marker.read_text()).get("key") == key)
 
 
-def _mark(folder: Path, key: str) -> None:
-    (folder / STAGE_FILE).write_text(json.dumps({"key": key, "shopsim": __version__}) + "\n")
+def _mark(marker: Path, key: str, guarded: Path) -> None:
+    write_text_atomic(
+        marker, json.dumps({"key": key, "sha256": _sha256(guarded), "shopsim": __version__}) + "\n"
+    )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _source_files(path: Path) -> list[Path]:
@@ -83,14 +115,23 @@ def prepare_stage(cfg: RunConfig, out: Path, echo: Echo = print) -> Path:
     files = _source_files(src) + ([cfg.data.items] if cfg.data.items else [])
     opts = cfg.data.prepare_options()
     key = _stage_key({"files": hash_files(files), "options": cfg.resolved()["data"], "version": __version__})
-    if _is_current(out, key, ["events.parquet", "items.parquet", "report.json"]):
+    marker = out.with_name(f"{out.name}.{STAGE_FILE}")
+    if _is_current(marker, key, out / MANIFEST) and _verified(out, "log", "shopsim run CONFIG --out DIR"):
         echo(f"prepare: reused {out} (same source and options)")
         return out
     result = prepare(src, opts, out)
     echo(format_summary(result.to_json()))
     echo(f"  wrote {out} ({result.timing_s:.2f} s)\n")
-    _mark(out, key)
+    _mark(marker, key, out / MANIFEST)
     return out
+
+
+def _verified(folder: Path, kind: str, rebuild: str) -> bool:
+    try:
+        verify_artifact(folder, kind, rebuild)
+    except ShopsimError:
+        return False
+    return True
 
 
 def encode_stage(cfg: RunConfig, data_dir: Path, out: Path, echo: Echo = print) -> Path:
@@ -122,6 +163,8 @@ def agents_stage(
     cfg: RunConfig, data_dir: Path, enc_dir: Path, sim_dir: Path, out: Path, echo: Echo = print
 ) -> dict[str, Any]:
     """Train the RL agents, evaluate every policy, write results.json / results.md / plots."""
+    verify_artifact(sim_dir, "simulator", f"shopsim run CONFIG --out {out}")
+    verify_artifact(enc_dir, "encoder", f"shopsim run CONFIG --out {out}")
     sim_meta = json.loads((sim_dir / "simulator.json").read_text())
     reward_key = cfg.reward_key()
     resolved = cfg.resolved()
@@ -136,18 +179,20 @@ def agents_stage(
     )
     if reward_key is None:
         echo("note: the reward callable's source cannot be read, so the agents stage is never reused")
-    elif _is_current(out, key, ["results.json"]):
+    elif _is_current(out / STAGE_FILE, key, out / "results.json"):
         echo(f"agents: reused {out / 'results.json'} (same simulator, config and reward)")
         report: dict[str, Any] = json.loads((out / "results.json").read_text())
         echo(results_markdown(report))
         return report
     echo("agents and baselines in the simulator:")
     report = train_and_evaluate(cfg, data_dir, enc_dir, sim_dir, out)
-    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "results.md").write_text(results_markdown(report) + "\n")
+    (out / STAGE_FILE).unlink(missing_ok=True)  # the old marker never vouches for new results
+    write_text_atomic(out / "results.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "results.md", results_markdown(report) + "\n")
+    boundary("run:results-written")
     plot_returns(report, out / "plots" / "returns.png")
     if reward_key is not None:
-        _mark(out, key)
+        _mark(out / STAGE_FILE, key, out / "results.json")
     echo(results_markdown(report))
     echo(f"  wrote {out}/results.json, results.md, plots/returns.png, models/, tensorboard/")
     return report

@@ -64,3 +64,24 @@ def mind_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from shopsim.tests.helpers import FIXTURES
 
     return _build_simulator(tmp_path_factory.mktemp("mind"), FIXTURES / "mind", (0.6, 0.2, 0.2), fmt="mind")
+
+
+@pytest.fixture(scope="session")
+def toy_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled toy shop prepared into a log folder (seconds; read-only: copy before changing)."""
+    from shopsim.data import PrepareOptions, prepare, sample_path
+
+    out = tmp_path_factory.mktemp("toy-log") / "data"
+    prepare(sample_path("toy"), PrepareOptions(format="events", split=(0.6, 0.2, 0.2)), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def toy_encoder_dir(toy_log_dir: Path) -> Path:
+    """A two-epoch encoder of :func:`toy_log_dir` (read-only: copy before changing)."""
+    from shopsim.encoders.finetune import EncoderConfig
+    from shopsim.experiments.encode import run_encode
+
+    out = toy_log_dir.parent / "enc"
+    run_encode(toy_log_dir, out, EncoderConfig(progress=False, epochs=2), n_boot=20)
+    return out

@@ -13,6 +13,7 @@ Who sees which split (split by session start time, so every feature uses earlier
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from shopsim.artifacts import boundary, verify_artifact, write_artifact
 from shopsim.data import SessionLog
 from shopsim.encoders.bundle import EncoderBundle, NumpyStateEncoder
 from shopsim.encoders.cache import hash_files
@@ -37,7 +39,14 @@ from shopsim.envs.model.dynamics import measure_dynamics
 from shopsim.envs.model.episodes import Episodes, build_episodes, has_impressions
 from shopsim.envs.model.features import CLICK_FEATURES
 from shopsim.envs.model.response import Scorer, dcg_examination
-from shopsim.envs.model.simulator import SIMULATOR_VERSION, SPLITS, Simulator
+from shopsim.envs.model.simulator import (
+    ARTIFACT_KIND,
+    OLD_SIMULATOR_FILES,
+    REBUILD,
+    SIMULATOR_VERSION,
+    SPLITS,
+    Simulator,
+)
 from shopsim.errors import ShopsimError
 
 
@@ -150,9 +159,13 @@ def load_inputs(data_dir: Path, embeddings: Path, cfg: SimulatorConfig) -> FitIn
 def reused_fit(out: Path, key: str) -> tuple[Simulator, dict[str, Any]] | None:
     """The simulator saved in ``out`` and its fidelity report (marked ``reused``), if it was
     fitted from inputs with this ``key`` by this simulator version; else None."""
-    if not ((out / "fidelity.json").exists() and (out / "simulator.json").exists()):
+    try:  # only a complete, intact folder is reused; anything else is refitted
+        verify_artifact(out, ARTIFACT_KIND, REBUILD.format(d=out))
+        meta = json.loads((out / "simulator.json").read_text())
+    except (ShopsimError, OSError, ValueError):
         return None
-    meta = json.loads((out / "simulator.json").read_text())
+    if not isinstance(meta, dict) or "fidelity.json" not in os.listdir(out):
+        return None
     if meta.get("inputs") != key or meta.get("shopsim_simulator_version") != SIMULATOR_VERSION:
         return None
     cached: dict[str, Any] = json.loads((out / "fidelity.json").read_text())
@@ -292,10 +305,15 @@ def fidelity_report(
 
 
 def save_fit(out: Path, sim: Simulator, report: dict[str, Any], rep: ReplayResult) -> None:
-    """Write the simulator folder, its fidelity plots (listed in the report) and ``fidelity.json``."""
-    sim.save(out)
-    report["plots"] = plot_fidelity(report, rep, sim, "test", out / "plots")
-    (out / "fidelity.json").write_text(json.dumps(report, indent=2) + "\n")
+    """Write the simulator folder, its fidelity plots (listed in the report) and ``fidelity.json``,
+    as one verified artifact: written beside ``out`` and swapped in when complete
+    (:mod:`shopsim.artifacts`), so a killed refit never leaves a new model beside old files."""
+    with write_artifact(out, ARTIFACT_KIND, stage="fit", replaces=OLD_SIMULATOR_FILES) as tmp:
+        sim.write_files(tmp)
+        boundary("fit:model-written")
+        report["plots"] = plot_fidelity(report, rep, sim, "test", tmp / "plots")
+        (tmp / "fidelity.json").write_text(json.dumps(report, indent=2) + "\n")
+        boundary("fit:fidelity-written")
 
 
 def fit_simulator(

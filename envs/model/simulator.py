@@ -12,6 +12,7 @@ Layout of ``shopsim simulator fit … --out SIM``::
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from shopsim.artifacts import verify_artifact, write_artifact
 from shopsim.encoders.bundle import NumpyStateEncoder
 from shopsim.envs.model.catalog import Catalog
 from shopsim.envs.model.episodes import Episodes, interaction_code
@@ -28,6 +30,16 @@ from shopsim.errors import ShopsimError
 SIMULATOR_VERSION = 1
 """Bumped whenever the folder layout or the model's meaning changes."""
 SPLITS = ("train", "valid", "test")
+ARTIFACT_KIND = "simulator"
+"""Kind of a simulator folder's manifest (:mod:`shopsim.artifacts`)."""
+REBUILD = "shopsim simulator fit DATA_DIR --embeddings DIR --out {d}"
+OLD_SIMULATOR_FILES = ("catalog.npz", "model.npz", "episodes.npz", "simulator.json", "fidelity.json", "plots")
+"""What ``simulator fit`` wrote into its folder before folders had manifests (replaceable)."""
+
+
+def _unreadable(d: Path, name: str) -> ShopsimError:
+    return ShopsimError(f"{d}: file {name} cannot be read; rebuild it with `{REBUILD.format(d=d)}`")
+
 
 PurchaseMode = Literal["model", "always", "never"]
 
@@ -61,6 +73,14 @@ class Simulator:
         return int(interaction_code([train] if train is not None and len(train) else self.episodes.values()))
 
     def save(self, directory: Path) -> None:
+        """Write the simulator folder ``directory`` as a verified artifact (written beside it,
+        swapped in when complete; see :mod:`shopsim.artifacts`)."""
+        with write_artifact(directory, ARTIFACT_KIND, stage="fit", replaces=OLD_SIMULATOR_FILES) as tmp:
+            self.write_files(tmp)
+
+    def write_files(self, directory: Path) -> None:
+        """Write the simulator's files into the folder ``directory`` (an artifact's temporary
+        folder: :meth:`save` and ``save_fit`` wrap it)."""
         directory.mkdir(parents=True, exist_ok=True)
         self.catalog.save(directory / "catalog.npz")
         arrays: dict[str, np.ndarray] = {
@@ -89,27 +109,45 @@ class Simulator:
 
     @classmethod
     def load(cls, directory: Path | str) -> Simulator:
-        """Load a simulator folder. :raises ShopsimError: missing files or another version."""
+        """Load a simulator folder after verifying its manifest (every file at its recorded
+        size and hash; arrays read with ``allow_pickle=False``).
+
+        :raises ShopsimError: one line naming the folder and the rebuild command, if it is
+            missing, incomplete, changed since it was written, or of another version.
+        """
         d = Path(directory)
-        if not (d / "simulator.json").exists():
-            raise ShopsimError(
-                f"{d}: not a simulator folder (no simulator.json); "
-                f"create one with `shopsim simulator fit DATA_DIR --embeddings DIR --out {d}`"
-            )
-        meta = json.loads((d / "simulator.json").read_text())
+        verify_artifact(d, ARTIFACT_KIND, REBUILD.format(d=d))
+        try:
+            meta = json.loads((d / "simulator.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise _unreadable(d, "simulator.json") from None
+        if not isinstance(meta, dict):
+            raise _unreadable(d, "simulator.json")
         version = meta.get("shopsim_simulator_version")
         if version != SIMULATOR_VERSION:
             raise ShopsimError(
                 f"{d}: simulator folder version {version}, this shopsim reads version "
-                f"{SIMULATOR_VERSION}; refit it with `shopsim simulator fit`"
+                f"{SIMULATOR_VERSION}; rebuild it with `{REBUILD.format(d=d)}`"
             )
-        for name in ("catalog.npz", "model.npz", "episodes.npz"):
-            if not (d / name).exists():
-                raise ShopsimError(f"{d}: no {name}; refit it with `shopsim simulator fit`")
-        with np.load(d / "model.npz") as z:
-            model = dict(z)
-        with np.load(d / "episodes.npz") as z:
-            ep = dict(z)
+        try:
+            with np.load(d / "model.npz", allow_pickle=False) as z:
+                model = dict(z)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            raise _unreadable(d, "model.npz") from None
+        try:
+            with np.load(d / "episodes.npz", allow_pickle=False) as z:
+                ep = dict(z)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            raise _unreadable(d, "episodes.npz") from None
+        try:
+            return cls._from_parts(d, meta, model, ep)
+        except (OSError, ValueError, EOFError, KeyError, TypeError, IndexError, zipfile.BadZipFile):
+            raise _unreadable(d, "catalog.npz, model.npz or episodes.npz") from None
+
+    @classmethod
+    def _from_parts(
+        cls, d: Path, meta: dict[str, Any], model: dict[str, np.ndarray], ep: dict[str, np.ndarray]
+    ) -> Simulator:
         episodes = {s: Episodes.from_arrays(ep, s) for s in SPLITS if f"{s}_session_ids" in ep}
         return cls(
             catalog=Catalog.load(d / "catalog.npz"),

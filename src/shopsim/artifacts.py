@@ -105,8 +105,8 @@ def boundary(name: str) -> None:
     if os.environ.get("SHOPSIM_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
     pause = os.environ.get("SHOPSIM_PAUSE_AT", "")
-    if pause.partition(":")[0] == name:
-        release = Path(pause.partition(":")[2])
+    if pause.startswith(f"{name}:"):
+        release = Path(pause[len(name) + 1 :])
         Path(f"{release}.reached").touch()
         deadline = time.monotonic() + 120
         while not release.exists() and time.monotonic() < deadline:

@@ -1,0 +1,309 @@
+"""Kill and concurrency tests: a stage SIGKILLed at any named write boundary
+(``SHOPSIM_KILL_AT``, :data:`shopsim.artifacts.BOUNDARIES`) leaves a folder that the next load
+either refuses with one line or finds complete and equal to an uninterrupted run; a complete
+older folder at the target survives intact until the new one is swapped in. Two concurrent
+``data prepare`` into one ``--out``: the second fails at once with one line and exit 2
+(``SHOPSIM_PAUSE_AT`` holds the first at a boundary, so the overlap is certain, not timed).
+
+Default run (~50 s): every prepare boundary (fresh and older target), prepare reruns, the
+concurrency test. ``slow`` (a subprocess encode or fit costs 15-40 s on 2 shared cores): every
+encode, simulator fit and ``shopsim run`` boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shopsim.artifacts import BOUNDARIES
+from shopsim.data import sample_path
+from shopsim.errors import ShopsimError
+
+SAMPLE = sample_path("toy")
+PREPARE = ["data", "prepare", SAMPLE, "--format", "events", "--split", "0.6,0.2,0.2"]
+PREPARE_OLD = ["data", "prepare", SAMPLE, "--format", "events", "--split", "0.5,0.25,0.25"]
+ENCODE = ["--epochs", "1", "--n-boot", "10"]
+FIT = ["--baselines", "false", "--calibrate", "false", "--negatives", "2", "--hidden", "0"]
+FIT += ["--replay-slate-size", "3"]
+VOLATILE = {"timing_s", "seconds", "outputs", "total", "frozen_text_cache_hit"}
+"""JSON keys that differ between two runs or two targets (timings, the target's own paths, and
+whether the frozen text vectors came from the previous folder's cache)."""
+
+
+def shopsim(*args: Any, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``shopsim ARGS`` in a fresh process (one thread, like the rest of the suite)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
+    for hook in ("SHOPSIM_KILL_AT", "SHOPSIM_PAUSE_AT"):
+        if env is None or hook not in env:
+            full_env.pop(hook, None)
+    cmd = [sys.executable, "-m", "shopsim.experiments.cli", *map(str, args)]
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def ok(*args: Any) -> None:
+    res = shopsim(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def _strip(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {k: _strip(v) for k, v in doc.items() if k not in VOLATILE}
+    if isinstance(doc, list):
+        return [_strip(v) for v in doc]
+    return doc
+
+
+def snapshot(folder: Path) -> dict[str, Any]:
+    """Every file of ``folder``: its sha256, or for JSON its content without :data:`VOLATILE`
+    keys (the manifest: its file list and the hashes of the non-JSON files)."""
+    out: dict[str, Any] = {}
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(folder).as_posix()
+        if rel == "manifest.json":
+            m = json.loads(p.read_text())
+            files = {k: (v if not k.endswith(".json") else None) for k, v in m["files"].items()}
+            out[rel] = {**_strip({k: v for k, v in m.items() if k != "files"}), "files": files}
+        elif p.suffix == ".json":
+            out[rel] = _strip(json.loads(p.read_text()))
+        else:
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _load_log(d: Path) -> None:
+    from shopsim.data import SessionLog
+
+    SessionLog.load(d)
+
+
+def _load_encoder(d: Path) -> None:
+    from shopsim.encoders.bundle import EncoderBundle
+
+    EncoderBundle.load(d)
+
+
+def _load_sim(d: Path) -> None:
+    from shopsim.envs.model.simulator import Simulator
+
+    Simulator.load(d)
+
+
+def check_after_kill(
+    target: Path, load: Callable[[Path], None], new: dict[str, Any], old: dict[str, Any] | None, swapped: bool
+) -> None:
+    """After a kill: the folder is the new complete one (killed after the swap), else the old
+    complete one (it held one) or refused with one line (it was fresh)."""
+    try:
+        load(target)
+    except ShopsimError as exc:
+        msg = str(exc)
+        assert "\n" not in msg
+        assert msg.startswith(f"{target}: ")
+        assert "rebuild it with `shopsim " in msg
+        assert old is None, "an older complete folder did not survive the kill"
+        assert not swapped
+        return
+    got = snapshot(target)
+    if swapped:
+        assert got == new
+    else:
+        assert old is not None, "a folder appeared before the swap"
+        assert got == old
+
+
+def no_leftovers(target: Path) -> None:
+    assert not [p.name for p in target.parent.glob(f".{target.name}.*-*")]
+    assert not list(target.glob("shopsim-prep-*"))
+
+
+def killed(*args: Any, at: str) -> None:
+    res = shopsim(*args, env={"SHOPSIM_KILL_AT": at})
+    assert res.returncode == -signal.SIGKILL, (res.returncode, res.stderr[-2000:])
+
+
+def _cases(stage: str, default: set[tuple[str, str]] | None = None) -> list[Any]:
+    """(boundary, fresh|old) for every boundary of ``stage``; those not in ``default`` are slow
+    (``default=None``: all run by default)."""
+    cases = []
+    for b in BOUNDARIES[stage]:
+        for scenario in ("fresh", "old"):
+            slow = default is not None and (b, scenario) not in default
+            cases.append(
+                pytest.param(b, scenario, marks=[pytest.mark.slow] if slow else [], id=f"{b}-{scenario}")
+            )
+    return cases
+
+
+# --------------------------------------------------------------------------- prepare
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Uninterrupted reference runs: the new log and an older one (another split)."""
+    root = tmp_path_factory.mktemp("kill-ref")
+    ok(*PREPARE, "--out", root / "new")
+    ok(*PREPARE_OLD, "--out", root / "old")
+    return {"dir": root / "new", "new": snapshot(root / "new"), "old": snapshot(root / "old")}
+
+
+@pytest.mark.parametrize(("at", "scenario"), _cases("prepare"))
+def test_prepare_killed_at_each_boundary(
+    prepared: dict[str, Any], tmp_path: Path, at: str, scenario: str
+) -> None:
+    target = tmp_path / "data"
+    if scenario == "old":
+        ok(*PREPARE_OLD, "--out", target)
+        assert snapshot(target) == prepared["old"]
+    killed(*PREPARE, "--out", target, at=at)
+    old = prepared["old"] if scenario == "old" else None
+    check_after_kill(target, _load_log, prepared["new"], old, swapped=at.endswith(":swapped"))
+    ok(*PREPARE, "--out", target)  # the next run sweeps what the killed one left
+    assert snapshot(target) == prepared["new"]
+    no_leftovers(target)
+
+
+def test_prepare_rerun_is_byte_identical(prepared: dict[str, Any], tmp_path: Path) -> None:
+    target = tmp_path / "data"
+    ok(*PREPARE, "--out", target)
+    first = {p.name: p.read_bytes() for p in target.iterdir()}
+    ok(*PREPARE, "--out", target)
+    again = {p.name: p.read_bytes() for p in target.iterdir()}
+    assert first.keys() == again.keys() == {"events.parquet", "items.parquet", "report.json", "manifest.json"}
+    for name in ("events.parquet", "items.parquet"):
+        assert first[name] == again[name]
+    assert _strip(json.loads(first["report.json"])) == _strip(json.loads(again["report.json"]))
+
+
+def test_concurrent_prepare_second_fails_at_once(prepared: dict[str, Any], tmp_path: Path) -> None:
+    target, release = tmp_path / "data", tmp_path / "release"
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "SHOPSIM_PAUSE_AT": f"prepare:tables-written:{release}",
+    }
+    cmd = [sys.executable, "-m", "shopsim.experiments.cli", *map(str, PREPARE), "--out", str(target)]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not Path(f"{release}.reached").exists():
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        t0 = time.perf_counter()
+        second = shopsim(*PREPARE, "--out", target)
+        took = time.perf_counter() - t0
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith(
+            f"shopsim: error: {target}: another shopsim process is writing this folder"
+        )
+        assert "Traceback" not in second.stderr
+        # at once: no waiting for the first writer (start-up of a Python process only)
+        assert took < 30
+        assert first.poll() is None  # the first is still paused, holding the lock
+    finally:
+        release.touch()
+        _out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert snapshot(target) == prepared["new"]
+
+
+# --------------------------------------------------------------------------- encode
+@pytest.fixture(scope="module")
+def encoded(prepared: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("kill-enc")
+    data = prepared["dir"]
+    ok("encode", data, "--out", root / "new", *ENCODE)
+    return {"data": data, "dir": root / "new", "new": snapshot(root / "new")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("at", "scenario"), _cases("encode"))
+def test_encode_killed_at_each_boundary(
+    encoded: dict[str, Any], tmp_path: Path, at: str, scenario: str
+) -> None:
+    target = tmp_path / "enc"
+    if scenario == "old":
+        ok("encode", encoded["data"], "--out", target, *ENCODE, "--seed", "1")
+    old = snapshot(target) if scenario == "old" else None
+    killed("encode", encoded["data"], "--out", target, *ENCODE, at=at)
+    check_after_kill(target, _load_encoder, encoded["new"], old, swapped=at.endswith(":swapped"))
+    res = shopsim("encode", encoded["data"], "--out", target, *ENCODE)
+    assert res.returncode == 0, res.stderr[-2000:]
+    # served from the cache exactly when the new folder had been swapped in, never from a half-written one
+    assert ("served from the cache" in res.stdout) == at.endswith(":swapped")
+    assert snapshot(target) == encoded["new"]
+    no_leftovers(target)
+
+
+# --------------------------------------------------------------------------- simulator fit
+@pytest.fixture(scope="module")
+def fitted(encoded: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("kill-fit")
+    data, enc = encoded["data"], encoded["dir"]
+    ok("simulator", "fit", data, "--embeddings", enc, "--out", root / "new", *FIT)
+    return {"data": data, "enc": enc, "new": snapshot(root / "new")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("at", "scenario"), _cases("fit"))
+def test_fit_killed_at_each_boundary(fitted: dict[str, Any], tmp_path: Path, at: str, scenario: str) -> None:
+    target = tmp_path / "sim"
+    base = ["simulator", "fit", fitted["data"], "--embeddings", fitted["enc"], "--out", target, *FIT]
+    if scenario == "old":
+        ok(*base, "--seed", "1")
+    old = snapshot(target) if scenario == "old" else None
+    killed(*base, at=at)
+    check_after_kill(target, _load_sim, fitted["new"], old, swapped=at.endswith(":swapped"))
+    ok(*base)
+    assert snapshot(target) == fitted["new"]
+    no_leftovers(target)
+
+
+# --------------------------------------------------------------------------- shopsim run
+TINY_RUN = {
+    "seed": 0,
+    "data": {"source": "sample:toy", "format": "events", "split": [0.6, 0.2, 0.2]},
+    "encoder": {"epochs": 1, "n_boot": 10, "progress": False},
+    "simulator": {
+        "baselines": False,
+        "calibrate": False,
+        "negatives": 2,
+        "hidden": 0,
+        "replay_slate_size": 3,
+    },
+    "shop": {"slate_size": 3, "n_candidates": 10},
+    "agents": {"policies": ["random", "popularity"]},
+    "evaluation": {"episodes": 50, "n_boot": 50},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("at", [b for s in ("run", "prepare", "encode", "fit") for b in BOUNDARIES[s]])
+def test_run_killed_at_each_boundary(tmp_path: Path, at: str) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY_RUN))
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    ok("run", config, "--out", ref)
+    killed("run", config, "--out", out, at=at)
+    for name, load in (("data", _load_log), ("encoder", _load_encoder), ("simulator", _load_sim)):
+        check_after_kill(out / name, load, snapshot(ref / name), None, swapped=(out / name).exists())
+    ok("run", config, "--out", out)
+    for name in ("data", "encoder", "simulator"):
+        assert snapshot(out / name) == snapshot(ref / name)
+        no_leftovers(out / name)
+    assert _strip(json.loads((out / "results.json").read_text())) == _strip(
+        json.loads((ref / "results.json").read_text())
+    )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,8 @@ from typing import Any
 
 import duckdb
 
-from shopsim import __version__
+from shopsim import __version__, artifacts
+from shopsim.artifacts import write_artifact
 from shopsim.data.formats import (
     FORMATS,
     RAW_COLUMNS,
@@ -130,23 +132,41 @@ def prepare(src: Path | str, options: PrepareOptions, out: Path | str | None) ->
     """
     start = time.perf_counter()
     src = Path(src)
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ShopsimError(f"{out_dir}: exists and is not a directory; choose another --out")
-        out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="shopsim-prep-", dir=out_dir) as tmp:
-        work = Path(tmp)
-        con = _connect(work)
+
+    def run_in(work: Path, out_dir: Path | None) -> PrepareResult:
+        # the DuckDB database and spill files live in ``work``, removed afterwards
+        work.mkdir(parents=True, exist_ok=True)
         try:
-            ctx = StageContext(con, work)
-            plan = FORMATS[options.format](ctx, src, options)
-            result = _run(con, ctx, plan, options, src, work, out_dir)
+            con = _connect(work)
+            try:
+                ctx = StageContext(con, work)
+                plan = FORMATS[options.format](ctx, src, options)
+                return _run(con, ctx, plan, options, src, work, out_dir)
+            finally:
+                con.close()
         finally:
-            con.close()
-    result.timing_s = round(time.perf_counter() - start, 3)
-    if out_dir is not None:
-        (out_dir / "report.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+            shutil.rmtree(work, ignore_errors=True)
+
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="shopsim-prep-") as tmp:
+            result = run_in(Path(tmp), None)
+        result.timing_s = round(time.perf_counter() - start, 3)
+        return result
+    final = Path(out)
+    # Written into a temporary folder beside --out and swapped in when complete (shopsim.artifacts);
+    # the work folder lives inside it, so a killed run's is swept with it. A folder an older
+    # shopsim wrote (no manifest) holds only these names and may be replaced.
+    old_files = ("events.parquet", "items.parquet", "report.json", "stage.json", "shopsim-prep-*")
+    with write_artifact(
+        final, "log", stage="prepare", replaces=old_files, inputs={"source": str(src)}
+    ) as tmp_out:
+        result = run_in(tmp_out / "shopsim-prep-work", tmp_out)
+        # the report names the folder the files end up in, not the temporary one
+        result.outputs = {k: str(final / Path(v).name) for k, v in result.outputs.items()}
+        artifacts.boundary("prepare:tables-written")
+        result.timing_s = round(time.perf_counter() - start, 3)
+        (tmp_out / "report.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+        artifacts.boundary("prepare:report-written")
     return result
 
 

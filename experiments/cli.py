@@ -55,6 +55,7 @@ _CORRUPT_FILE_ERRORS = {
     "yaml": ("YAMLError",),
     "duckdb": ("IOException", "InvalidInputException", "ConversionException", "OutOfMemoryException"),
     "safetensors": ("SafetensorError",),
+    "pandas.errors": ("ParserError", "EmptyDataError"),
     "builtins": ("UnicodeDecodeError", "EOFError"),
 }
 """Exception classes (module → class names, matched with their subclasses) that only a reader of
@@ -722,7 +723,9 @@ def _add_bench(sub: Any, want: Want) -> None:
         "--encoder", action="store_true", help="also measure BERT embedding items/s and fine-tuning texts/s"
     )
     bench.add_argument(
-        "--simulator", type=Path, help="also measure the shopper envs' steps/s on this simulator folder"
+        "--simulator",
+        type=_existing("folder"),  # checked here: the benchmarks before it take a minute
+        help="also measure the shopper envs' steps/s on this simulator folder",
     )
     bench.set_defaults(func=cmd_bench)
 

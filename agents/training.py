@@ -20,6 +20,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm.auto import tqdm
 
 from shopsim.agents.ppo import SlatePointerPolicy
+from shopsim.agents.saving import save_agent
 from shopsim.agents.slateq import SlateQ, SlateQPolicy
 from shopsim.envs.engine import ShopperConfig
 from shopsim.envs.model.simulator import Simulator
@@ -185,8 +186,7 @@ def _learn(
     cbs = CallbackList([ProgressBar(steps, desc), *([callback] if callback else [])])
     model.learn(steps, callback=cbs, tb_log_name=name)
     secs = time.perf_counter() - t0
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    model.save(out / "models" / f"{name}.zip")
+    save_agent(model, out / "models" / f"{name}.zip")
     return model, secs
 
 

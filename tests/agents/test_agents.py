@@ -14,6 +14,7 @@ from stable_baselines3 import PPO
 from shopsim.agents.distributions import gumbel_top_k, pl_entropy_estimate, pl_log_prob, top_k
 from shopsim.agents.policy import SlatePolicy
 from shopsim.agents.ppo import SlatePointerPolicy
+from shopsim.agents.saving import load_agent, save_agent
 from shopsim.agents.slateq import SlateQ, SlateQPolicy
 from shopsim.envs.env import ShopperEnv
 from shopsim.envs.vec_env import ShopperVecEnv
@@ -220,8 +221,7 @@ def test_slateq_learns_the_toy_shop(toy_sim: Path, toy_slateq: SlateQ) -> None:
 
 @pytest.mark.slow
 def test_slateq_save_load_predict_equal(toy_sim: Path, toy_slateq: SlateQ, tmp_path: Path) -> None:
-    toy_slateq.save(tmp_path / "slateq.zip")
-    loaded = SlateQ.load(tmp_path / "slateq.zip")
+    loaded = load_agent(save_agent(toy_slateq, tmp_path / "slateq.zip"))
     assert isinstance(loaded.policy, SlateQPolicy)
     assert isinstance(loaded, SlatePolicy)
     env = ShopperVecEnv(toy_sim, 8, slate_size=3, n_candidates=20, seed=4)
@@ -237,8 +237,7 @@ def test_slateq_save_load_predict_equal(toy_sim: Path, toy_slateq: SlateQ, tmp_p
 
 @pytest.mark.slow
 def test_ppo_save_load_predict_equal(toy_sim: Path, toy_ppo: PPO, tmp_path: Path) -> None:
-    toy_ppo.save(tmp_path / "ppo.zip")
-    loaded = PPO.load(tmp_path / "ppo.zip")  # no custom_objects needed
+    loaded = load_agent(save_agent(toy_ppo, tmp_path / "ppo.zip"))  # nothing unpickled
     env = ShopperEnv(toy_sim, slate_size=3, n_candidates=20)
     obs, _ = env.reset(seed=3)
     for _ in range(20):

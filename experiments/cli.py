@@ -257,13 +257,10 @@ def _existing(kind: str) -> Callable[[str], Path]:
 
 
 def _parse_map(pairs: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pair in pairs:
-        canon, sep, source = pair.partition("=")
-        if not sep or not canon or not source:
-            raise ShopsimError(f"--map {pair!r}: expected canonical=source, e.g. --map item_id=sku")
-        out[canon.strip()] = source.strip()
-    return out
+    """``--map`` pairs → canonical → source (two pairs for one canonical column are an error)."""
+    from shopsim.data.formats import parse_column_map  # the log layer's one parser of --map
+
+    return parse_column_map(pairs)
 
 
 def _parse_split(text: str) -> tuple[float, float, float]:

@@ -159,6 +159,11 @@ CASES: list[tuple[str, list[str], str | None]] = [
     ("prepare: unknown format", [*P, "sample.csv", "--format", "nope", "--out", "o"], "invalid choice"),
     ("prepare: missing --items", [*P, "sample.csv", *EV, "--items", "nope.csv", "--out", "o"], "nope.csv"),
     ("prepare: bad --map", [*P, "sample.csv", *EV, "--map", "item_id", "--out", "o"], "--map"),
+    (
+        "prepare: two --map pairs for one column",
+        [*P, "sample.csv", *EV, "--map", "event=a", "--map", "event=b", "--out", "o"],
+        "two source columns for canonical column 'event'",
+    ),
     ("prepare: unknown --default-event", [*P, "sample.csv", *EV, "--default-event", "x", "--out", "o"], "x"),
     # data inspect
     ("inspect: missing source", [*I, "nope.csv", *EV], "nope.csv"),

@@ -209,6 +209,10 @@ def bench_env(
 def run_benchmarks(rows: int = 0, encoder: bool = False, simulator: Path | None = None) -> dict[str, Any]:
     """All benchmark figures as one flat dict."""
     figures: dict[str, Any] = {}
+    if simulator is not None:  # a bad folder fails before a minute of other benchmarks
+        from shopsim.envs.model.simulator import Simulator
+
+        Simulator.load(simulator)
     figures.update(bench_prepare_sample())
     if simulator is not None:
         figures.update(bench_env(simulator))

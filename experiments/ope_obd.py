@@ -61,7 +61,13 @@ def read_policy_log(folder: Path) -> pd.DataFrame:
     if len(csvs) != 1:
         found = ", ".join(p.name for p in csvs) or "none"
         raise ShopsimError(f"{folder}: expected exactly one log CSV besides item_context.csv, found {found}")
-    df = pd.read_csv(csvs[0])
+    try:
+        df = pd.read_csv(csvs[0])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ShopsimError(
+            f"{csvs[0]}: cannot be read as an Open Bandit Dataset CSV ({first}); pass the dataset's own files"
+        ) from None
     missing = [c for c in NEED if c not in df.columns]
     if missing:
         raise ShopsimError(

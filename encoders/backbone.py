@@ -75,8 +75,18 @@ def load_backbone(path: Path) -> tuple[Any, Any]:
     hf_logging.set_verbosity_error()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        # safetensors only: a pytorch_model.bin is a pickle, and a backbone folder may come from
+        # anyone; remote code is never trusted either (transformers' default, made explicit).
+        model = AutoModel.from_pretrained(
+            str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False
+        )
     except OSError as exc:
-        raise ShopsimError(f"backbone {path}: cannot be loaded ({str(exc).splitlines()[0]})") from None
+        hint = (
+            "; shopsim loads weights only from model.safetensors (a .bin is a pickle that can run code): "
+            "save the model with save_pretrained(..., safe_serialization=True)"
+            if not any(path.glob("*.safetensors"))
+            else ""
+        )
+        raise ShopsimError(f"backbone {path}: cannot be loaded ({str(exc).splitlines()[0]}){hint}") from None
     model.eval()
     return tokenizer, model

@@ -33,6 +33,9 @@ class SessionLog:
         """
         d = Path(directory)
         rebuild = f"shopsim data prepare SRC --format … --out {d}"
+        for name in ("events.parquet", "items.parquet", "report.json"):
+            if d.is_dir() and not (d / name).exists():  # the plainest message for the common mistake
+                raise ShopsimError(f"{d}: no {name}; create the folder with `{rebuild}`")
         verify_artifact(d, "log", rebuild)
 
         def bad(name: str) -> ShopsimError:

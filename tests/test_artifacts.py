@@ -195,9 +195,14 @@ def _folder(tmp_path: Path) -> Path:
     return target
 
 
-VERIFY_CASES: list[tuple[str, Callable[[Path], None], str]] = [
+def _empty(d: Path) -> None:
+    for p in list(d.iterdir()):
+        p.unlink()
+
+
+VERIFY_CASES: list[tuple[str, Callable[[Path], object], str]] = [
     ("missing", lambda d: shutil.rmtree(d), "missing"),
-    ("empty", lambda d: [p.unlink() for p in list(d.iterdir())], "empty"),
+    ("empty", _empty, "empty"),
     ("no manifest", lambda d: (d / MANIFEST).unlink(), "incomplete or written by an older shopsim"),
     ("corrupt manifest", lambda d: (d / MANIFEST).write_text("{nope"), "manifest.json is corrupt"),
     ("old manifest", lambda d: (d / MANIFEST).write_text('{"data": "x"}'), "written by an older shopsim"),
@@ -224,7 +229,7 @@ VERIFY_CASES: list[tuple[str, Callable[[Path], None], str]] = [
 
 @pytest.mark.parametrize(("case", "damage", "message"), VERIFY_CASES, ids=[c[0] for c in VERIFY_CASES])
 def test_verify_refuses_with_one_line(
-    tmp_path: Path, case: str, damage: Callable[[Path], None], message: str
+    tmp_path: Path, case: str, damage: Callable[[Path], object], message: str
 ) -> None:
     target = _folder(tmp_path)
     verify_artifact(target, "thing", REBUILD)  # verified once: the cache must not hide the change
@@ -307,7 +312,7 @@ ARTIFACT_FILES = {
         "plots/categories.png",
     ],
 }
-DAMAGES: dict[str, Callable[[Path], None]] = {
+DAMAGES: dict[str, Callable[[Path], object]] = {
     "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
     "emptied": lambda p: p.write_bytes(b""),
     "garbage": lambda p: p.write_bytes(np.random.default_rng(1).bytes(max(p.stat().st_size, 16))),
@@ -364,7 +369,7 @@ def _crafted_npz(path: Path, marker: Path) -> None:
         arrays = dict(z)
     first = next(iter(arrays))
     arrays[first] = np.array([_Payload(marker)], dtype=object)
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    np.savez(path, **arrays)
 
 
 def _crafted_npy(path: Path, marker: Path) -> None:

@@ -116,19 +116,29 @@ class Simulator:
             missing, incomplete, changed since it was written, or of another version.
         """
         d = Path(directory)
-        verify_artifact(d, ARTIFACT_KIND, REBUILD.format(d=d))
-        try:
+        if not (d / "simulator.json").exists():
+            raise ShopsimError(
+                f"{d}: not a simulator folder (no simulator.json); "
+                f"create one with `shopsim simulator fit DATA_DIR --embeddings DIR --out {d}`"
+            )
+        try:  # JSON runs no code: read the version first, the most useful message when it differs
             meta = json.loads((d / "simulator.json").read_text())
         except (OSError, UnicodeDecodeError, ValueError):
-            raise _unreadable(d, "simulator.json") from None
-        if not isinstance(meta, dict):
-            raise _unreadable(d, "simulator.json")
-        version = meta.get("shopsim_simulator_version")
+            meta = None
+        version = meta.get("shopsim_simulator_version") if isinstance(meta, dict) else SIMULATOR_VERSION
         if version != SIMULATOR_VERSION:
             raise ShopsimError(
                 f"{d}: simulator folder version {version}, this shopsim reads version "
-                f"{SIMULATOR_VERSION}; rebuild it with `{REBUILD.format(d=d)}`"
+                f"{SIMULATOR_VERSION}; refit it with `{REBUILD.format(d=d)}`"
             )
+        for name in ("catalog.npz", "model.npz", "episodes.npz"):
+            if not (d / name).exists():
+                raise ShopsimError(
+                    f"{d}: no {name}; refit it with `shopsim simulator fit` (`{REBUILD.format(d=d)}`)"
+                )
+        verify_artifact(d, ARTIFACT_KIND, REBUILD.format(d=d))
+        if not isinstance(meta, dict):
+            raise _unreadable(d, "simulator.json")
         try:
             with np.load(d / "model.npz", allow_pickle=False) as z:
                 model = dict(z)

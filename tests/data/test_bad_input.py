@@ -382,7 +382,8 @@ ERROR_CASES: list[tuple[str, Callable[[Path], Path | str], list[str], str]] = [
         "bad split",
         _good,
         ["--format", "events", "--split", "0.5,0.1,0.1"],
-        "--split 0.5,0.1,0.1 must be three non-negative fractions summing to 1, e.g. 0.8,0.1,0.1",
+        "argument --split: '0.5,0.1,0.1': expected three non-negative fractions summing to 1, "
+        "e.g. 0.8,0.1,0.1 (see `shopsim data prepare --help`)",
     ),
     (
         "mapping flags on a known format",

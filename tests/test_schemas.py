@@ -21,7 +21,7 @@ from shopsim.tests.helpers import FIXTURES
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "docs" / "schemas"
 ARTIFACTS = FIXTURES / "artifacts"
-NAMES = ("report", "eval", "fidelity", "simulator", "results", "ope_validation")
+NAMES = ("report", "eval", "fidelity", "simulator", "results", "ope_validation", "ope_obd", "manifest")
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -84,6 +84,11 @@ def test_toy_pipeline_outputs_match_their_schemas(toy_sim: Path) -> None:
     check("eval", load(root / "enc" / "eval.json"))
     check("fidelity", load(toy_sim / "fidelity.json"))
     check("simulator", load(toy_sim / "simulator.json"))
+    kinds = {"data": "log", "enc": "encoder"}
+    for folder in (root / "data", root / "enc", toy_sim):
+        manifest = load(folder / "manifest.json")
+        check("manifest", manifest)
+        assert manifest["kind"] == kinds.get(folder.name, "simulator")
 
 
 TINY_RUN = {

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shopsim.artifacts import write_text_atomic
 from shopsim.errors import ShopsimError
 from shopsim.evaluation.ope.diagnostics import CLICK_RANGE, THRESHOLDS, mark, summary_line, trust, usable
 from shopsim.evaluation.ope.estimators import (
@@ -156,7 +157,7 @@ def run_obd(folder: Path, out: Path, *, n_boot: int = 1000, seed: int = 0) -> di
         }
     report["trust_thresholds"] = dict(THRESHOLDS)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ope_obd.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "ope_obd.json", json.dumps(report, indent=2) + "\n")
     return report
 
 

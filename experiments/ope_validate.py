@@ -60,6 +60,7 @@ from shopsim.agents.logging_policies import (
 )
 from shopsim.agents.registry import REGISTRY, PolicyContext, build_policies
 from shopsim.agents.saving import ALGORITHMS, load_agent
+from shopsim.artifacts import write_text_atomic
 from shopsim.data import SessionLog
 from shopsim.envs.engine import ShopperConfig
 from shopsim.envs.model.simulator import Simulator
@@ -441,8 +442,10 @@ def run_validation(
         "trust": trust_summary(per_repeat, names, ranges),
         "timing_s": {key: round(v, 1) for key, v in timing.items()},
     }
-    (out / "ope_validation.json").write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
-    (out / "ope_validation.md").write_text(validation_markdown(report) + "\n")
+    write_text_atomic(
+        out / "ope_validation.json", json.dumps(_finite(report), indent=2, allow_nan=False) + "\n"
+    )
+    write_text_atomic(out / "ope_validation.md", validation_markdown(report) + "\n")
     _plot(report, out / "plots" / "ope_validation.png")
     if results is not None:
         annotate_results(results, per_repeat[0])
@@ -487,7 +490,7 @@ def annotate_results(path: Path, first_repeat: dict[str, Any]) -> None:
     for name, entry in report.get("policies", {}).items():
         if name in first_repeat:
             entry["ope"] = {e: first_repeat[name]["session"][e] for e in SESSION}
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(report, indent=2) + "\n")
 
 
 def validation_markdown(report: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from shopsim.agents.registry import PolicyContext, build_policies
 from shopsim.agents.training import train_agent, training_env
+from shopsim.artifacts import write_text_atomic
 from shopsim.envs.model.simulator import Simulator
 from shopsim.evaluation.in_simulator import EpisodeResults, evaluate_policy_in_sim, paired_difference
 from shopsim.experiments.config import RunConfig
@@ -109,8 +110,8 @@ def budget_curve(
         },
         "curves": curves,
     }
-    (out / "budget.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "budget.md").write_text(_budget_md(report) + "\n")
+    write_text_atomic(out / "budget.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "budget.md", _budget_md(report) + "\n")
     _plot_budget(report, out / "budget.png")
     return report
 
@@ -144,8 +145,8 @@ def whatif_sweep(
             entry["policies"][name] = _row(res, refs["click_model_greedy"], refs["random"], cfg.seed)
         rows.append(entry)
         report = {"config": cfg.resolved(), "worlds": rows}
-        (out / "whatif.json").write_text(json.dumps(report, indent=2) + "\n")  # partial results survive
-    (out / "whatif.md").write_text(_whatif_md(report) + "\n")
+        write_text_atomic(out / "whatif.json", json.dumps(report, indent=2) + "\n")  # partial results survive
+    write_text_atomic(out / "whatif.md", _whatif_md(report) + "\n")
     _plot_whatif(report, out / "whatif.png")
     return report
 

@@ -645,9 +645,10 @@ def _true_rows(valid_ordinals: np.ndarray, skipped: list[int]) -> np.ndarray:
     if not skipped:
         return valid_ordinals
     s = np.sort(np.asarray(skipped, dtype=np.int64))
-    # t[j] = number of well-formed rows before the j-th skipped row.
+    # t[j] - 1 = well-formed rows before the j-th skipped row, which precedes the v-th
+    # well-formed row when t[j] <= v.
     t = s - np.arange(len(s))
-    return valid_ordinals + np.searchsorted(t, valid_ordinals - 1, side="right")
+    return valid_ordinals + np.searchsorted(t, valid_ordinals, side="right")
 
 
 def _stage_parquet(path: Path, dest: Path) -> StagedTable:

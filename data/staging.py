@@ -23,6 +23,13 @@ kept or dropped with a reason (:data:`STAGING_DROP_REASONS`):
   says to re-encode it, e.g. ``iconv -f latin1 -t utf-8``). A header that is not UTF-8, or a
   NUL byte in the first block (binary data), is one error line instead.
 
+**Fast path.** While no record is open, a stretch of lines holding no ``"`` (when quoting is on),
+no ``\\r`` and no NUL, and valid UTF-8, needs no line-by-line scan: its lines are counted in bulk
+and handed to the CSV parser as they are, whose invalid-row handler reports the records of the
+wrong width (then located exactly). Only the lines around the other bytes go through the
+scanner, so a quote-free file is staged at about the parser's own speed; both paths give the
+same tables, row numbers and line counts (see :class:`_Scanner`).
+
 Records spanning several lines are counted (``multiline_records``) and the first few are listed
 with their line range. Unreadable files (permission denied, truncated or corrupt gzip) are one
 :class:`~shopsim.errors.ShopsimError` line naming the file.
@@ -35,8 +42,8 @@ such a column is staged as ``src_<name>`` (prefix repeated until the name is fre
 
 from __future__ import annotations
 
+import codecs
 import contextlib
-import io
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -180,6 +187,8 @@ def stage_file(
     quoted: bool = True,
     max_field_lines: int = MAX_FIELD_LINES,
     max_field_bytes: int = MAX_FIELD_BYTES,
+    block_size: int = BLOCK_SIZE,
+    fast_path: bool = True,
 ) -> StagedTable:
     """Copy ``path`` to ``dest`` (Parquet) with every column as text and a ``_row`` column.
 
@@ -191,6 +200,9 @@ def stage_file(
     :param quoted: whether ``"`` quotes fields (False for MIND, whose text has bare quotes).
     :param max_field_lines: a record may span at most this many lines (see the module docstring).
     :param max_field_bytes: a record spanning several lines may hold at most this many bytes.
+    :param block_size: bytes read (and parsed) at a time.
+    :param fast_path: pass stretches of plain lines to the parser in bulk (see :class:`_Scanner`);
+        ``False`` scans every line exactly (the same result, slower; for tests).
     :return: what was staged.
     :raises ShopsimError: if the file is missing, empty, binary or unreadable.
     """
@@ -213,11 +225,18 @@ def stage_file(
         sql_names = _staged_names(colnames)
     with _open_source(path) as raw:
         scanner = _Scanner(
-            path, raw, len(colnames), delimiter, quoted, names is None, max_field_lines, max_field_bytes
+            path,
+            raw,
+            colnames,
+            delimiter,
+            quoted,
+            names is None,
+            max_field_lines,
+            max_field_bytes,
+            block_size=block_size,
+            fast=fast_path,
         )
-        reader = _open_csv(path, _RecordStream(scanner.records()), colnames, delimiter, quoted, scanner)
-        rows = _write_blocks(path, dest, reader, colnames, sql_names, scanner)
-        del reader
+        rows = _write_tables(dest, scanner.tables(), [sql_names[c] for c in colnames], block_size)
     scanner.finish(rows)
     return StagedTable(
         path,
@@ -334,113 +353,307 @@ def _first_line(path: Path, raw: _Source) -> str:
 
 class _Scanner:
     """Splits the source into records as the CSV parser would, keeps the good ones and
-    accounts for every physical line (see the module docstring)."""
+    accounts for every physical line (see the module docstring).
+
+    The file is read in blocks cut at a line end. While no record is open, a stretch of lines
+    with no byte that needs the exact scanner (a ``"`` when quoting is on, ``\\r``, NUL) that is
+    also valid UTF-8 is a *fast run*: each of its lines is a blank line or a one-line record, so
+    it goes to the CSV parser as it is and is accounted for in bulk (lines by ``\\n``, records by
+    the parser, blank lines as the difference, wrong field counts by the parser's invalid-row
+    handler and then located exactly). Every other line goes through the exact line scanner
+    (:meth:`_line`); after such a line the scanner stays exact until the next special byte is
+    at least ``block_size // 128`` bytes away. Both paths keep, drop and number records alike
+    (tests/data/test_staging_paths.py)."""
 
     def __init__(
         self,
         path: Path,
         raw: _Source,
-        n_cols: int,
+        colnames: list[str],
         delimiter: str,
         quoted: bool,
         has_header: bool,
         max_lines: int,
         max_bytes: int,
+        *,
+        block_size: int = BLOCK_SIZE,
+        fast: bool = True,
     ) -> None:
         self.path = path
         self.raw = raw
-        self.n_delims = n_cols - 1
+        self.colnames = colnames
+        self.n_delims = len(colnames) - 1
+        self.delimiter = delimiter
         self.delim = delimiter.encode()
         self.quoted = quoted
         self.has_header = has_header
         self.max_lines = max(1, int(max_lines))
         self.max_bytes = max(1, int(max_bytes))
+        self.block_size = max(1, int(block_size))
+        self.fast = fast
+        self.min_run = self.block_size // 128
+        self.specials = [b'"', b"\r", NUL] if quoted else [b"\r", NUL]
         self.counts = LineCounts()
         self.malformed: list[int] = []
         self.bad_encoding: list[int] = []
         self.drop_lines: dict[int, tuple[int, int]] = {}
         self.kept = 0
+        self.exact_lines = 0
+        """Physical lines that went through the exact scanner (the rest took the fast path)."""
         self._pending: list[tuple[bytes, int]] = []
+        # the exact scanner's open record
+        self._rec: list[bytes] = []
+        self._rec_start = self._rec_bytes = self._delims = 0
+        self._in_quote = False
+        # records the exact scanner kept, not yet parsed, and their data-row numbers
+        self._out: list[bytes] = []
+        self._out_rows: list[int] = []
+        self._out_bytes = 0
 
-    # ------------------------------------------------------------------ lines
-    def _lines(self) -> Iterator[bytes]:
-        """Physical lines with their terminators, exactly as in the file."""
+    # ------------------------------------------------------------------ blocks
+    def tables(self) -> Iterator[pa.Table]:
+        """The kept records as tables of text columns plus ``_row``, in file order."""
         carry = b""
         first = True
+        header = self.has_header
         while True:
-            block = self.raw.read(BLOCK_SIZE)
+            # the binary check always sees the first 64 KiB, whatever the block size
+            block = self.raw.read(max(self.block_size, 1 << 16) if first else self.block_size)
             if first:
                 _refuse_binary(self.path, block[: 1 << 16])
             first = False
-            if not block:
+            eof = not block
+            if eof:
+                pieces = [(carry, 0, len(carry))]
+            else:
+                # cut after the block's last line end; a trailing '\r' may be the first half of '\r\n'
+                limit = len(block) - 1 if block.endswith(b"\r") else len(block)
+                nl = block.rfind(b"\n", 0, limit)
+                end = max(nl, block.rfind(b"\r", nl + 1, limit)) + 1
+                if not end:  # no line ends in this block yet
+                    carry += block
+                    continue
+                # the line begun in the last block is completed on its own, so the block itself
+                # is scanned in place (no copy of it)
+                pieces = [(block, 0, end)]
                 if carry:
-                    yield carry
-                return
-            data = carry + block
-            # keep a trailing '\r' back: it may be the first half of '\r\n'
-            cut = len(data) - 1 if data.endswith(b"\r") else len(data)
-            parts = data[:cut].splitlines(keepends=True)
-            carry = data[cut:]
-            if parts and not parts[-1].endswith((b"\n", b"\r")):
-                carry = parts.pop() + carry
-            yield from parts
+                    if carry.endswith(b"\r"):
+                        j = 1 if block.startswith(b"\n") else 0
+                    else:
+                        j = _line_end(block, 0, end)
+                    pieces = [(carry + block[:j], 0, len(carry) + j), (block, j, end)]
+                carry = block[end:]
+            for buf, pos, stop in pieces:
+                if header and pos < stop:
+                    pos = _line_end(buf, pos, stop)
+                    self.counts.lines_in = self.counts.header_lines = 1
+                    header = False
+                yield from self._chunk(buf, pos, stop)
+            if eof:
+                break
+        # the end of the file inside a quoted field: a runaway too
+        while self._rec or self._pending:
+            if self._pending:
+                self._line(*self._pending.pop())
+            else:
+                self._runaway(self._rec, self._rec_start)
+                self._reset()
+        yield from self._flush()
+
+    def _chunk(self, buf: bytes, pos: int, stop: int) -> Iterator[pa.Table]:
+        """Account for the whole lines of ``buf[pos:stop]``."""
+        nxt = dict.fromkeys(self.specials, -1)
+        lc = self.counts
+        while pos < stop or self._pending:
+            if self.fast and self._idle():
+                end = self._fast_end(buf, pos, stop, nxt)
+                if end > pos:
+                    yield from self._flush()
+                    yield from self._fast(buf, pos, end)
+                    pos = end
+            while self._pending or pos < stop:
+                if self._pending:
+                    line, number = self._pending.pop()
+                else:
+                    e = _line_end(buf, pos, stop)
+                    line, pos = buf[pos:e], e
+                    lc.lines_in += 1
+                    number = lc.lines_in
+                    self.exact_lines += 1
+                self._line(line, number)
+                if self._out_bytes >= self.block_size:
+                    yield from self._flush()
+                # back to the fast path once the next special byte is far enough ahead
+                if (
+                    self.fast
+                    and self._idle()
+                    and self._next_special(buf, pos, stop, nxt) >= pos + self.min_run
+                ):
+                    break
+
+    def _idle(self) -> bool:
+        return not self._rec and not self._pending
+
+    def _next_special(self, buf: bytes, pos: int, stop: int, nxt: dict[bytes, int]) -> int:
+        """Offset of the next byte in ``buf[pos:stop]`` that needs the exact scanner (or ``stop``)."""
+        for b, at in nxt.items():
+            if at < pos:
+                found = buf.find(b, pos, stop)
+                nxt[b] = found if found >= 0 else stop
+        return min(nxt.values())
+
+    def _fast_end(self, buf: bytes, pos: int, stop: int, nxt: dict[bytes, int]) -> int:
+        """The end of the fast run of whole lines from ``pos`` (``pos`` when there is none)."""
+        s = self._next_special(buf, pos, stop, nxt)
+        end = stop if s >= stop else max(pos, buf.rfind(b"\n", pos, s) + 1)
+        if end > pos and np.frombuffer(buf, np.uint8, end - pos, pos).max() >= 0x80:
+            try:
+                codecs.utf_8_decode(memoryview(buf)[pos:end], "strict", True)
+            except UnicodeDecodeError as exc:
+                # the lines before the first non-UTF-8 byte's line stay fast
+                end = max(pos, buf.rfind(b"\n", pos, pos + exc.start) + 1)
+        return end
+
+    def _fast(self, buf: bytes, pos: int, end: int) -> Iterator[pa.Table]:
+        """Account for and parse the fast run ``buf[pos:end]`` (see the class docstring)."""
+        lc = self.counts
+        run = np.frombuffer(buf, np.uint8, end - pos, pos)
+        lines = int(np.count_nonzero(run == 10)) + int(run[-1] != 10)
+        table, invalid = self._parse(memoryview(buf)[pos:end], fast=True)
+        ok = table.num_rows if table is not None else 0
+        records = ok + len(invalid)
+        first_row, first_line = lc.records + 1, lc.lines_in + 1
+        rows = np.arange(first_row, first_row + records, dtype=np.int64)
+        if invalid:
+            bad, bad_lines = self._wrong_width(run, records)
+            numbers = [n for n in invalid if n is not None]
+            if len(bad) != len(invalid) or (len(numbers) == len(invalid) and bad.tolist() != sorted(numbers)):
+                raise ShopsimError(  # pragma: no cover - a scanner bug, not user input
+                    f"{path_hint(self.path)} the line scanner and the CSV parser disagree on the field "
+                    f"counts near line {first_line}; please report this file"
+                )
+            for ordinal, line in zip(bad.tolist(), bad_lines.tolist(), strict=True):
+                row = first_row + ordinal - 1
+                self.malformed.append(row)
+                if len(self.drop_lines) < EXAMPLES_KEPT:
+                    self.drop_lines[row] = (first_line + line, first_line + line)
+            rows = np.delete(rows, bad - 1)
+        lc.lines_in += lines
+        lc.blank_lines += lines - records
+        lc.records += records
+        lc.record_lines += records
+        self.kept += ok
+        if table is not None:
+            yield table.append_column("_row", pa.array(rows))
+
+    def _wrong_width(self, a: np.ndarray, records: int) -> tuple[np.ndarray, np.ndarray]:
+        """The 1-based ordinals of the records of fast run ``a`` (its bytes) whose field count is
+        wrong, and their 0-based line offsets in the run."""
+        ends = np.flatnonzero(a == 10)
+        if a[-1] != 10:
+            ends = np.append(ends, len(a))
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        delims = np.flatnonzero(a == self.delim[0])
+        per_line = np.searchsorted(delims, ends) - np.searchsorted(delims, starts)
+        lines = np.flatnonzero(ends > starts)  # blank lines hold no record
+        if len(lines) != records:  # pragma: no cover - a scanner bug, not user input
+            raise ShopsimError(
+                f"{path_hint(self.path)} the line scanner counted {len(lines)} records in a block where the "
+                f"CSV parser read {records}; please report this file"
+            )
+        bad = np.flatnonzero(per_line[lines] != self.n_delims)
+        return bad + 1, lines[bad]
+
+    def _flush(self) -> Iterator[pa.Table]:
+        """Parse the records the exact scanner kept so far."""
+        if not self._out:
+            return
+        data, rows = b"".join(self._out), np.asarray(self._out_rows, dtype=np.int64)
+        self._out, self._out_rows, self._out_bytes = [], [], 0
+        table, _ = self._parse(data, fast=False)
+        if table is None or table.num_rows != len(rows):  # pragma: no cover - a scanner bug
+            raise ShopsimError(
+                f"{self.path}: the line scanner kept {len(rows)} records but the CSV parser read "
+                f"{0 if table is None else table.num_rows}; please report this file"
+            )
+        yield table.append_column("_row", pa.array(rows))
+
+    def _parse(self, data: bytes | memoryview, *, fast: bool) -> tuple[pa.Table | None, list[int | None]]:
+        """Parse whole records with every column as text; return the table (``None`` when the
+        data holds no record) and the parser's numbers of the rows of the wrong width (skipped;
+        only a fast run may have them: the exact scanner drops them first)."""
+        invalid: list[int | None] = []
+
+        def on_invalid(row: pacsv.InvalidRow) -> str:
+            if not fast:  # pragma: no cover - the scanner drops these first
+                raise ShopsimError(
+                    f"{self.path}: the CSV parser rejected a record the line scanner accepted "
+                    f"({row.text[:80]!r}); please report this file"
+                )
+            invalid.append(row.number)
+            return "skip"
+
+        try:
+            table = pacsv.read_csv(
+                pa.py_buffer(data),
+                read_options=pacsv.ReadOptions(
+                    column_names=self.colnames,
+                    # one block: no record can straddle a block boundary
+                    block_size=max(1 << 20, len(data) + 1),
+                    use_threads=False,
+                ),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=self.delimiter,
+                    quote_char='"' if self.quoted else False,
+                    invalid_row_handler=on_invalid,
+                    # a fast run has no quote, so no line break inside a value
+                    newlines_in_values=self.quoted and not fast,
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(self.colnames, pa.string()),
+                    # Only an empty field is missing: pyarrow's default list would also turn
+                    # text such as "NA", "null" or "n/a" into missing values silently.
+                    null_values=[""],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=True,
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            if "Empty CSV file" in str(exc):
+                return None, invalid
+            raise ShopsimError(f"{self.path}: cannot be parsed ({_first_msg_line(exc)})") from None
+        return table, invalid
 
     # ------------------------------------------------------------------ records
-    def records(self) -> Iterator[bytes]:
-        """The bytes of the kept records (with their line ends), in file order."""
-        lc = self.counts
-        lines = self._lines()
-        if self.has_header:
-            next(lines, None)
-            lc.lines_in = lc.header_lines = 1
-        # lines to scan again after a runaway record, as (line, number), the next one last
-        pending = self._pending
-        rec: list[bytes] = []
-        rec_start = rec_bytes = delims = 0
-        in_quote = False
-        out: list[bytes] = []
-        out_bytes = 0
-        while True:
-            if pending:
-                line, number = pending.pop()
-            else:
-                nxt = next(lines, None)
-                if nxt is None:
-                    if not rec:
-                        break
-                    # the end of the file inside a quoted field: a runaway too
-                    self._runaway(rec, rec_start)
-                    rec, in_quote = [], False
-                    continue
-                lc.lines_in += 1
-                line, number = nxt, lc.lines_in
-            content = line.rstrip(b"\r\n")
-            if not rec:
-                if not content:
-                    lc.blank_lines += 1
-                    continue
-                rec_start, rec_bytes, delims = number, 0, 0
-            rec.append(line)
-            rec_bytes += len(line)
-            if self.quoted and (in_quote or b'"' in content):
-                in_quote, d = _scan(content, in_quote, self.delim[0])
-            else:
-                d = content.count(self.delim)
-            delims += d
-            if in_quote:
-                if len(rec) >= self.max_lines or rec_bytes > self.max_bytes:
-                    self._runaway(rec, rec_start)
-                    rec, in_quote = [], False
-                continue
-            if self._close(rec, rec_start, number, delims):
-                out.append(b"".join(rec))
-                out_bytes += rec_bytes
-                if out_bytes >= 1 << 20:
-                    yield b"".join(out)
-                    out, out_bytes = [], 0
-            rec = []
-        if out:
-            yield b"".join(out)
+    def _line(self, line: bytes, number: int) -> None:
+        """The exact scanner: account for physical line ``number`` (with its line end)."""
+        content = line.rstrip(b"\r\n")
+        rec = self._rec
+        if not rec:
+            if not content:
+                self.counts.blank_lines += 1
+                return
+            self._rec_start, self._rec_bytes, self._delims = number, 0, 0
+        rec.append(line)
+        self._rec_bytes += len(line)
+        if self.quoted and (self._in_quote or b'"' in content):
+            self._in_quote, d = _scan(content, self._in_quote, self.delim[0])
+        else:
+            d = content.count(self.delim)
+        self._delims += d
+        if self._in_quote:
+            if len(rec) >= self.max_lines or self._rec_bytes > self.max_bytes:
+                self._runaway(rec, self._rec_start)
+                self._reset()
+            return
+        if self._close(rec, self._rec_start, number, self._delims):
+            self._out.append(b"".join(rec))
+            self._out_rows.append(self.counts.records)
+            self._out_bytes += self._rec_bytes
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rec, self._in_quote = [], False
 
     def _runaway(self, rec: list[bytes], start: int) -> None:
         """Drop the record's first line as ``malformed_row``; queue the rest for re-scanning."""
@@ -477,18 +690,23 @@ class _Scanner:
         if len(self.drop_lines) < EXAMPLES_KEPT:
             self.drop_lines[row] = (start, end)
 
-    @property
-    def skipped(self) -> list[int]:
-        """Data-row numbers of every record dropped so far (for the row numbering)."""
-        return sorted(self.malformed + self.bad_encoding)
-
     def finish(self, rows: int) -> None:
-        """The parser must have read exactly the records the scanner kept."""
+        """The tables must hold exactly the records the scanner kept."""
         if rows != self.kept:  # pragma: no cover - a scanner bug, not user input
             raise ShopsimError(
                 f"{self.path}: the line scanner kept {self.kept} records but the CSV parser read {rows}; "
                 "please report this file"
             )
+
+
+def _line_end(data: bytes, pos: int, stop: int) -> int:
+    """The offset after the physical line starting at ``pos`` (ended by ``\\n``, ``\\r\\n`` or ``\\r``,
+    as :meth:`bytes.splitlines` splits), at most ``stop``."""
+    j = data.find(b"\n", pos, stop)
+    k = data.find(b"\r", pos, j if j >= 0 else stop)
+    if k >= 0:
+        return k + 2 if k + 1 < stop and data[k + 1] == 10 else k + 1
+    return j + 1 if j >= 0 else stop
 
 
 def _scan(line: bytes, in_quote: bool, delim: int) -> tuple[bool, int]:
@@ -524,131 +742,29 @@ def _scan(line: bytes, in_quote: bool, delim: int) -> tuple[bool, int]:
     return False, delims
 
 
-class _RecordStream(io.RawIOBase):
-    """A readable binary stream over an iterator of byte chunks (what pyarrow's reader reads)."""
+def _write_tables(dest: Path, tables: Iterator[pa.Table], names: list[str], block_size: int) -> int:
+    """Write the scanner's tables to ``dest`` under the staged column names; return the rows.
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._buf = memoryview(chunk)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-
-def _open_csv(
-    path: Path,
-    stream: _RecordStream,
-    colnames: list[str],
-    delimiter: str,
-    quoted: bool,
-    scanner: _Scanner,
-) -> pacsv.CSVStreamingReader:
-    """A block-wise reader of the scanner's kept records with every column as text."""
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:  # pragma: no cover - the scanner drops these first
-        raise ShopsimError(
-            f"{path}: the CSV parser rejected a record the line scanner accepted ({row.text[:80]!r}); "
-            "please report this file"
-        )
-
-    try:
-        return pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(
-                column_names=colnames,
-                block_size=BLOCK_SIZE,
-                use_threads=False,
-            ),
-            parse_options=pacsv.ParseOptions(
-                delimiter=delimiter,
-                quote_char='"' if quoted else False,
-                invalid_row_handler=on_invalid,
-                newlines_in_values=quoted,
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(colnames, pa.string()),
-                # Only an empty field is missing: pyarrow's default list would also turn
-                # text such as "NA", "null" or "n/a" into missing values silently.
-                null_values=[""],
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=True,
-            ),
-        )
-    except StopIteration:  # pragma: no cover
-        raise ShopsimError(f"{path}: cannot be read as delimited text") from None
-    except pa.ArrowInvalid as exc:
-        if "Empty CSV file" in str(exc):
-            return _EmptyReader()
-        raise ShopsimError(f"{path}: cannot be read as delimited text ({_first_msg_line(exc)})") from None
-
-
-class _EmptyReader:
-    """The reader of a file whose records were all dropped (or that has none)."""
-
-    def read_next_batch(self) -> pa.RecordBatch:
-        raise StopIteration
-
-
-def _write_blocks(
-    path: Path,
-    dest: Path,
-    reader: pacsv.CSVStreamingReader,
-    colnames: list[str],
-    sql_names: dict[str, str],
-    scanner: _Scanner,
-) -> int:
-    """Copy every block of ``reader`` to ``dest`` with its ``_row`` numbers; return the rows read.
-
-    The scanner's dropped rows fill up as the reader pulls records, so each block's row numbers
-    account for the rows dropped before it."""
+    Small tables (fast runs between lines the exact scanner took) are gathered into row groups
+    of about ``block_size`` bytes."""
     rows = 0
-    names = [sql_names[c] for c in colnames]
-    writer: pq.ParquetWriter | None = None
-    try:
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            except pa.ArrowInvalid as exc:
-                raise ShopsimError(f"{path}: cannot be parsed ({_first_msg_line(exc)})") from None
-            seen_valid = np.arange(rows + 1, rows + batch.num_rows + 1, dtype=np.int64)
-            rows += batch.num_rows
-            table = pa.Table.from_arrays(
-                [*batch.columns, pa.array(_true_rows(seen_valid, scanner.skipped))], names=[*names, "_row"]
-            )
-            if writer is None:
-                writer = pq.ParquetWriter(str(dest), table.schema)
-            writer.write_table(table)
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
-        schema = pa.schema([(c, pa.string()) for c in names] + [("_row", pa.int64())])
-        pq.write_table(schema.empty_table(), str(dest))
+    schema = pa.schema([(c, pa.string()) for c in names] + [("_row", pa.int64())])
+    pending: list[pa.Table] = []
+    pending_bytes = 0
+    # no min/max statistics for the text columns: nothing filters on them, and they cost a
+    # fifth of the writing time
+    with pq.ParquetWriter(str(dest), schema, write_statistics=["_row"]) as writer:
+        for table in tables:
+            table = table.rename_columns([*names, "_row"])
+            rows += table.num_rows
+            pending.append(table)
+            pending_bytes += table.nbytes
+            if pending_bytes >= block_size:
+                writer.write_table(pa.concat_tables(pending))
+                pending, pending_bytes = [], 0
+        if pending:
+            writer.write_table(pa.concat_tables(pending))
     return rows
-
-
-def _true_rows(valid_ordinals: np.ndarray, skipped: list[int]) -> np.ndarray:
-    """Map the k-th well-formed row to its data-row number, given the skipped rows."""
-    if not skipped:
-        return valid_ordinals
-    s = np.sort(np.asarray(skipped, dtype=np.int64))
-    # t[j] - 1 = well-formed rows before the j-th skipped row, which precedes the v-th
-    # well-formed row when t[j] <= v.
-    t = s - np.arange(len(s))
-    return valid_ordinals + np.searchsorted(t, valid_ordinals, side="right")
 
 
 def _stage_parquet(path: Path, dest: Path) -> StagedTable:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from shopsim.agents.baselines.next_item import ALS, AttributeMatch, CoOccurrence, Popularity
-from shopsim.artifacts import boundary, write_artifact
+from shopsim.artifacts import boundary, tidy, write_artifact
 from shopsim.data import SessionLog
 from shopsim.data.next_item import NextItemTask, evaluate_scorer
 from shopsim.encoders.finetune import EncoderConfig, EncoderTrainer
@@ -63,6 +63,7 @@ def run_encode(
     data_dir, out = Path(data_dir), Path(out)
     log = SessionLog.load(data_dir)
     manifest = encoder_manifest(data_dir, cfg, ablation=ablation, n_boot=n_boot, text=text)
+    tidy(out)  # a reused folder gets the leftovers of a killed earlier write swept too
     if is_current(out, manifest, ["eval.json", *BUNDLE_FILES]):
         stored: dict[str, Any] = json.loads((out / "eval.json").read_text())
         stored["served_from_cache"] = True

@@ -41,6 +41,7 @@ from shopsim.artifacts import (
     MANIFEST,
     boundary,
     locked,
+    tidy,
     verify_artifact,
     write_text_atomic,
 )
@@ -116,6 +117,7 @@ def prepare_stage(cfg: RunConfig, out: Path, echo: Echo = print) -> Path:
     opts = cfg.data.prepare_options()
     key = _stage_key({"files": hash_files(files), "options": cfg.resolved()["data"], "version": __version__})
     marker = out.with_name(f"{out.name}.{STAGE_FILE}")
+    tidy(out)  # a reused folder gets the leftovers of a killed earlier write swept too
     if _is_current(marker, key, out / MANIFEST) and _verified(out, "log", "shopsim run CONFIG --out DIR"):
         echo(f"prepare: reused {out} (same source and options)")
         return out

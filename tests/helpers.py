@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -21,3 +23,16 @@ def shared(name: str) -> Path:
     if not path.exists():
         pytest.fail(f"{path} not present; set SHOPSIM_SHARED_DATA to the folder holding the full data sets")
     return path
+
+
+def reseal(folder: Path) -> None:
+    """Recompute every hash of ``folder``'s manifest.json from the files now there (what an
+    attacker, or a test that edits an artifact on purpose, does)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and rel != "manifest.json":
+            files[rel] = {"size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+    manifest["files"] = files
+    (folder / "manifest.json").write_text(json.dumps(manifest))

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from shopsim.artifacts import boundary, verify_artifact, write_artifact
+from shopsim.artifacts import boundary, tidy, verify_artifact, write_artifact
 from shopsim.data import SessionLog
 from shopsim.encoders.bundle import EncoderBundle, NumpyStateEncoder
 from shopsim.encoders.cache import hash_files
@@ -159,6 +159,7 @@ def load_inputs(data_dir: Path, embeddings: Path, cfg: SimulatorConfig) -> FitIn
 def reused_fit(out: Path, key: str) -> tuple[Simulator, dict[str, Any]] | None:
     """The simulator saved in ``out`` and its fidelity report (marked ``reused``), if it was
     fitted from inputs with this ``key`` by this simulator version; else None."""
+    tidy(out)  # a reused folder gets the leftovers of a killed earlier write swept too
     try:  # only a complete, intact folder is reused; anything else is refitted
         verify_artifact(out, ARTIFACT_KIND, REBUILD.format(d=out))
         meta = json.loads((out / "simulator.json").read_text())

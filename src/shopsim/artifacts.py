@@ -295,6 +295,21 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))  # pragma: no cover
 
 
+def tidy(target: Path | str) -> None:
+    """Recover and sweep ``target`` as a write would (undo an interrupted fallback swap, remove
+    dead writers' temporary and old folders), for stages about to *reuse* a folder without
+    writing it. Does nothing while another process holds the folder's lock."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    try:
+        with locked(target):
+            _recover(target)
+            _sweep(target)
+    except ShopsimError:  # another writer is at work; it sweeps when it is done
+        return
+
+
 def _recover(target: Path) -> None:
     """Undo a swap interrupted between its two renames (fallback path): the old folder back."""
     if target.exists():

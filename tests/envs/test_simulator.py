@@ -23,6 +23,7 @@ from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import StepEvents, WeightedReward, make_reward
 from shopsim.envs.toy import toy_next
 from shopsim.errors import ShopsimError
+from shopsim.tests.helpers import reseal
 
 # --- metrics --------------------------------------------------------------------------------
 
@@ -212,6 +213,7 @@ def test_cli_fit_rejects_embeddings_of_other_data(
     shutil.copytree(toy_sim.parent / "enc", other)
     ids = json.loads((other / "item_ids.json").read_text())
     (other / "item_ids.json").write_text(json.dumps([*ids[:-1], "zzz"]))
+    reseal(other)  # a consistent encoder folder, of other data
     code, out, err = cli(
         "simulator", "fit", toy_sim.parent / "data", "--embeddings", other, "--out", tmp_path / "s"
     )

@@ -234,6 +234,7 @@ def test_cli_fit_rejects_a_log_without_a_test_split(
     ev = pd.read_parquet(data / "events.parquet")
     ev.loc[ev["split"] == "test", "split"] = "train"
     ev.to_parquet(data / "events.parquet")
+    reseal(data)  # a consistent log folder, without a test split
     code, _, err = cli(
         "simulator", "fit", data, "--embeddings", toy_sim.parent / "enc", "--out", tmp_path / "s"
     )

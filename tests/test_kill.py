@@ -196,24 +196,23 @@ def test_prepare_rerun_is_byte_identical(prepared: dict[str, Any], tmp_path: Pat
     assert _strip(json.loads(first["report.json"])) == _strip(json.loads(again["report.json"]))
 
 
-def test_concurrent_prepare_second_fails_at_once(prepared: dict[str, Any], tmp_path: Path) -> None:
-    target, release = tmp_path / "data", tmp_path / "release"
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "SHOPSIM_PAUSE_AT": f"prepare:tables-written:{release}",
-    }
-    cmd = [sys.executable, "-m", "shopsim.experiments.cli", *map(str, PREPARE), "--out", str(target)]
+def second_writer_fails_at_once(args: list[Any], target: Path, pause_at: str, tmp_path: Path) -> None:
+    """Run ``shopsim ARGS`` paused at boundary ``pause_at`` (holding the lock of ``target``),
+    start the same command again: it must fail at once with one line; then let the first finish."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    release = tmp_path / "release"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SHOPSIM_PAUSE_AT": f"{pause_at}:{release}"}
+    cmd = [sys.executable, "-m", "shopsim.experiments.cli", *map(str, args)]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600
         while not Path(f"{release}.reached").exists():
             assert first.poll() is None, first.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        t0 = time.perf_counter()
-        second = shopsim(*PREPARE, "--out", target)
-        took = time.perf_counter() - t0
+        # the first writer waits for `release` (never touched before this returns), so a second
+        # writer that blocked on the lock would hang here instead of failing
+        second = shopsim(*args)
         assert second.returncode == 2
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1
@@ -221,13 +220,16 @@ def test_concurrent_prepare_second_fails_at_once(prepared: dict[str, Any], tmp_p
             f"shopsim: error: {target}: another shopsim process is writing this folder"
         )
         assert "Traceback" not in second.stderr
-        # at once: no waiting for the first writer (start-up of a Python process only)
-        assert took < 30
         assert first.poll() is None  # the first is still paused, holding the lock
     finally:
         release.touch()
-        _out, err = first.communicate(timeout=300)
+        _out, err = first.communicate(timeout=900)
     assert first.returncode == 0, err
+
+
+def test_concurrent_prepare_second_fails_at_once(prepared: dict[str, Any], tmp_path: Path) -> None:
+    target = tmp_path / "data"
+    second_writer_fails_at_once([*PREPARE, "--out", target], target, "prepare:tables-written", tmp_path)
     assert snapshot(target) == prepared["new"]
 
 
@@ -331,3 +333,22 @@ def test_run_killed_at_each_boundary(run_reference: tuple[Path, Path], tmp_path:
     assert _strip(json.loads((out / "results.json").read_text()), str(out)) == _strip(
         json.loads((ref / "results.json").read_text()), str(ref)
     )
+
+
+@pytest.mark.slow
+def test_concurrent_encode_fit_and_run_second_fails_at_once(fitted: dict[str, Any], tmp_path: Path) -> None:
+    enc = tmp_path / "enc"
+    second_writer_fails_at_once(
+        ["encode", fitted["data"], "--out", enc, *ENCODE], enc, "encode:bundle-written", tmp_path / "e"
+    )
+    _load_encoder(enc)
+    sim = tmp_path / "sim"
+    args = ["simulator", "fit", fitted["data"], "--embeddings", fitted["enc"], "--out", sim, *FIT]
+    second_writer_fails_at_once(args, sim, "fit:model-written", tmp_path / "f")
+    assert snapshot(sim) == fitted["new"]
+    config, run_dir = tmp_path / "tiny.yaml", tmp_path / "run"
+    config.write_text(yaml.safe_dump(TINY_RUN))
+    second_writer_fails_at_once(
+        ["run", config, "--out", run_dir], run_dir, "run:config-written", tmp_path / "r"
+    )
+    assert json.loads((run_dir / "results.json").read_text())["policies"]

@@ -12,6 +12,7 @@ Who sees which split (split by session start time, so every feature uses earlier
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from shopsim.artifacts import boundary, tidy, verify_artifact, write_artifact
+from shopsim.artifacts import boundary, locked, tidy, verify_artifact, write_artifact
 from shopsim.data import SessionLog
 from shopsim.encoders.bundle import EncoderBundle, NumpyStateEncoder
 from shopsim.encoders.cache import hash_files
@@ -331,6 +332,21 @@ def fit_simulator(
     :param reuse: if ``out`` already holds a simulator fitted from the same inputs (same log,
         encoder output and configuration, by content hash), load it instead of refitting.
     """
+    # The output folder is locked for the whole fit, so a second writer fails at once, not after
+    # minutes of fitting (save_fit's writer takes the same lock again, re-entrantly).
+    with locked(out) if out is not None else contextlib.nullcontext():
+        return _fit_simulator(data_dir, embeddings, out, config, progress=progress, reuse=reuse)
+
+
+def _fit_simulator(
+    data_dir: Path,
+    embeddings: Path,
+    out: Path | None,
+    config: SimulatorConfig | None,
+    *,
+    progress: bool,
+    reuse: bool,
+) -> tuple[Simulator, dict[str, Any]]:
     cfg = config or SimulatorConfig()
     t0 = time.perf_counter()
     inputs = load_inputs(data_dir, embeddings, cfg)

@@ -157,6 +157,10 @@ def _fsync_dir(directory: Path) -> None:
 
 
 # --------------------------------------------------------------------------- locks
+_HELD: set[str] = set()
+"""Lock files this process holds (see :func:`locked`)."""
+
+
 @contextmanager
 def locked(target: Path | str) -> Iterator[Path]:
     """Hold the exclusive write lock of folder ``target`` (``PARENT/.NAME.lock``).
@@ -166,6 +170,10 @@ def locked(target: Path | str) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.parent / f".{target.name}.lock"
+    key = str(lock_path.resolve())
+    if key in _HELD:  # re-entrant within a process: a stage holds it for its whole work, the
+        yield lock_path  # writer inside it again (flock would refuse a second descriptor)
+        return
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -175,7 +183,11 @@ def locked(target: Path | str) -> Iterator[Path]:
                 f"{target}: another shopsim process is writing this folder (lock {lock_path}); "
                 "wait for it to finish or choose another --out"
             ) from None
-        yield lock_path
+        _HELD.add(key)
+        try:
+            yield lock_path
+        finally:
+            _HELD.discard(key)
     finally:
         os.close(fd)  # closing releases the lock
 

@@ -36,3 +36,24 @@ def reseal(folder: Path) -> None:
             files[rel] = {"size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
     manifest["files"] = files
     (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def load_log(d: Path) -> None:
+    """Load a prepared log folder (raises ShopsimError if it is refused)."""
+    from shopsim.data import SessionLog
+
+    SessionLog.load(d)
+
+
+def load_encoder(d: Path) -> None:
+    """Load an encoder folder (raises ShopsimError if it is refused)."""
+    from shopsim.encoders.bundle import EncoderBundle
+
+    EncoderBundle.load(d)
+
+
+def load_sim(d: Path) -> None:
+    """Load a simulator folder (raises ShopsimError if it is refused)."""
+    from shopsim.envs.model.simulator import Simulator
+
+    Simulator.load(d)

@@ -29,7 +29,7 @@ from shopsim.artifacts import (
     write_json_atomic,
 )
 from shopsim.errors import ShopsimError
-from shopsim.tests.helpers import reseal
+from shopsim.tests.helpers import load_encoder, load_log, load_sim, reseal
 
 REBUILD = "shopsim thing --out X"
 
@@ -270,22 +270,6 @@ def test_verified_files_are_hashed_once_per_process_until_they_change(
 
 
 # --------------------------------------------------------------------------- loaders
-def _load_log(d: Path) -> None:
-    from shopsim.data import SessionLog
-
-    SessionLog.load(d)
-
-
-def _load_encoder(d: Path) -> None:
-    from shopsim.encoders.bundle import EncoderBundle
-
-    EncoderBundle.load(d)
-
-
-def _load_sim(d: Path) -> None:
-    from shopsim.envs.model.simulator import Simulator
-
-    Simulator.load(d)
 
 
 @pytest.fixture
@@ -302,7 +286,7 @@ def folders(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], P
     return copy
 
 
-LOADERS = {"log": _load_log, "encoder": _load_encoder, "simulator": _load_sim}
+LOADERS = {"log": load_log, "encoder": load_encoder, "simulator": load_sim}
 REBUILDS = {
     "log": "shopsim data prepare SRC --format … --out {d}",
     "encoder": "shopsim encode DATA_DIR --out {d}",

@@ -30,6 +30,7 @@ import yaml
 from shopsim.artifacts import BOUNDARIES
 from shopsim.data import sample_path
 from shopsim.errors import ShopsimError
+from shopsim.tests.helpers import load_encoder, load_log, load_sim
 
 SAMPLE = sample_path("toy")
 PREPARE = ["data", "prepare", SAMPLE, "--format", "events", "--split", "0.6,0.2,0.2"]
@@ -87,24 +88,6 @@ def snapshot(folder: Path) -> dict[str, Any]:
         else:
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
-
-
-def _load_log(d: Path) -> None:
-    from shopsim.data import SessionLog
-
-    SessionLog.load(d)
-
-
-def _load_encoder(d: Path) -> None:
-    from shopsim.encoders.bundle import EncoderBundle
-
-    EncoderBundle.load(d)
-
-
-def _load_sim(d: Path) -> None:
-    from shopsim.envs.model.simulator import Simulator
-
-    Simulator.load(d)
 
 
 def check_after_kill(
@@ -178,7 +161,7 @@ def test_prepare_killed_at_each_boundary(
         assert snapshot(target) == prepared["old"]
     killed(*PREPARE, "--out", target, at=at)
     old = prepared["old"] if scenario == "old" else None
-    check_after_kill(target, _load_log, prepared["new"], old, swapped=at.endswith(":swapped"))
+    check_after_kill(target, load_log, prepared["new"], old, swapped=at.endswith(":swapped"))
     ok(*PREPARE, "--out", target)  # the next run sweeps what the killed one left
     assert snapshot(target) == prepared["new"]
     no_leftovers(target)
@@ -252,7 +235,7 @@ def test_encode_killed_at_each_boundary(
         ok("encode", encoded["data"], "--out", target, *ENCODE, "--seed", "1")
     old = snapshot(target) if scenario == "old" else None
     killed("encode", encoded["data"], "--out", target, *ENCODE, at=at)
-    check_after_kill(target, _load_encoder, encoded["new"], old, swapped=at.endswith(":swapped"))
+    check_after_kill(target, load_encoder, encoded["new"], old, swapped=at.endswith(":swapped"))
     res = shopsim("encode", encoded["data"], "--out", target, *ENCODE)
     assert res.returncode == 0, res.stderr[-2000:]
     # served from the cache exactly when the new folder had been swapped in, never from a half-written one
@@ -279,7 +262,7 @@ def test_fit_killed_at_each_boundary(fitted: dict[str, Any], tmp_path: Path, at:
         ok(*base, "--seed", "1")
     old = snapshot(target) if scenario == "old" else None
     killed(*base, at=at)
-    check_after_kill(target, _load_sim, fitted["new"], old, swapped=at.endswith(":swapped"))
+    check_after_kill(target, load_sim, fitted["new"], old, swapped=at.endswith(":swapped"))
     ok(*base)
     assert snapshot(target) == fitted["new"]
     no_leftovers(target)
@@ -324,7 +307,7 @@ def test_run_killed_at_each_boundary(run_reference: tuple[Path, Path], tmp_path:
     config, ref = run_reference
     out = tmp_path / "out"
     killed("run", config, "--out", out, at=at)
-    for name, load in (("data", _load_log), ("encoder", _load_encoder), ("simulator", _load_sim)):
+    for name, load in (("data", load_log), ("encoder", load_encoder), ("simulator", load_sim)):
         check_after_kill(out / name, load, snapshot(ref / name), None, swapped=(out / name).exists())
     ok("run", config, "--out", out)
     for name in ("data", "encoder", "simulator"):
@@ -341,7 +324,7 @@ def test_concurrent_encode_fit_and_run_second_fails_at_once(fitted: dict[str, An
     second_writer_fails_at_once(
         ["encode", fitted["data"], "--out", enc, *ENCODE], enc, "encode:bundle-written", tmp_path / "e"
     )
-    _load_encoder(enc)
+    load_encoder(enc)
     sim = tmp_path / "sim"
     args = ["simulator", "fit", fitted["data"], "--embeddings", fitted["enc"], "--out", sim, *FIT]
     second_writer_fails_at_once(args, sim, "fit:model-written", tmp_path / "f")

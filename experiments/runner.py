@@ -32,11 +32,9 @@ from typing import Any
 
 import numpy as np
 import yaml
-from tqdm.auto import tqdm
 
 from shopsim import __version__
-from shopsim.agents.registry import NEXT_ITEM_MODELS, REGISTRY, PolicyContext, build_policies
-from shopsim.agents.training import train_agent, training_env
+from shopsim.agents.registry import NEXT_ITEM_MODELS, REGISTRY, PolicyContext
 from shopsim.artifacts import (
     MANIFEST,
     boundary,
@@ -52,8 +50,9 @@ from shopsim.envs.fitting.fit import fit_simulator
 from shopsim.envs.fitting.report import fidelity_markdown
 from shopsim.envs.model.simulator import Simulator
 from shopsim.errors import ShopsimError
-from shopsim.evaluation.in_simulator import EpisodeResults, evaluate_policy_in_sim, paired_difference
+from shopsim.evaluation.in_simulator import EpisodeResults, paired_difference
 from shopsim.evaluation.next_item import summarize
+from shopsim.experiments.agent_stage import evaluate_policies, train_policies
 from shopsim.experiments.config import RunConfig, selected_policies
 from shopsim.experiments.encode import eval_markdown, run_encode
 from shopsim.experiments.reporting import plot_returns, results_markdown
@@ -208,42 +207,12 @@ def train_and_evaluate(
     log = SessionLog.load(data_dir)
     names = selected_policies(cfg, impressions=bool(sim.meta.get("impressions")))
     ctx = PolicyContext(cfg.shop.slate_size, seed=cfg.seed, log=log)
-    timing: dict[str, float] = {}
+    policies, timing = train_policies(cfg, sim, ctx, names, out)
     t0 = time.perf_counter()
-    policies: dict[str, Any] = build_policies(names, ctx)
-    timing["build_policies"] = time.perf_counter() - t0
-    reward = cfg.reward_fn()
-    a = cfg.agents
-    for name, steps in (("ppo", a.ppo.steps), ("dqn", a.dqn.steps)):
-        if name in names and steps:
-            env = training_env(sim, cfg.shop_for("train"), a.n_envs, cfg.seed, reward)
-            policies[name], timing[f"train_{name}"] = train_agent(name, env, a.ppo, a.dqn, out, seed=cfg.seed)
-    t0 = time.perf_counter()
-    results = evaluate_all(cfg, sim, policies)
+    results = evaluate_policies(cfg, sim, policies)
     timing["evaluate"] = time.perf_counter() - t0
     offline = offline_metrics(cfg, log, ctx, names, enc_dir) if cfg.evaluation.offline else {}
     return results_report(cfg, sim, sim_dir, results, offline, timing)
-
-
-def evaluate_all(cfg: RunConfig, sim: Simulator, policies: dict[str, Any]) -> dict[str, EpisodeResults]:
-    """Every policy on the same test sessions and engine seed (plus PPO's sampled slates)."""
-    shop, ev, reward = cfg.shop_for("test"), cfg.evaluation, cfg.reward_fn()
-    results: dict[str, EpisodeResults] = {}
-    for name, pol in tqdm(policies.items(), desc="evaluating policies", unit="policy"):
-        results[name] = evaluate_policy_in_sim(
-            sim, pol, episodes=ev.episodes, config=shop, reward=reward, seed=cfg.seed + 1
-        )
-    if "ppo" in policies:
-        results["ppo_sampled"] = evaluate_policy_in_sim(
-            sim,
-            policies["ppo"],
-            episodes=ev.episodes,
-            config=shop,
-            reward=reward,
-            seed=cfg.seed + 1,
-            deterministic=False,
-        )
-    return results
 
 
 def offline_metrics(

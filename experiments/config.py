@@ -50,6 +50,7 @@ from shopsim.envs.engine import ShopperConfig
 from shopsim.envs.fitting.fit import SimulatorConfig
 from shopsim.envs.rewards import RewardFn, WeightedReward
 from shopsim.errors import ShopsimError
+from shopsim.experiments.ope_stage import OPEStageConfig
 
 SAMPLE_PREFIX = "sample:"
 
@@ -246,6 +247,8 @@ class RunConfig(BaseModel):
     """Policies and RL training."""
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     """Evaluation of every policy."""
+    ope: OPEStageConfig = Field(default_factory=OPEStageConfig)
+    """Optional off-policy evaluation stage (the ``ope`` block of results.json)."""
 
     # ------------------------------------------------------------------ derived views
     def reward_fn(self) -> RewardFn:
@@ -289,6 +292,7 @@ class RunConfig(BaseModel):
         out["reward"] = self.reward if not callable(self.reward) else self.reward_label()
         out["agents"] = _plain(asdict(self.agents))
         out["evaluation"] = _plain(asdict(self.evaluation))
+        out["ope"] = _plain(asdict(self.ope))
         return out
 
 
@@ -343,6 +347,7 @@ SECTIONS: dict[str, type] = {
     "shop": ShopperConfig,
     "agents": AgentsConfig,
     "evaluation": EvaluationConfig,
+    "ope": OPEStageConfig,
 }
 """Top-level sections and their configuration classes."""
 

@@ -17,7 +17,7 @@ from shopsim.agents.policy import SlatePolicy, bind_engine
 from shopsim.envs.engine import ShopperBatch, ShopperConfig
 from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, make_reward
-from shopsim.stats import bootstrap_mean_ci, paired_difference_ci
+from shopsim.stats import bootstrap_mean_ci, bootstrap_ratio_ci, paired_difference_ci
 
 
 @dataclass
@@ -36,12 +36,17 @@ class EpisodeResults:
     def summary(self, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
         """The ``sim`` block of results.json."""
         lo, hi = bootstrap_mean_ci(self.returns, n_boot=n_boot, seed=seed)
+        _, ctr_lo, ctr_hi = bootstrap_ratio_ci(self.clicks, self.shown, n_boot=n_boot, seed=seed)
+        bought = (self.purchases > 0).astype(np.float64)
         return {
             "return_mean": float(self.returns.mean()),
             "return_ci95": [lo, hi],
             "ctr": float(self.clicks.sum() / max(self.shown.sum(), 1)),
+            "ctr_ci95": [ctr_lo, ctr_hi],
             "purchase_rate": float(np.mean(self.purchases > 0)),
+            "purchase_rate_ci95": list(bootstrap_mean_ci(bought, n_boot=n_boot, seed=seed)),
             "revenue_per_session": float(self.revenue.mean()),
+            "revenue_ci95": list(bootstrap_mean_ci(self.revenue, n_boot=n_boot, seed=seed)),
             "episodes": len(self.returns),
         }
 

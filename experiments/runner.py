@@ -23,10 +23,11 @@ Outputs: ``data/`` (events.parquet, items.parquet, report.json), ``encoder/`` (e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,27 +56,92 @@ from shopsim.evaluation.next_item import summarize
 from shopsim.experiments.agent_stage import evaluate_policies, train_policies
 from shopsim.experiments.config import RunConfig, selected_policies
 from shopsim.experiments.encode import eval_markdown, run_encode
-from shopsim.experiments.reporting import plot_returns, results_markdown
+from shopsim.experiments.reporting import results_markdown, write_plots
 
 Echo = Callable[[str], None]
 STAGE_FILE = "stage.json"
 
 
-def run(cfg: RunConfig, out: Path, *, echo: Echo = print) -> dict[str, Any]:
-    """Run (or reuse) every stage of ``cfg`` into ``out``; returns the results report."""
+STAGES = ("prepare", "encoder", "simulator", "agents")
+"""The stages of a run, in order (what progress lines and the Ctrl-C message name)."""
+
+
+def run(cfg: RunConfig, out: Path, *, echo: Echo = print, command: str | None = None) -> dict[str, Any]:
+    """Run (or reuse) every stage of ``cfg`` into ``out``; returns the results report.
+
+    :param command: the command line that started the run, which the Ctrl-C message repeats
+        as the way to resume (default: a generic ``shopsim run CONFIG --out OUT``).
+    """
     if out.exists() and not out.is_dir():
         raise ShopsimError(f"{out}: exists and is not a directory; choose another --out")
-    with locked(out):  # one writer per run folder; a second `shopsim run` fails at once
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
-        boundary("run:config-written")
-        data_dir = prepare_stage(cfg, out / "data", echo)
-        boundary("run:data-done")
-        enc_dir = encode_stage(cfg, data_dir, out / "encoder", echo)
-        boundary("run:encoder-done")
-        sim_dir = fit_stage(cfg, data_dir, enc_dir, out / "simulator", echo)
-        boundary("run:simulator-done")
-        return agents_stage(cfg, data_dir, enc_dir, sim_dir, out, echo)
+    progress = _Progress(echo)
+    try:
+        with locked(out):  # one writer per run folder; a second `shopsim run` fails at once
+            out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
+            boundary("run:config-written")
+            with progress("prepare"):
+                data_dir = prepare_stage(cfg, out / "data", echo)
+            boundary("run:data-done")
+            with progress("encoder"):
+                enc_dir = encode_stage(cfg, data_dir, out / "encoder", echo)
+            boundary("run:encoder-done")
+            with progress("simulator"):
+                sim_dir = fit_stage(cfg, data_dir, enc_dir, out / "simulator", echo)
+            boundary("run:simulator-done")
+            with progress("agents"):
+                report = agents_stage(cfg, data_dir, enc_dir, sim_dir, out, echo)
+    except KeyboardInterrupt:
+        how = command or f"shopsim run CONFIG --out {out}"
+        echo(
+            f"\ninterrupted during the {progress.current or 'setup'} stage after {progress.elapsed():.0f} s "
+            f"(finished: {', '.join(progress.done) or 'none'}); resume with the same command: {how}  "
+            "(finished stages are reused, training continues from its latest checkpoint)"
+        )
+        raise
+    echo(f"run finished in {progress.elapsed():.0f} s; files in {out}/:")
+    for rel, what in RUN_FILES:
+        if (out / rel).exists():
+            echo(f"  {rel:<24} {what}")
+    return report
+
+
+RUN_FILES = (
+    ("results.md", "the results table (policies, intervals, paired differences)"),
+    ("results.json", "the same, machine-readable (docs/schemas/results.schema.json)"),
+    ("plots/", "returns, per-policy metrics, learning curves, fidelity plots"),
+    ("config.yaml", "the resolved config the results came from"),
+    ("timing.json", "seconds per step of the agents stage"),
+    ("models/", "the trained agents (load with shopsim.agents.saving.load_agent)"),
+    ("tensorboard/", "training logs (tensorboard --logdir DIR/tensorboard)"),
+    ("data/report.json", "rows in and out, drops by reason"),
+    ("encoder/eval.json", "the encoder's held-out next-item metrics"),
+    ("simulator/fidelity.json", "how faithful the simulated shopper is"),
+)
+"""What a finished run folder holds (printed at the end of a run)."""
+
+
+class _Progress:
+    """Stage lines: ``[2/4] encoder …`` before, ``encoder: done in 12.3 s`` after."""
+
+    def __init__(self, echo: Echo) -> None:
+        self.echo, self.t0 = echo, time.perf_counter()
+        self.current: str | None = None
+        self.done: list[str] = []
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.current = name
+        i = STAGES.index(name) + 1
+        self.echo(f"[{i}/{len(STAGES)}] {name} …")
+        t = time.perf_counter()
+        yield
+        self.echo(f"{name}: done in {time.perf_counter() - t:.1f} s (run: {self.elapsed():.0f} s)\n")
+        self.done.append(name)
+        self.current = None
 
 
 # ---------------------------------------------------------------------- stage reuse
@@ -173,7 +239,7 @@ def agents_stage(
         {
             "simulator": sim_meta.get("inputs"),
             "encoder_eval": hash_files([enc_dir / "eval.json"]),
-            "config": {k: resolved[k] for k in ("seed", "shop", "agents", "evaluation")},
+            "config": {k: resolved[k] for k in ("seed", "shop", "agents", "evaluation", "ope")},
             "reward": reward_key,
             "version": __version__,
         }
@@ -186,23 +252,26 @@ def agents_stage(
         echo(results_markdown(report))
         return report
     echo("agents and baselines in the simulator:")
-    report = train_and_evaluate(cfg, data_dir, enc_dir, sim_dir, out)
+    report, timing = train_and_evaluate(cfg, data_dir, enc_dir, sim_dir, out)
     (out / STAGE_FILE).unlink(missing_ok=True)  # the old marker never vouches for new results
+    # Wall times vary from run to run: they live beside results.json, so that the same config,
+    # seed and thread count give a byte-identical results.json (resumed or not).
+    write_text_atomic(out / "timing.json", json.dumps({k: round(v, 1) for k, v in timing.items()}) + "\n")
     write_text_atomic(out / "results.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "results.md", results_markdown(report) + "\n")
     boundary("run:results-written")
-    plot_returns(report, out / "plots" / "returns.png")
+    write_plots(report, out, sim_dir)
     if reward_key is not None:
         _mark(out / STAGE_FILE, key, out / "results.json")
     echo(results_markdown(report))
-    echo(f"  wrote {out}/results.json, results.md, plots/returns.png, models/, tensorboard/")
     return report
 
 
 def train_and_evaluate(
     cfg: RunConfig, data_dir: Path, enc_dir: Path, sim_dir: Path, out: Path
-) -> dict[str, Any]:
-    """The results report (results.json): every selected policy on the same test sessions."""
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The results report (results.json) — every selected policy on the same test sessions —
+    and the seconds each step took (timing.json)."""
     sim = Simulator.load(sim_dir)
     log = SessionLog.load(data_dir)
     names = selected_policies(cfg, impressions=bool(sim.meta.get("impressions")))
@@ -211,8 +280,38 @@ def train_and_evaluate(
     t0 = time.perf_counter()
     results = evaluate_policies(cfg, sim, policies)
     timing["evaluate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reference = deployable_reference(cfg, sim, policies)
+    timing["choose_reference"] = time.perf_counter() - t0
     offline = offline_metrics(cfg, log, ctx, names, enc_dir) if cfg.evaluation.offline else {}
-    return results_report(cfg, sim, sim_dir, results, offline, timing)
+    return results_report(cfg, sim, sim_dir, results, offline, reference), timing
+
+
+DEPLOYABLE_KINDS = ("supervised", "cf")
+"""Kinds of policy the *deployable reference* is chosen from: the rankers a shop runs today."""
+MYOPIC_REFERENCE = "click_model_greedy"
+"""The *myopic reference*: ranks by the simulator's own click model, an upper bound for myopic ranking."""
+
+
+def deployable_reference(cfg: RunConfig, sim: Simulator, policies: dict[str, Any]) -> dict[str, Any] | None:
+    """The best supervised or CF ranker of the run, chosen by its return on **valid** sessions
+    (``evaluation.reference_episodes`` of them) — never on the test sessions it is compared on.
+    None when the run has no such ranker."""
+    candidates = {
+        n: p for n, p in policies.items() if REGISTRY[n].kind in DEPLOYABLE_KINDS and REGISTRY[n].deployable
+    }
+    if not candidates:
+        return None
+    split = "valid" if len(sim.episodes.get("valid", ())) else "train"
+    res = evaluate_policies(cfg, sim, candidates, split=split, episodes=cfg.evaluation.reference_episodes)
+    returns = {n: float(r.returns.mean()) for n, r in res.items()}
+    best = max(returns, key=lambda n: (returns[n], -list(returns).index(n)))  # ties: registry order
+    return {
+        "name": best,
+        "chosen_on": split,
+        "episodes": cfg.evaluation.reference_episodes,
+        "returns": returns,
+    }
 
 
 def offline_metrics(
@@ -249,30 +348,42 @@ def results_report(
     sim_dir: Path,
     results: dict[str, EpisodeResults],
     offline: dict[str, dict[str, float]],
-    timing: dict[str, float],
+    reference: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """results.json: per policy its kind, in-simulator summary with paired differences to
-    ``click_model_greedy`` and ``random`` (when they ran), and offline metrics."""
+    """results.json (docs/schemas/results.schema.json): per policy its kind, in-simulator summary
+    with paired differences to the deployable reference, ``click_model_greedy`` and ``random``
+    (when they ran), and offline metrics."""
     fid = json.loads((sim_dir / "fidelity.json").read_text())
     report: dict[str, Any] = {
+        "schema": RESULTS_SCHEMA,
         "dataset": sim.meta.get("format", "?"),
         "seed": cfg.seed,
         "reward": cfg.reward_label(),
         "config": cfg.resolved(),
+        "references": {
+            "deployable": reference["name"] if reference else None,
+            "deployable_choice": reference,
+            "myopic": MYOPIC_REFERENCE if MYOPIC_REFERENCE in results else None,
+        },
         "policies": {},
         "fidelity": fid.get("click", {}).get("held_out", {}).get("auc", {}),
-        "timing_s": {k: round(v, 1) for k, v in timing.items()},
     }
     n_boot = cfg.evaluation.n_boot
+    refs = {"deployable": reference["name"] if reference else None, MYOPIC_REFERENCE: MYOPIC_REFERENCE}
+    refs["random"] = "random"
     for name, res in results.items():
         kind = KINDS_EXTRA.get(name) or REGISTRY[name].kind
         entry: dict[str, Any] = {"kind": kind, "sim": res.summary(n_boot=n_boot, seed=cfg.seed)}
-        for ref in ("click_model_greedy", "random"):
-            if ref in results:
-                entry["sim"][f"minus_{ref}"] = paired_difference(
+        for label, ref in refs.items():
+            if ref is not None and ref in results:
+                entry["sim"][f"minus_{label}"] = paired_difference(
                     res, results[ref], n_boot=n_boot, seed=cfg.seed
                 )
         if name in offline:
             entry["offline"] = offline[name]
         report["policies"][name] = entry
     return report
+
+
+RESULTS_SCHEMA = "shopsim.results/2"
+"""Version of results.json's layout (docs/schemas/results.schema.json)."""

@@ -148,3 +148,36 @@ def boot_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     Take the interval of the replicates with :func:`percentile_interval`.
     """
     return np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+
+
+def bootstrap_ratio_ci(
+    num: ArrayLike, den: ArrayLike, *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Ratio of sums :math:`\\sum_i a_i / \\sum_i b_i` over i.i.d. units (clicks per shown item
+    over sessions) and its 95% percentile interval, resampling whole units (:func:`boot_counts`)
+    so numerator and denominator of one unit stay together. NaN when the denominator is 0."""
+    a, b = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(
+            f"ratio bootstrap: need two non-empty 1-D arrays of one shape, got {a.shape}, {b.shape}"
+        )
+    if b.sum() <= 0:
+        return float("nan"), float("nan"), float("nan")
+    c = boot_counts(len(a), n_boot, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = (c @ a) / (c @ b)
+    lo, hi = percentile_interval(reps, omit_nan=True)
+    return float(a.sum() / b.sum()), lo, hi
+
+
+def t_mean_ci(x: ArrayLike, *, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of a few independent replicates (one value per seed) and its Student-t interval
+    with ``n − 1`` degrees of freedom. With one replicate the interval is undefined (NaN)."""
+    v = np.asarray(x, np.float64)
+    if v.ndim != 1 or len(v) == 0:
+        raise ValueError(f"t interval: need a non-empty 1-D array, got shape {v.shape}")
+    m = float(v.mean())
+    if len(v) == 1:
+        return m, float("nan"), float("nan")
+    half = float(_scipy_stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return m, m - half, m + half

@@ -65,7 +65,15 @@ def test_quickstart_runs_every_stage(tmp_path: Path, cli: CliRunner) -> None:
     assert "steps: 2048" in resolved
     # results.json: see docs/schemas/results.schema.json
     res = json.loads((tmp_path / "results.json").read_text())
-    assert {"dataset", "seed", "reward", "config", "policies", "fidelity", "timing_s"} <= set(res)
+    assert {"schema", "dataset", "seed", "reward", "config", "references", "policies", "fidelity"} <= set(res)
+    assert "timing_s" not in res  # wall times live in timing.json: results.json is reproducible
+    assert {"evaluate", "train_ppo", "train_dqn"} <= set(json.loads((tmp_path / "timing.json").read_text()))
+    dep = res["references"]["deployable"]
+    assert res["policies"][dep]["kind"] in ("supervised", "cf")
+    assert res["references"]["deployable_choice"]["chosen_on"] == "valid"
+    assert "minus_deployable" in res["policies"]["ppo"]["sim"]
+    assert f"Δ vs {dep} (deployable)" in (tmp_path / "results.md").read_text()
+    assert {"returns.png", "policies.png"} <= {p.name for p in (tmp_path / "plots").iterdir()}
     assert res["reward"] == "clicks"
     assert res["config"]["agents"]["ppo"]["steps"] == 2048
     names = {

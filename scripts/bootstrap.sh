@@ -24,6 +24,7 @@ if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
   "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 fi
 echo "bootstrap: installing shopsim and its dependencies"
-# strict editable mode: static analysers (mypy) can see through it.
-"$VENV/bin/python" -m pip install -q -e ".[dev]" --config-settings editable_mode=strict
+# strict editable mode: static analysers (mypy) can see through it. The notebooks extra runs
+# notebooks/ in CI (make test-notebooks).
+"$VENV/bin/python" -m pip install -q -e ".[dev,notebooks]" --config-settings editable_mode=strict
 touch "$VENV/.installed"

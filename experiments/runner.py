@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
 from shopsim import __version__
@@ -367,6 +368,9 @@ def results_report(
         },
         "policies": {},
         "fidelity": fid.get("click", {}).get("held_out", {}).get("auc", {}),
+        # Training results depend on torch's thread count in the last bits (reductions are
+        # summed in another order), so a result names the count it was produced with.
+        "torch_threads": torch.get_num_threads(),
     }
     n_boot = cfg.evaluation.n_boot
     refs = {"deployable": reference["name"] if reference else None, MYOPIC_REFERENCE: MYOPIC_REFERENCE}

@@ -480,6 +480,16 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_headroom(args: argparse.Namespace) -> int:
+    """``shopsim headroom RUN_DIR... --out DIR``: RL vs the rankers across shops (:mod:`.headroom`)."""
+    from shopsim.experiments.headroom import headroom_markdown, write_headroom
+
+    report = write_headroom(args.runs, args.out)
+    print(headroom_markdown(report))
+    print(f"  wrote {args.out}/headroom.json, headroom.md, plots/curves.png, plots/headroom.png")
+    return 0
+
+
 def cmd_ope_obd(args: argparse.Namespace) -> int:
     """``shopsim ope obd DIR --out OUT``: each OBD logging policy's CTR from the other's logs."""
     from shopsim.experiments.ope_obd import obd_markdown, run_obd
@@ -666,6 +676,24 @@ def _add_study(sub: Any, want: Want) -> None:
     st.set_defaults(func=cmd_study)
 
 
+def _add_headroom(sub: Any, want: Want) -> None:
+    hr = sub.add_parser(
+        "headroom",
+        help="RL headroom across shops: PPO and SlateQ vs the deployable and myopic references",
+        description="Group finished run folders by (shop, reward) and seed; per group the mean over seeds "
+        "of PPO's and SlateQ's paired Δ against the deployable reference and click_model_greedy with a "
+        "95%% Student-t interval over seeds, the measured dynamics, the training budget, a plateau check "
+        "of the learning curves and a verdict. Writes headroom.json, headroom.md and plots/.",
+    )
+    if not want("headroom"):
+        return
+    hr.add_argument(
+        "runs", nargs="+", type=_existing("folder"), help="run folders (or folders holding run folders)"
+    )
+    hr.add_argument("--out", type=_out_dir, required=True, help="output folder")
+    hr.set_defaults(func=cmd_headroom)
+
+
 def _add_ope(sub: Any, want: Want) -> None:
     ope = sub.add_parser("ope", help="off-policy evaluation")
     if not want("ope"):
@@ -745,7 +773,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     def want(name: str) -> bool:
         return command is None or command == name
 
-    for add in (_add_data, _add_encode, _add_simulator, _add_experiments, _add_study, _add_ope, _add_bench):
+    adders = (_add_data, _add_encode, _add_simulator, _add_experiments, _add_study, _add_ope, _add_bench)
+    for add in (*adders, _add_headroom):
         add(sub, want)
     return parser
 

@@ -6,22 +6,40 @@ reward), and save to ``out/models/{ppo,dqn}.zip`` with TensorBoard logs under
 ``out/tensorboard``. Settings not named in :class:`PPOConfig` are SB3's PPO defaults;
 :class:`SlateQConfig` repeats :class:`~shopsim.agents.slateq.SlateQ`'s constructor defaults
 (a test keeps the two equal).
+
+Resumable training (:mod:`shopsim.agents.checkpoints`): given a ``key`` (the hash of everything
+the training depends on), :func:`train_agent` writes a checkpoint to ``out/checkpoints/NAME``
+every ``checkpoint_every`` env steps (at the next rollout boundary), continues from a matching
+one instead of step 0, and when ``out/models/NAME.zip`` exists with a matching
+``NAME.train.json`` loads it instead of training. Each agent's learning curve is written to
+``out/models/NAME.curve.json``.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm.auto import tqdm
 
+from shopsim.agents.checkpoints import (
+    CheckpointCallback,
+    Curve,
+    curve_window,
+    read_checkpoint,
+    remove_checkpoint,
+    restore,
+)
 from shopsim.agents.ppo import SlatePointerPolicy
-from shopsim.agents.saving import save_agent
+from shopsim.agents.saving import load_agent, save_agent
 from shopsim.agents.slateq import SlateQ, SlateQPolicy
+from shopsim.artifacts import boundary, write_json_atomic
 from shopsim.envs.engine import ShopperConfig
 from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn
@@ -29,6 +47,9 @@ from shopsim.envs.vec_env import ShopperVecEnv
 from shopsim.errors import ShopsimError
 
 AlgorithmT = TypeVar("AlgorithmT", PPO, SlateQ)
+Echo = Callable[[str], None]
+BUDGET_FIELDS = ("steps", "checkpoint_every")
+"""Fields of :class:`TrainingBudget`: shopsim's, not the algorithm's hyper-parameters."""
 
 
 @dataclass
@@ -37,10 +58,15 @@ class TrainingBudget:
 
     steps: int = 60_000
     """Environment steps of training (0: do not train this agent)."""
+    checkpoint_every: int = 10_000
+    """Environment steps between training checkpoints (taken at the next rollout boundary;
+    0: none). A killed run continues from the latest one."""
 
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ShopsimError(f"steps={self.steps}: must be ≥ 0 (0 skips training)")
+        if self.checkpoint_every < 0:
+            raise ShopsimError(f"checkpoint_every={self.checkpoint_every}: must be ≥ 0 (0: no checkpoints)")
 
 
 @dataclass
@@ -124,9 +150,9 @@ class SlateQConfig(TrainingBudget):
 class ProgressBar(BaseCallback):
     """A tqdm bar over environment steps (SB3's own needs ``rich``)."""
 
-    def __init__(self, total: int, desc: str) -> None:
+    def __init__(self, total: int, desc: str, initial: int = 0) -> None:
         super().__init__()
-        self.bar = tqdm(total=total, desc=desc, unit="step")
+        self.bar = tqdm(total=total, desc=desc, unit="step", initial=initial)
 
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)
@@ -144,17 +170,10 @@ def training_env(
     return ShopperVecEnv(sim, n_envs, replace(shop, split="train"), reward=reward, seed=seed)
 
 
-def train_ppo(
-    env: ShopperVecEnv,
-    cfg: PPOConfig,
-    out: Path,
-    *,
-    seed: int,
-    callback: BaseCallback | None = None,
-) -> tuple[PPO, float]:
-    """PPO with the pointer policy on ``env``; saves ``out/models/ppo.zip``; returns (model, seconds)."""
-    hyper = {k: v for k, v in asdict(cfg).items() if k != "steps"}
-    model = PPO(
+def build_ppo(env: ShopperVecEnv, cfg: PPOConfig, out: Path, *, seed: int) -> PPO:
+    """PPO with the pointer policy on ``env``, as :func:`train_ppo` trains it."""
+    hyper = {k: v for k, v in asdict(cfg).items() if k not in BUDGET_FIELDS}
+    return PPO(
         SlatePointerPolicy,  # type: ignore[arg-type]
         env,
         seed=seed,
@@ -162,7 +181,29 @@ def train_ppo(
         tensorboard_log=str(out / "tensorboard"),
         **hyper,
     )
-    return _learn(model, cfg.steps, "PPO", "ppo", out, callback)
+
+
+def build_slateq(env: ShopperVecEnv, cfg: SlateQConfig, out: Path, *, seed: int) -> SlateQ:
+    """SlateQ on ``env``, as :func:`train_slateq` trains it."""
+    hyper = {k: v for k, v in asdict(cfg).items() if k not in BUDGET_FIELDS}
+    return SlateQ(SlateQPolicy, env, seed=seed, tensorboard_log=str(out / "tensorboard"), **hyper)
+
+
+def train_ppo(
+    env: ShopperVecEnv,
+    cfg: PPOConfig,
+    out: Path,
+    *,
+    seed: int,
+    callback: BaseCallback | None = None,
+    key: str | None = None,
+    echo: Echo = print,
+) -> tuple[PPO, float]:
+    """PPO with the pointer policy on ``env``; saves ``out/models/ppo.zip``; returns (model,
+    seconds). ``key``: resumable (see the module docstring)."""
+    return _learn(
+        lambda: build_ppo(env, cfg, out, seed=seed), env, cfg, "ppo", out, callback, key, echo
+    )
 
 
 def train_slateq(
@@ -172,22 +213,79 @@ def train_slateq(
     *,
     seed: int,
     callback: BaseCallback | None = None,
+    key: str | None = None,
+    echo: Echo = print,
 ) -> tuple[SlateQ, float]:
-    """SlateQ (the ``dqn`` policy) on ``env``; saves ``out/models/dqn.zip``; returns (model, seconds)."""
-    hyper = {k: v for k, v in asdict(cfg).items() if k != "steps"}
-    model = SlateQ(SlateQPolicy, env, seed=seed, tensorboard_log=str(out / "tensorboard"), **hyper)
-    return _learn(model, cfg.steps, "SlateQ", "dqn", out, callback)
+    """SlateQ (the ``dqn`` policy) on ``env``; saves ``out/models/dqn.zip``; returns (model,
+    seconds). ``key``: resumable (see the module docstring)."""
+    return _learn(
+        lambda: build_slateq(env, cfg, out, seed=seed), env, cfg, "dqn", out, callback, key, echo
+    )
 
 
 def _learn(
-    model: AlgorithmT, steps: int, desc: str, name: str, out: Path, callback: BaseCallback | None
+    build: Callable[[], AlgorithmT],
+    env: ShopperVecEnv,
+    cfg: TrainingBudget,
+    name: str,
+    out: Path,
+    callback: BaseCallback | None,
+    key: str | None,
+    echo: Echo,
 ) -> tuple[AlgorithmT, float]:
     t0 = time.perf_counter()
-    cbs = CallbackList([ProgressBar(steps, desc), *([callback] if callback else [])])
-    model.learn(steps, callback=cbs, tb_log_name=name)
+    steps = cfg.steps
+    zip_path = out / "models" / f"{name}.zip"
+    marker = out / "models" / f"{name}.train.json"
+    if key is not None and _marker_matches(marker, key) and zip_path.is_file():
+        model = load_agent(zip_path)
+        echo(f"{name}: reused {zip_path} (same training: config, seed, shop, reward and simulator)")
+        return model, time.perf_counter() - t0  # type: ignore[return-value]
+    model = build()
+    folder = out / "checkpoints" / name
+    curve, done = Curve(curve_window(model)), 0
+    if key is not None and cfg.checkpoint_every:
+        ck = read_checkpoint(folder, key, echo)
+        if ck is not None and ck.num_timesteps < steps:
+            try:
+                curve = restore(model, env, ck)
+                done = ck.num_timesteps
+                echo(
+                    f"{name}: resuming training from the checkpoint at step {done:,} of {steps:,} ({folder})"
+                )
+            except (ValueError, KeyError, RuntimeError) as exc:
+                echo(f"note: checkpoint {folder} does not fit this model ({exc}); training from step 0")
+                model = build()  # a partial restore is never trusted: a clean model
+    ckpt = CheckpointCallback(folder, env, curve, cfg.checkpoint_every, key, start=done)
+    cbs = CallbackList(
+        [
+            ProgressBar(steps, {"ppo": "PPO", "dqn": "SlateQ"}[name], initial=done),
+            ckpt,
+            *([callback] if callback else []),
+        ]
+    )
+    model.learn(steps - done, callback=cbs, tb_log_name=name, reset_num_timesteps=done == 0)
     secs = time.perf_counter() - t0
-    save_agent(model, out / "models" / f"{name}.zip")
+    save_agent(model, zip_path)
+    boundary("train:model-saved")
+    write_json_atomic(out / "models" / f"{name}.curve.json", curve.report(name), indent=2)
+    if ckpt.write_seconds:
+        echo(
+            f"{name}: {len(ckpt.write_seconds)} checkpoint(s), last {ckpt.sizes[-1] / 1e6:.1f} MB, "
+            f"{sum(ckpt.write_seconds) / len(ckpt.write_seconds):.2f} s each"
+        )
+    if key is not None:
+        write_json_atomic(marker, {"key": key, "steps": steps, "resumed_from": done}, indent=2)
+        remove_checkpoint(folder)  # the final model vouches for this training now
     return model, secs
+
+
+def _marker_matches(marker: Path, key: str) -> bool:
+    try:
+        got: Any = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(got, dict) and got.get("key") == key
 
 
 def train_agent(
@@ -200,15 +298,15 @@ def train_agent(
     seed: int,
     steps: int | None = None,
     callback: BaseCallback | None = None,
+    key: str | None = None,
+    echo: Echo = print,
 ) -> tuple[PPO | SlateQ, float]:
     """Train the RL policy ``name`` (``ppo`` or ``dqn``) with its config (``steps`` overrides
-    the budget); returns (model, seconds)."""
+    the budget); returns (model, seconds). With ``key`` (see :func:`shopsim.agents.checkpoints.training_key`)
+    training checkpoints, resumes and reuses a finished model (module docstring)."""
+    kw: dict[str, Any] = {"seed": seed, "callback": callback, "key": key, "echo": echo}
     if name == "ppo":
-        return train_ppo(
-            env, ppo if steps is None else replace(ppo, steps=steps), out, seed=seed, callback=callback
-        )
+        return train_ppo(env, ppo if steps is None else replace(ppo, steps=steps), out, **kw)
     if name == "dqn":
-        return train_slateq(
-            env, dqn if steps is None else replace(dqn, steps=steps), out, seed=seed, callback=callback
-        )
+        return train_slateq(env, dqn if steps is None else replace(dqn, steps=steps), out, **kw)
     raise ShopsimError(f"{name!r} is not an RL policy; the RL policies are ppo and dqn")

@@ -6,6 +6,10 @@ simulator. SB3 semantics: ``reset()`` returns observations only, ``step`` return
 ``(obs, rewards, dones, infos)``, finished shoppers are replaced at once and their last
 observation is in ``infos[i]["terminal_observation"]`` (with ``TimeLimit.truncated``).
 One numpy Generator drives all B shoppers: ``seed(s)`` then ``reset()`` repeats exactly.
+
+:meth:`ShopperVecEnv.get_state` / :meth:`~ShopperVecEnv.set_state` capture and restore
+everything the next step depends on (the Generator's state and every per-shopper array of the
+engine), as plain JSON plus numpy arrays, so a training checkpoint can resume the env exactly.
 """
 
 from __future__ import annotations
@@ -23,6 +27,31 @@ from shopsim.envs.engine import ShopperBatch, ShopperConfig
 from shopsim.envs.env import action_space, load_simulator, observation_space, shop_config
 from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, make_reward
+
+ROW_STATE = (
+    "hist",
+    "hist_ev",
+    "intent",
+    "intent_ev",
+    "bought",
+    "touched_cats",
+    "state",
+    "time",
+    "price_mean",
+    "price_known",
+    "step_count",
+    "episode_index",
+    "cand",
+    "cand_src",
+    "cand_feat",
+    "cand_phi",
+    "stats",
+    "item_seen",
+    "cat_seen",
+    "shown_log",
+)
+"""The per-shopper arrays of :class:`ShopperBatch` that change while shoppers shop (the rest is
+fixed by the simulator and the config, or a cache that depends on the logged session only)."""
 
 
 class ShopperVecEnv(VecEnv):
@@ -95,6 +124,46 @@ class ShopperVecEnv(VecEnv):
         self.rng = np.random.default_rng(seed)
         return super().seed(seed)
 
+    # --- exact save / restore ----------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """Everything the next :meth:`step_wait` depends on: ``{"rng": JSON-ready state of the
+        Generator, "arrays": {name: copy of each per-shopper array of the engine}}`` (names in
+        :data:`ROW_STATE`). Restoring it with :meth:`set_state` on an env built with the same
+        simulator, ``n_envs`` and config gives the same subsequent steps."""
+        return {
+            "rng": _json_ready(self.rng.bit_generator.state),
+            "arrays": {name: np.array(getattr(self.core, name), copy=True) for name in ROW_STATE},
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`get_state` result (pending seeds of :meth:`seed` are dropped: the
+        restored Generator replaces them).
+
+        :raises ValueError: the state does not fit this env (another ``n_envs``, config or
+            simulator: an array's shape or dtype differs, or the Generator is not PCG64).
+        """
+        rng_state = state["rng"]
+        if not isinstance(rng_state, dict) or rng_state.get("bit_generator") != "PCG64":
+            raise ValueError("ShopperVecEnv.set_state: the generator state is not a PCG64 state")
+        arrays = state["arrays"]
+        missing = sorted(set(ROW_STATE) - set(arrays))
+        if missing:
+            raise ValueError(f"ShopperVecEnv.set_state: no array {missing[0]!r}")
+        for name in ROW_STATE:
+            cur, new = getattr(self.core, name), np.asarray(arrays[name])
+            if cur.shape != new.shape or cur.dtype != new.dtype:
+                raise ValueError(
+                    f"ShopperVecEnv.set_state: {name} is {new.dtype}{list(new.shape)}, this env holds "
+                    f"{cur.dtype}{list(cur.shape)} (another n_envs, shop config or simulator)"
+                )
+        for name in ROW_STATE:
+            getattr(self.core, name)[...] = arrays[name]
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = rng_state
+        self.rng = rng
+        self._reset_seeds()
+        self._actions = None
+
     # --- attribute plumbing SB3 expects (all shoppers share one simulator) ---------------
     def _targets(self, indices: VecEnvIndices) -> list[int]:
         return list(self._get_indices(indices))
@@ -114,3 +183,12 @@ class ShopperVecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._targets(indices)]
+
+
+def _json_ready(x: Any) -> Any:
+    """numpy scalars inside a bit-generator state as plain Python numbers."""
+    if isinstance(x, dict):
+        return {str(k): _json_ready(v) for k, v in x.items()}
+    if isinstance(x, np.integer):
+        return int(x)
+    return x

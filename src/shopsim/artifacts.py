@@ -90,6 +90,9 @@ BOUNDARIES: dict[str, tuple[str, ...]] = {
         "run:simulator-done",
         "run:results-written",
     ),
+    "checkpoint": ("checkpoint:manifest-written", "checkpoint:swapped"),
+    "train": ("train:checkpoint-written", "train:model-saved"),
+    "evaluate": ("evaluate:policy-done",),
 }
 """Every named write boundary of every stage (in order), for :func:`boundary` and the kill test."""
 _ALL_BOUNDARIES = frozenset(b for names in BOUNDARIES.values() for b in names)

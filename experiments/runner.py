@@ -253,7 +253,7 @@ def agents_stage(
         echo(results_markdown(report))
         return report
     echo("agents and baselines in the simulator:")
-    report, timing = train_and_evaluate(cfg, data_dir, enc_dir, sim_dir, out)
+    report, timing = train_and_evaluate(cfg, data_dir, enc_dir, sim_dir, out, echo)
     (out / STAGE_FILE).unlink(missing_ok=True)  # the old marker never vouches for new results
     # Wall times vary from run to run: they live beside results.json, so that the same config,
     # seed and thread count give a byte-identical results.json (resumed or not).
@@ -269,7 +269,7 @@ def agents_stage(
 
 
 def train_and_evaluate(
-    cfg: RunConfig, data_dir: Path, enc_dir: Path, sim_dir: Path, out: Path
+    cfg: RunConfig, data_dir: Path, enc_dir: Path, sim_dir: Path, out: Path, echo: Echo = print
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """The results report (results.json) — every selected policy on the same test sessions —
     and the seconds each step took (timing.json)."""
@@ -277,12 +277,12 @@ def train_and_evaluate(
     log = SessionLog.load(data_dir)
     names = selected_policies(cfg, impressions=bool(sim.meta.get("impressions")))
     ctx = PolicyContext(cfg.shop.slate_size, seed=cfg.seed, log=log)
-    policies, timing = train_policies(cfg, sim, ctx, names, out)
+    policies, timing = train_policies(cfg, sim, ctx, names, out, echo=echo)
     t0 = time.perf_counter()
-    results = evaluate_policies(cfg, sim, policies)
+    results = evaluate_policies(cfg, sim, policies, out=out, echo=echo)
     timing["evaluate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    reference = deployable_reference(cfg, sim, policies)
+    reference = deployable_reference(cfg, sim, policies, out, echo)
     timing["choose_reference"] = time.perf_counter() - t0
     offline = offline_metrics(cfg, log, ctx, names, enc_dir) if cfg.evaluation.offline else {}
     return results_report(cfg, sim, sim_dir, results, offline, reference), timing
@@ -294,7 +294,9 @@ MYOPIC_REFERENCE = "click_model_greedy"
 """The *myopic reference*: ranks by the simulator's own click model, an upper bound for myopic ranking."""
 
 
-def deployable_reference(cfg: RunConfig, sim: Simulator, policies: dict[str, Any]) -> dict[str, Any] | None:
+def deployable_reference(
+    cfg: RunConfig, sim: Simulator, policies: dict[str, Any], out: Path | None = None, echo: Echo = print
+) -> dict[str, Any] | None:
     """The best supervised or CF ranker of the run, chosen by its return on **valid** sessions
     (``evaluation.reference_episodes`` of them) — never on the test sessions it is compared on.
     None when the run has no such ranker."""
@@ -304,7 +306,9 @@ def deployable_reference(cfg: RunConfig, sim: Simulator, policies: dict[str, Any
     if not candidates:
         return None
     split = "valid" if len(sim.episodes.get("valid", ())) else "train"
-    res = evaluate_policies(cfg, sim, candidates, split=split, episodes=cfg.evaluation.reference_episodes)
+    res = evaluate_policies(
+        cfg, sim, candidates, split=split, episodes=cfg.evaluation.reference_episodes, out=out, echo=echo
+    )
     returns = {n: float(r.returns.mean()) for n, r in res.items()}
     best = max(returns, key=lambda n: (returns[n], -list(returns).index(n)))  # ties: registry order
     return {

@@ -470,12 +470,22 @@ def _without_seeds(x: Any) -> Any:
     return x
 
 
+_ABSENT = object()
+
+
 def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    """The dotted key where two configs first differ, with both values (``absent`` when a key
+    exists in one only, e.g. runs made by different shopsim versions)."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else k)
-    return where or "(top level)"
+            x, y = a.get(k, _ABSENT), b.get(k, _ABSENT)
+            if x != y:
+                return _first_difference(x, y, f"{where}.{k}" if where else k)
+
+    def show(v: Any) -> str:
+        return "absent" if v is _ABSENT else json.dumps(v, default=str)[:40]
+
+    return f"'{where or '(top level)'}' ({show(a)} vs {show(b)})"
 
 
 def group_runs(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
@@ -499,7 +509,8 @@ def group_runs(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
             if other != base:
                 raise ShopsimError(
                     f"{shop} · {reward}: {rs[0].path} and {r.path} differ in config key "
-                    f"'{_first_difference(base, other)}', not only in the seed; pass them in separate calls"
+                    f"{_first_difference(base, other)}, not only in the seed; rerun them with one config "
+                    "and shopsim version, or pass them in separate calls"
                 )
     return dict(sorted(groups.items()))
 

@@ -184,7 +184,7 @@ def _timing(src: Path) -> str:
     t = _json(src / "timing.json")
     rows = [f"| {k} | {float(v):,.1f} |" for k, v in t.items() if isinstance(v, int | float)]
     total = sum(float(v) for v in t.values() if isinstance(v, int | float))
-    return "\n".join(["| step | seconds |", "|---|---|", *rows, f"| total | {total:,.1f} |"])
+    return "\n".join(["| step | seconds |", "|---|---|", *rows, f"| total (these steps) | {total:,.1f} |"])
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {

@@ -266,7 +266,7 @@ def test_runs_that_are_not_replicates_are_refused(tmp_path: Path) -> None:
     other = json.loads(json.dumps(CONFIG))
     other["agents"]["ppo"]["steps"] = 5000
     b = make_run(tmp_path, "b", seed=1, ppo=0.1, dqn=0.1, config=other)
-    with pytest.raises(ShopsimError, match=r"differ in config key .agents\.ppo\.steps."):
+    with pytest.raises(ShopsimError, match=r"differ in config key 'agents\.ppo\.steps' \(1000 vs 5000\)"):
         hr.headroom_report([a, b])
     c = make_run(tmp_path, "c", seed=0, ppo=0.1, dqn=0.1)
     with pytest.raises(ShopsimError, match="seed 0 appears twice"):

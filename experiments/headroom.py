@@ -178,9 +178,8 @@ DYNAMICS_RULES: tuple[DynamicsRule, ...] = (
         "basket_lift",
         2.0,
         1.5,
-        "complements to exploit (median lift {basket_lift:.1f} over {basket_pairs} pairs "
-        "bought together ≥ 2×)",
-        "few complements (median lift {basket_lift:.1f} over {basket_pairs} pairs)",
+        "complements to exploit (median lift {basket_lift} over {basket_pairs} pairs bought together ≥ 2×)",
+        "few complements ({basket_pairs} pairs bought together ≥ 2×, median lift {basket_lift})",
     ),
     DynamicsRule(
         "category_stickiness",
@@ -252,9 +251,11 @@ def run_dynamics(run: Path) -> dict[str, Any]:
 
 def _strengths(dyn: dict[str, Any]) -> tuple[list[tuple[float, str]], list[tuple[float, str]]]:
     """(in favour, against): (strength, text) of every dynamic past its threshold."""
-    fmt = {k: v for k, v in dyn.items() if v is not None}
+    fmt: dict[str, Any] = {k: v for k, v in dyn.items() if v is not None}
     hz = dyn.get("leave_hazard")
     fmt["hazard"] = f", leave hazard {hz:.2f}/step" if hz is not None else ""
+    bl = dyn.get("basket_lift")
+    fmt["basket_lift"] = f"{bl:.1f}" if bl is not None else "—"
     pro: list[tuple[float, str]] = []
     con: list[tuple[float, str]] = []
     for rule in DYNAMICS_RULES:
@@ -264,16 +265,24 @@ def _strengths(dyn: dict[str, Any]) -> tuple[list[tuple[float, str]], list[tuple
             and dyn.get("basket_pairs") is not None
             and dyn["basket_pairs"] < MIN_PAIRS
         ):
-            fmt.setdefault("basket_lift", float("nan"))
-            con.append((math.log(MIN_PAIRS / max(dyn["basket_pairs"], 1)), rule.against.format(**fmt)))
+            reason = _say(rule.against, fmt, "basket_pairs", dyn["basket_pairs"])
+            con.append((math.log(MIN_PAIRS / max(dyn["basket_pairs"], 1)), reason))
             continue
-        if v is None or not v > 0:
+        if v is None or not math.isfinite(v):
             continue
         if v >= rule.favour_at:
-            pro.append((math.log(v / rule.favour_at) + 1e-9, rule.favour.format(**fmt)))
-        elif v < rule.against_below:
-            con.append((math.log(rule.against_below / v), rule.against.format(**fmt)))
+            pro.append((math.log(v / rule.favour_at) + 1e-9, _say(rule.favour, fmt, rule.key, v)))
+        elif v < rule.against_below:  # a value of 0 is as strong as 0.001 (no log of 0)
+            con.append((math.log(rule.against_below / max(v, 1e-3)), _say(rule.against, fmt, rule.key, v)))
     return sorted(pro, key=lambda t: -t[0]), sorted(con, key=lambda t: -t[0])
+
+
+def _say(template: str, fmt: dict[str, Any], key: str, value: float) -> str:
+    """A rule's reason with the measured numbers; the bare value when one of them is missing."""
+    try:
+        return template.format(**fmt)
+    except (KeyError, ValueError, TypeError):
+        return f"{key.replace('_', ' ')} {value:.2f}"
 
 
 def verdict(
@@ -292,7 +301,14 @@ def verdict(
     """
     signs = {m: sign_of(d["ci95"]) for m, d in deltas.items()}
     if not signs:
-        return {"word": "no RL agent", "text": "no RL agent in these runs", "provisional": True}
+        return {
+            "word": "not compared",
+            "text": "not compared: no Δ of PPO or SlateQ against a deployable reference in these runs "
+            "(no RL agent, or no supervised/CF ranker ran).",
+            "because": [],
+            "qualifiers": [],
+            "provisional": True,
+        }
     if any(s > 0 for s in signs.values()):
         word = "RL pays"
         lead = max((m for m in signs if signs[m] > 0), key=lambda m: deltas[m]["ci95"][0])

@@ -191,6 +191,18 @@ def test_verdict_rule_and_reasons() -> None:
     assert hr.verdict({"ppo": _d(0.5, 0.0, 1.0)}, DYN_SHORT, **ok)["word"] == "ties"
 
 
+def test_reasons_on_a_basket_log() -> None:
+    ok = {"seeds": 3, "plateaus": {"ppo": True}, "budgets": {"ppo": 1000}}
+    dyn = {**DYN_LONG, "continuation_after_purchase": 0.0, "basket_lift": None, "basket_pairs": 3}
+    v = hr.verdict({"ppo": _d(-0.3, -0.5, -0.1)}, dyn, **ok)
+    assert v["word"] == "RL loses"
+    assert v["because"] == [
+        "a purchase mostly ends the session (only 0.00 continue)",  # 0 is the strongest reason
+        "few complements (3 pairs bought together ≥ 2×, median lift —)",
+    ]
+    assert hr.verdict({}, dyn, **ok)["word"] == "not compared"
+
+
 def test_verdict_is_provisional_when_the_comparison_is_not_fair() -> None:
     v = hr.verdict(
         {"ppo": _d(0.3, 0.1, 0.5), "dqn": _d(0.3, 0.1, 0.5)},

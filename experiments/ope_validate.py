@@ -181,11 +181,32 @@ def _estimate_repeat(
     seed: int,
     ranges: dict[str, Range] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """All estimates of one log: {policy: {estimand: {estimator: Estimate-json, ...}}}; with
-    ``ranges`` (:func:`value_ranges`) every estimate carries its ``trust`` block
+    """All estimates of one log (:func:`estimate_log` with every estimator)."""
+    return estimate_log(log, names, n_boot=cfg.n_boot, seed=seed, ranges=ranges)
+
+
+def estimate_log(
+    log: dict[str, Any],
+    names: list[str],
+    *,
+    n_boot: int,
+    seed: int,
+    ranges: dict[str, Range] | None = None,
+    session: tuple[str, ...] | list[str] = SESSION,
+    first_page: tuple[str, ...] | list[str] = FIRST_PAGE,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """All estimates of one log (:func:`~shopsim.evaluation.ope.sim_logging.log_in_simulator` with
+    ``features=True``): {policy: {estimand: {estimator: Estimate-json, ..., "diagnostics": …}}}
+    for the ``session`` and ``first_page`` estimators asked for (in the canonical order of
+    :data:`SESSION` and :data:`FIRST_PAGE`), each with a bootstrap 95% interval over the log's
+    sessions (``n_boot`` resamples drawn with ``seed``, the same for every estimator and
+    policy). With ``ranges`` (:func:`value_ranges`) every estimate carries its ``trust`` block
     (:func:`shopsim.evaluation.ope.diagnostics.trust`) on the weights it rests on: sessions' cumulative
     weights per step, the first page's joint slate ratios, per-slot marginal (iips) or prefix
     (rips, cascade_dr) ratios."""
+    want_session = [e for e in SESSION if e in session]
+    want_single = [e for e in SINGLE_SLOT if e in first_page]
+    want_item = [e for e in ITEM_LEVEL if e in first_page]
     sess, step = log["session"], log["step"]
     first = step == 0
     slot_r = log.get("slot_reward", log["slot_clicks"])
@@ -199,7 +220,7 @@ def _estimate_repeat(
         {n: log[f"{n}_feat"] for n in names},
     )
     q_page = c0 + q_slot.sum(1)
-    counts = boot_counts(int(first.sum()), cfg.n_boot, seed)
+    counts = boot_counts(int(first.sum()), n_boot, seed)
     r_pad = _pad(sess, step, log["reward"], 0.0)
     q_pad = _pad(sess, step, q_page, 0.0)
     out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -209,13 +230,13 @@ def _estimate_repeat(
         v_page = c0 + q_tgt[n].sum(1)
         v_pad = _pad(sess, step, v_page, 0.0)
         res: dict[str, dict[str, Any]] = {"session": {}, "first_page": {}}
-        for e in SESSION:
+        for e in want_session:
             res["session"][e] = padded_session_estimate(e, r_pad, w, counts, q_pad, v_pad).to_json()
             if ranges is not None:
                 res["session"][e]["trust"] = trust(e, res["session"][e]["value"], w, ranges["session"])
         res["session"]["diagnostics"] = weight_diagnostics(w[:, -1])
         fr, fw = log["reward"][first], rho[first]
-        for e in SINGLE_SLOT:
+        for e in want_single:
             a, b, d = round_terms(e, fr, fw, q_page[first], v_page[first], DEFAULT_LAMBDA.get(e))
             res["first_page"][e] = ratio_estimate(a, b, d, counts).to_json()
             if ranges is not None:
@@ -226,7 +247,7 @@ def _estimate_repeat(
             "marginal": (log[f"{n}_marginal"][first], log["pscore_marginal"][first]),
             "prefix": (log[f"{n}_prefix"][first], log["pscore_prefix"][first]),
         }
-        for e in ITEM_LEVEL:
+        for e in want_item:
             a = slate_round_values(
                 e,
                 slot_r[first],
@@ -340,19 +361,43 @@ def _behaviour_and_targets(
     pols: dict[str, Any], cfg: ValidateConfig, seed: int
 ) -> tuple[MixtureSlate, dict[str, Any]]:
     """The logging policy of one repeat and every evaluated policy as a target over its log."""
-    k = cfg.slate_size
-    if cfg.behaviour == "mixture":
-        beh = MixtureSlate(
-            {"random": None, **pols}, k, epsilon=cfg.epsilon, assignment=cfg.assignment, seed=seed
-        )
+    return behaviour_and_targets(
+        pols,
+        cfg.slate_size,
+        behaviour=cfg.behaviour,
+        epsilon=cfg.epsilon,
+        assignment=cfg.assignment,
+        seed=seed,
+    )
+
+
+def behaviour_and_targets(
+    pols: dict[str, Any], k: int, *, behaviour: str, epsilon: float, assignment: str, seed: int
+) -> tuple[MixtureSlate, dict[str, Any]]:
+    """The logging policy (``behaviour``: ``"mixture"``, the A/B/n over uniform random and
+    every policy of ``pols``, or one policy's name: ε-greedy around it) and every policy of
+    ``pols`` plus ``random`` (uniform slates) as a target over its log. ``pols`` holds
+    deterministic slate policies (``predict(obs, deterministic=True)``), not ``random``."""
+    if behaviour == "mixture":
+        beh = MixtureSlate({"random": None, **pols}, k, epsilon=epsilon, assignment=assignment, seed=seed)
         targets: dict[str, Any] = {n: ComponentTarget(beh, n) for n in pols}
     else:
-        beh = MixtureSlate({cfg.behaviour: pols[cfg.behaviour]}, k, epsilon=cfg.epsilon, seed=seed)
+        beh = MixtureSlate({behaviour: pols[behaviour]}, k, epsilon=epsilon, seed=seed)
         targets = {
-            n: ComponentTarget(beh, n) if n == cfg.behaviour else DeterministicTarget(p, k)
+            n: ComponentTarget(beh, n) if n == behaviour else DeterministicTarget(p, k)
             for n, p in pols.items()
         }
     return beh, {"random": UniformTarget(k, seed=seed), **targets}
+
+
+def behaviour_label(pols: list[str], *, behaviour: str, epsilon: float, assignment: str) -> str:
+    """The logging behaviour in words (the ``behaviour`` field of the reports)."""
+    if behaviour == "mixture":
+        return (
+            f"A/B/n over random, {', '.join(pols)} (arm drawn per {assignment}) "
+            f"with ε={epsilon} uniform exploration"
+        )
+    return f"ε-greedy around {behaviour} (ε={epsilon})"
 
 
 def _checks(per_estimator: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -429,10 +474,9 @@ def run_validation(
     report: dict[str, Any] = {
         "simulator": str(sim_dir),
         "config": asdict(cfg),
-        "behaviour": f"A/B/n over random, {', '.join(pols)} (arm drawn per {cfg.assignment}) "
-        f"with ε={cfg.epsilon} uniform exploration"
-        if cfg.behaviour == "mixture"
-        else f"ε-greedy around {cfg.behaviour} (ε={cfg.epsilon})",
+        "behaviour": behaviour_label(
+            list(pols), behaviour=cfg.behaviour, epsilon=cfg.epsilon, assignment=cfg.assignment
+        ),
         "logs": logs_meta,
         "truth": truth,
         "policies": per_policy,
@@ -443,7 +487,7 @@ def run_validation(
         "timing_s": {key: round(v, 1) for key, v in timing.items()},
     }
     write_text_atomic(
-        out / "ope_validation.json", json.dumps(_finite(report), indent=2, allow_nan=False) + "\n"
+        out / "ope_validation.json", json.dumps(finite_json(report), indent=2, allow_nan=False) + "\n"
     )
     write_text_atomic(out / "ope_validation.md", validation_markdown(report) + "\n")
     _plot(report, out / "plots" / "ope_validation.png")
@@ -452,14 +496,14 @@ def run_validation(
     return report
 
 
-def _finite(x: Any) -> Any:
+def finite_json(x: Any) -> Any:
     """Non-finite numbers (e.g. a relative error against a zero truth) → None: strict JSON."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite_json(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
+        return [finite_json(v) for v in x]
     return x
 
 
@@ -594,4 +638,17 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["ValidateConfig", "evaluated_policies", "run_validation", "validation_markdown"]
+__all__ = [
+    "FIRST_PAGE",
+    "ITEM_LEVEL",
+    "SESSION",
+    "ValidateConfig",
+    "behaviour_and_targets",
+    "behaviour_label",
+    "estimate_log",
+    "evaluated_policies",
+    "finite_json",
+    "run_validation",
+    "validation_markdown",
+    "value_ranges",
+]

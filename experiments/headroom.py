@@ -120,8 +120,11 @@ def plateau(curve: dict[str, Any] | None) -> dict[str, Any]:
     judged (``plateaued: None``)."""
     if not curve or not curve.get("steps"):
         return {"plateaued": None, "why": "no learning curve"}
-    s = np.asarray(curve["steps"], np.float64)
-    r = np.asarray(curve["return_mean"], np.float64)
+    # a window with no finished episode logs its mean as null
+    s = np.array([np.nan if v is None else v for v in curve["steps"]], np.float64)
+    r = np.array([np.nan if v is None else v for v in curve.get("return_mean") or []], np.float64)
+    if len(r) != len(s):
+        return {"plateaued": None, "why": f"curve has {len(s)} steps but {len(r)} returns"}
     keep = np.isfinite(s) & np.isfinite(r)
     s, r = s[keep], r[keep]
     if len(s) == 0:
@@ -769,7 +772,7 @@ def plot_curves(runs_by_group: dict[tuple[str, str], list[Run]], path: Path) -> 
                 if c and c.get("steps"):
                     ax.plot(
                         c["steps"],
-                        c["return_mean"],
+                        [np.nan if v is None else v for v in c["return_mean"]],
                         color=COLORS[m],
                         alpha=0.7,
                         label=None if shown else label,

@@ -142,6 +142,9 @@ def test_plateau_rule() -> None:
     assert few["plateaued"] is None
     assert "too few" in few["why"]
     assert hr.plateau(None)["plateaued"] is None
+    gaps = flat_curve(2.0)
+    gaps["return_mean"][3] = None  # a window with no finished episode
+    assert hr.plateau(gaps)["plateaued"] is True
     # a rise inside the curve's own noise is a plateau; the same rise with tiny noise is not
     steps = np.linspace(50, 1000, 20)
     step_up = np.where(steps > 800, 1.05, 1.0)

@@ -36,14 +36,30 @@ import os
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in the saved outputs
+# No progress bars in the saved outputs (set before shopsim, tqdm or transformers are imported).
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+import tqdm.auto
+import tqdm.std
+
+tqdm.auto.tqdm = tqdm.std.tqdm  # Jupyter's widget bars ignore TQDM_DISABLE; the plain ones honour it
 
 BUDGET = os.environ.get("SHOPSIM_NB_BUDGET", "full")
+# The encoder and simulator settings of each budget (the same in off_policy_evaluation.ipynb, so
+# the two notebooks can share SHOPSIM_NB_WORKDIR and its stages). Tiny: no BERT text, no
+# comparison click models.
+STAGES = {
+    "full": {"encoder": {"epochs": 40, "progress": False}, "simulator": {}},
+    "tiny": {
+        "encoder": {"epochs": 1, "text": "on", "use_text": False, "n_boot": 50, "progress": False},
+        "simulator": {"baselines": False},
+    },
+}
 PRESETS = {
     # ~7 minutes on one CPU thread
-    "full": {"ppo_steps": 40_000, "n_envs": 16, "episodes": 1_500, "encoder_epochs": 40, "n_boot": 1_000},
+    "full": {"ppo_steps": 40_000, "n_envs": 16, "episodes": 1_500, "n_boot": 1_000, **STAGES["full"]},
     # a smoke test of every cell (CI)
-    "tiny": {"ppo_steps": 512, "n_envs": 4, "episodes": 60, "encoder_epochs": 1, "n_boot": 50},
+    "tiny": {"ppo_steps": 512, "n_envs": 4, "episodes": 60, "n_boot": 50, **STAGES["tiny"]},
 }
 LAMBDAS = [0.0, 20.0, 100.0]  # weight of a purchase, in clicks
 CROSS_BONUS = 10.0  # extra weight of a purchase in a category the shopper had not touched yet
@@ -97,15 +113,18 @@ print(f"budget {BUDGET}: {B}; λ = {LAMBDAS}, cross-category bonus {CROSS_BONUS}
 #
 # One config describes the experiment (the same keys as a `shopsim run` YAML file, see
 # `docs/config.md`). The three upstream stages do not depend on the reward, so we run them once
-# with `shopsim.experiments.runner`'s stage functions; each is reused on a second run with the
-# same inputs. The prepare step prints what it kept and dropped; the simulator prints its
-# fidelity report: how well its click model predicts held-out clicks compared with simpler
+# with `shopsim.experiments.runner`'s stage functions and `fit_simulator`; each is reused on a
+# second run with the same inputs. The prepare step prints what it kept and dropped; then the
+# simulator's fidelity report: how well its click model predicts held-out clicks compared with simpler
 # models, and how replayed sessions compare with the real ones.
 
 # %%
 import numpy as np
 import pandas as pd
+from IPython.display import Markdown, display
 
+from shopsim.envs.fitting.fit import fit_simulator
+from shopsim.envs.fitting.report import fidelity_markdown
 from shopsim.experiments import runner
 from shopsim.experiments.config import load_config
 
@@ -116,7 +135,8 @@ def config(reward):
         {
             "seed": SEED,
             "data": {"source": "sample:rees46", "format": "rees46", "split": [0.7, 0.1, 0.2]},
-            "encoder": {"epochs": B["encoder_epochs"], "progress": False},
+            "encoder": B["encoder"],
+            "simulator": B["simulator"],
             "shop": {"slate_size": 10, "n_candidates": 100},
             "reward": reward,
             "agents": {
@@ -133,7 +153,9 @@ def config(reward):
 base = config({"click": 1.0})
 data_dir = runner.prepare_stage(base, WORK / "data")
 enc_dir = runner.encode_stage(base, data_dir, WORK / "encoder", echo=lambda line: None)
-sim_dir = runner.fit_stage(base, data_dir, enc_dir, WORK / "simulator")
+sim_dir = WORK / "simulator"
+_, fidelity = fit_simulator(data_dir, enc_dir, sim_dir, base.simulator, reuse=True, progress=False)
+display(Markdown(fidelity_markdown(fidelity)))
 
 # %% [markdown]
 # ## 2. The reward as a Python function
@@ -203,8 +225,6 @@ for lam in LAMBDAS:
 # (CTR: a ratio of clicks to shown items).
 
 # %%
-from IPython.display import Markdown, display
-
 summary = {name: r.summary(n_boot=B["n_boot"], seed=SEED) for name, r in results.items()}
 
 

@@ -393,35 +393,60 @@ def cmd_simulator_fit(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``shopsim run CONFIG --out DIR``: every stage of an experiment config."""
-    from shopsim.experiments.config import load_config
+    from shopsim.experiments.config import load_named_config
     from shopsim.experiments.runner import run
 
-    cfg = load_config(args.config, args.set)
-    run(cfg, args.out)
+    cfg = load_named_config(args.config, args.set)
+    run(cfg, args.out, command=_command_line())
     return 0
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """``shopsim quickstart``: ``run`` on the packaged quickstart.yaml."""
-    from shopsim.experiments.config import load_config, packaged_config
+    from shopsim.experiments.config import load_named_config
     from shopsim.experiments.runner import run
 
-    cfg = load_config(packaged_config("quickstart"), args.set, where="quickstart.yaml")
-    run(cfg, args.out)
+    cfg = load_named_config("quickstart", args.set)
+    run(cfg, args.out, command=_command_line())
     return 0
+
+
+def _command_line() -> str:
+    """The command as the user typed it (the Ctrl-C message repeats it as the way to resume)."""
+    import shlex
+    import sys
+
+    return shlex.join(["shopsim", *sys.argv[1:]])
 
 
 def cmd_config(args: argparse.Namespace) -> int:
     """``shopsim config``: check a config, print it resolved, or print the key reference."""
     import yaml
 
-    from shopsim.experiments.config import config_reference, load_config, packaged_config
+    from shopsim.experiments.config import config_reference, load_named_config
 
     if args.reference:
         print(config_reference())
         return 0
-    cfg = load_config(args.config or packaged_config("quickstart"), args.set, where=_config_name(args.config))
+    if args.list:
+        return cmd_configs(args)
+    cfg = load_named_config(args.config or "quickstart", args.set)
     print(yaml.safe_dump(cfg.resolved(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    """``shopsim configs``: the packaged configs with their one-line descriptions."""
+    from shopsim.experiments.config import packaged_config, packaged_configs
+
+    configs = packaged_configs()
+    texts = {name: packaged_config(name).read_bytes() for name in configs}
+    width = max(map(len, configs))
+    for name, description in configs.items():
+        same = [n for n in configs if n != name and texts[n] == texts[name]]
+        if name == "quickstart" and same:  # the quickstart is another config under a short name
+            description = f"= {same[0]} (`shopsim quickstart` runs it)"
+        print(f"{name:{width}s}  {description}")
     return 0
 
 
@@ -622,7 +647,11 @@ def _add_experiments(sub: Any, want: Want) -> None:
         "reused when its inputs are unchanged; writes the resolved config.yaml next to results.json.",
     )
     if want("run"):
-        run.add_argument("config", type=Path, metavar="CONFIG", help="experiment YAML (see quickstart.yaml)")
+        run.add_argument(
+            "config",
+            metavar="CONFIG",
+            help="experiment YAML, or the name of a packaged config (`shopsim configs` lists them)",
+        )
         run.add_argument("--out", type=_out_dir, required=True, help="output folder")
         _add_set(run)
         run.set_defaults(func=cmd_run)
@@ -640,16 +669,27 @@ def _add_experiments(sub: Any, want: Want) -> None:
     conf = sub.add_parser(
         "config",
         help="check a config and print it resolved, or print every key",
-        description="Validate CONFIG (default: the packaged quickstart.yaml) with its --set "
-        "overrides and print the resolved config; --reference prints every key with its default.",
+        description="Validate CONFIG (a YAML file or a packaged config name; default: the packaged "
+        "quickstart) with its --set overrides and print the resolved config; --reference prints "
+        "every key with its default; --list the packaged configs.",
     )
     if want("config"):
-        conf.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help="experiment YAML")
+        conf.add_argument(
+            "config", nargs="?", metavar="CONFIG", help="experiment YAML or packaged config name"
+        )
         conf.add_argument(
             "--reference", action="store_true", help="print the reference of every key (Markdown)"
         )
+        conf.add_argument("--list", action="store_true", help="list the packaged configs (= shopsim configs)")
         _add_set(conf)
         conf.set_defaults(func=cmd_config)
+    confs = sub.add_parser(
+        "configs",
+        help="list the packaged experiment configs",
+        description="The configs shipped with shopsim, each with its one-line description; run one "
+        "with `shopsim run NAME --out DIR`, print it with `shopsim config NAME`.",
+    )
+    confs.set_defaults(func=cmd_configs)
     pol = sub.add_parser("policies", help="list the registered policies", description="The policy registry.")
     pol.set_defaults(func=cmd_policies)
 

@@ -29,6 +29,7 @@ import inspect
 import itertools
 import json
 import math
+import os
 import re
 import textwrap
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from shopsim.agents.registry import REGISTRY, policy_names
 from shopsim.agents.training import PPOConfig, SlateQConfig
+from shopsim.data import SessionLog
 from shopsim.data.formats import FORMATS_WITH_IMPRESSIONS, PrepareOptions
 from shopsim.data.samples import SAMPLES
 from shopsim.encoders.finetune import EncoderConfig
@@ -214,10 +216,15 @@ class EvaluationConfig:
     """Also report held-out next-item metrics of the policies that have a next-item model."""
     offline_n_boot: int = 200
     """Bootstrap resamples of the offline metrics."""
+    reference_episodes: int = 1000
+    """Valid-split sessions on which the supervised and CF rankers play to choose the
+    *deployable reference* (the best of them; never chosen on test sessions)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ShopsimError(f"episodes={self.episodes}: must be ≥ 1")
+        if self.reference_episodes < 1:
+            raise ShopsimError(f"reference_episodes={self.reference_episodes}: must be ≥ 1")
         if self.n_boot < 10 or self.offline_n_boot < 10:
             raise ShopsimError("n_boot and offline_n_boot: use at least 10 resamples")
 
@@ -355,12 +362,19 @@ _SEEDED = ("encoder", "simulator")
 
 
 def load_config(
-    source: Path | dict[str, Any], overrides: list[str] | None = None, *, where: str | None = None
+    source: Path | dict[str, Any],
+    overrides: list[str] | None = None,
+    *,
+    where: str | None = None,
+    base_dir: Path | None = None,
 ) -> RunConfig:
-    """Read, override (``key.path=value``, values in YAML syntax) and validate a config.
+    """Read, override (``key.path=value``, values in YAML syntax), expand environment variables
+    (:func:`expand_env`) and validate a config.
 
     :param source: a YAML file or an already-parsed mapping.
     :param where: how messages name the config (default: the file's path, or ``config``).
+    :param base_dir: the folder relative paths are relative to (default: the file's folder; a
+        packaged config passes the current folder, since its own folder is inside the package).
     """
     if isinstance(source, Path):
         if not source.is_file():
@@ -382,9 +396,52 @@ def load_config(
             f"{where}: expected a mapping of sections (data, encoder, …), got {type(raw).__name__}"
         )
     raw = dict(raw)
-    for item in overrides or []:
+    for item in overrides or []:  # before expansion: --set data.source=DIR needs no variable
         _apply_override(raw, item)
-    return validate_config(raw, where=where, base=base)
+    raw = expand_env(raw, where=where)
+    return validate_config(raw, where=where, base=base_dir or base)
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::\?([^}]*))?\}")
+"""``${NAME}`` or ``${NAME:?why}`` (why the variable is needed, shown when it is unset)."""
+
+
+def expand_env(node: Any, *, where: str = "config", path: tuple[str, ...] = ()) -> Any:
+    """``node`` with every ``${NAME}`` in its strings replaced by the environment variable NAME.
+
+    Only the braced forms ``${NAME}`` and ``${NAME:?why}`` are read (no bare ``$NAME``, no
+    defaults), so a ``$`` elsewhere stays as written. A variable that is unset or empty is one
+    error line naming the key, the variable, the folder the value expects below it and ``why``,
+    and the ``--set`` that replaces it. A relative value that starts a string is taken relative
+    to the current folder (as the shell that set it sees it), not to the config file's folder.
+    """
+    if isinstance(node, dict):
+        return {k: expand_env(v, where=where, path=(*path, str(k))) for k, v in node.items()}
+    if isinstance(node, list):
+        return [expand_env(v, where=where, path=(*path, str(i))) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+    key = ".".join(path)
+
+    def value(m: re.Match[str]) -> str:
+        name, why = m.group(1), m.group(2)
+        got = os.environ.get(name, "")
+        if not got:
+            below = node[m.end() :].lstrip("/").split("/")[0]
+            notes = [n for n in (f"the folder holding {below}" if below else "", (why or "").strip()) if n]
+            paren = f" ({'; '.join(notes)})" if notes else ""
+            fix = f"--set {key}={'DIR' if below else 'VALUE'}"
+            raise ShopsimError(f"{where}: {key} needs ${name}{paren} — set it or pass {fix}")
+        if m.start() == 0 and not Path(got).is_absolute():
+            got = os.path.abspath(got)
+        return got
+
+    out = _ENV_REF.sub(value, node)
+    if "${" in _ENV_REF.sub("", node):
+        raise ShopsimError(
+            f"{where}: {key}: {node!r}: write an environment variable as ${{NAME}} or ${{NAME:?why}}"
+        )
+    return out
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -554,7 +611,12 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
         resolve_reward(cfg.reward)
     except ShopsimError as exc:
         raise ShopsimError(f"{where}: {exc}") from None
-    if d.has_impressions() is not False:  # impressions, or an events log (checked once prepared)
+    impressions = d.has_impressions()
+    if cfg.simulator.click_negatives == "impressions" and impressions is False:
+        raise ShopsimError(f"{where}: {_no_impressions(f'format {d.format!r}')}")
+    if _basket_weight(cfg) and d.format in FORMATS_WITH_IMPRESSIONS:  # click logs: no purchases
+        raise ShopsimError(f"{where}: {_no_baskets(cfg, f'format {d.format!r} records no purchases')}")
+    if impressions is not False:  # impressions, or an events log (checked once prepared)
         return
     for name in cfg.agents.policies or []:
         if not REGISTRY[name].runs_on({"log"}):
@@ -563,6 +625,49 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
                 f"{d.format!r} records none; remove it or use an impression log "
                 "(mind, obd, events with impressions)"
             )
+
+
+def _no_impressions(what: str) -> str:
+    return (
+        f"simulator.click_negatives: impressions needs a log with impressions and {what} records none; "
+        "use auto or sampled, or an impression log (mind, obd, events with impression rows)"
+    )
+
+
+def _basket_weight(cfg: RunConfig) -> float:
+    """The reward's ``basket`` weight (0 for a reward callable: its terms are its own)."""
+    r = cfg.reward
+    return float(r.get("basket", 0.0)) if isinstance(r, dict) else 0.0
+
+
+def _no_baskets(cfg: RunConfig, why: str) -> str:
+    return (
+        f"reward.basket={_basket_weight(cfg):g}: bundle mode needs sessions with two or more purchased "
+        f"items and {why}; set reward.basket=0 or use a log with multi-item baskets"
+    )
+
+
+def basket_sessions(log: SessionLog) -> int:
+    """Sessions of ``log`` with two or more distinct purchased items: the baskets bundle mode
+    rewards completing. (The engine's basket is the logged session's remaining items, its hidden
+    intent; a purchase is a basket completion when another purchase of the session is in it.)"""
+    buys = log.events.loc[log.events["event"] == "purchase", ["session_id", "item_id"]]
+    return int((buys.groupby("session_id", observed=True)["item_id"].nunique() >= 2).sum())
+
+
+def check_prepared(cfg: RunConfig, log: SessionLog, where: str = "config") -> None:
+    """Checks that need the prepared log, cheap enough to run between prepare and encode:
+    ``simulator.click_negatives: impressions`` needs impression rows (an ``events`` log's are
+    only known once prepared), and a ``reward.basket`` weight (bundle mode) needs at least one
+    session with two or more purchased items."""
+    if cfg.simulator.click_negatives == "impressions" and not (log.events["event"] == "impression").any():
+        raise ShopsimError(f"{where}: {_no_impressions(f'the prepared {cfg.data.format} log')}")
+    if _basket_weight(cfg) and basket_sessions(log) == 0:
+        ev = log.events
+        n_buy = int((ev["event"] == "purchase").sum())
+        n_sess = int(ev["session_id"].nunique())
+        why = f"no session of the prepared log has any ({n_buy:,} purchases in {n_sess:,} sessions)"
+        raise ShopsimError(f"{where}: {_no_baskets(cfg, why)}")
 
 
 def selected_policies(cfg: RunConfig, impressions: bool) -> list[str]:
@@ -645,12 +750,57 @@ def config_reference() -> str:
     return "\n".join(lines)
 
 
+def _configs_folder() -> Path:
+    return Path(str(resources.files("shopsim.experiments").joinpath("configs")))
+
+
+def packaged_configs() -> dict[str, str]:
+    """The configs shipped with shopsim: name → one-line description (the file's first comment
+    line, without its ``# name:`` prefix)."""
+    out: dict[str, str] = {}
+    for path in sorted(_configs_folder().glob("*.yaml")):
+        first = next((ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()), "")
+        text = first.lstrip("#").strip()
+        head, sep, rest = text.partition(": ")
+        out[path.stem] = rest if sep and " " not in head else text
+    return out
+
+
 def packaged_config(name: str) -> Path:
     """Path of a config shipped with shopsim (``quickstart`` → ``configs/quickstart.yaml``)."""
-    path = Path(str(resources.files("shopsim.experiments").joinpath("configs", f"{name}.yaml")))
+    path = _configs_folder() / f"{name}.yaml"
     if not path.is_file():
-        raise ShopsimError(f"no packaged config {name!r}")
+        raise ShopsimError(f"no packaged config {name!r}; packaged: {', '.join(packaged_configs())}")
     return path
+
+
+def resolve_config(arg: str | Path) -> tuple[Path, str, Path | None]:
+    """What ``shopsim run ARG`` reads: (the YAML file, how messages name it, the folder its relative
+    paths are relative to — None: the file's own).
+
+    An existing file is itself; a bare name (no folder part; ``.yaml`` optional) names a
+    packaged config (:func:`packaged_configs`), whose relative paths (``--set data.source=DIR``)
+    are relative to the current folder; anything else is one error line listing the packaged
+    names (a path with a folder part keeps :func:`load_config`'s own message)."""
+    path = Path(arg)
+    if path.is_file() or len(path.parts) != 1 or "/" in str(arg) or os.sep in str(arg):
+        return path, str(path), None
+    name = path.name.removesuffix(".yaml")
+    names = packaged_configs()
+    if name in names:
+        return packaged_config(name), f"{name}.yaml", Path.cwd()
+    if path.exists():
+        raise ShopsimError(f"{path}: is a folder, not a config; pass a YAML file or a packaged config name")
+    raise ShopsimError(
+        f"{arg}: no such config file nor packaged config; packaged: {', '.join(names)} "
+        "(`shopsim configs` describes them)"
+    )
+
+
+def load_named_config(arg: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """:func:`load_config` of a config file or a packaged config name (:func:`resolve_config`)."""
+    path, where, base = resolve_config(arg)
+    return load_config(path, overrides, where=where, base_dir=base)
 
 
 __all__ = [
@@ -659,11 +809,17 @@ __all__ = [
     "EncodeConfig",
     "EvaluationConfig",
     "RunConfig",
+    "basket_sessions",
     "check_config",
+    "check_prepared",
     "config_reference",
+    "expand_env",
     "field_docs",
     "load_config",
+    "load_named_config",
     "packaged_config",
+    "packaged_configs",
+    "resolve_config",
     "resolve_reward",
     "selected_policies",
     "validate_config",

@@ -71,6 +71,13 @@ class SimulatorConfig:
         count tables never saw it). Popularity and CTR are computed as of each event's time
         from earlier events, so adding ``train`` leaks nothing through them, but the encoder
         score and the transition counts are optimistic on train rows.
+    :param click_negatives: where the click model's non-clicks come from. ``impressions``: the
+        items the log shows as shown but not clicked (the log must record impressions: formats
+        mind, obd, or events with ``impression`` rows), with a fitted examination probability
+        per slot; ``sampled``: ``negatives`` items per click sampled ∝ popularity, as on a log
+        of interactions only (an impression log is then fitted without its impression rows:
+        DCG examination prior, calibrated click offset); ``auto``: impressions when the log
+        has them, else sampled.
     :param seed: drives negative sampling, model fitting and replays.
     """
 
@@ -84,6 +91,7 @@ class SimulatorConfig:
     replay_slate_size: int = 10
     baselines: bool = True
     fit_splits: tuple[str, ...] = ("valid",)
+    click_negatives: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -98,6 +106,31 @@ class SimulatorConfig:
             )
         if self.hidden < 0:
             raise ShopsimError("--hidden must be 0 (logistic) or a positive number of units")
+        if self.click_negatives not in CLICK_NEGATIVES:
+            raise ShopsimError(f"--click-negatives {self.click_negatives}: use {', '.join(CLICK_NEGATIVES)}")
+
+
+CLICK_NEGATIVES = ("auto", "impressions", "sampled")
+"""Values of :attr:`SimulatorConfig.click_negatives`."""
+
+
+def click_log(log: SessionLog, click_negatives: str, where: Path) -> tuple[SessionLog, bool]:
+    """The log the simulator is fitted on and whether it has impressions, for ``click_negatives``
+    (see :class:`SimulatorConfig`): ``impressions`` on a log without them is an error; ``sampled``
+    drops an impression log's impression rows, so every stage fits it as an interaction log."""
+    has = has_impressions(log.events)
+    if click_negatives == "impressions" and not has:
+        fmt = log.report.get("format", "?")
+        raise ShopsimError(
+            f"{where}: simulator.click_negatives=impressions, but this {fmt} log records no impressions "
+            "(shown items); use click_negatives auto or sampled, or an impression log (mind, obd, events "
+            "with impression rows)"
+        )
+    if click_negatives == "sampled" and has:
+        ev = log.events
+        kept = ev[ev["event"] != "impression"].reset_index(drop=True)
+        return SessionLog(kept, log.items, log.report), False
+    return log, has
 
 
 @dataclass
@@ -143,7 +176,7 @@ def _inputs_key(data_dir: Path, embeddings: Path, cfg: SimulatorConfig) -> str:
 def load_inputs(data_dir: Path, embeddings: Path, cfg: SimulatorConfig) -> FitInputs:
     """Load the prepared log and the encoder run, check that the encoder was trained on this
     log's items, and key them (with ``cfg``) by content hash."""
-    log = SessionLog.load(data_dir)
+    log, impressions = click_log(SessionLog.load(data_dir), cfg.click_negatives, data_dir)
     bundle = EncoderBundle.load(embeddings)
     _check_embeddings(log, bundle, embeddings)
     return FitInputs(
@@ -153,7 +186,7 @@ def load_inputs(data_dir: Path, embeddings: Path, cfg: SimulatorConfig) -> FitIn
         bundle=bundle,
         key=_inputs_key(data_dir, embeddings, cfg),
         index=pd.Index(log.items["item_id"]),
-        impressions=has_impressions(log.events),
+        impressions=impressions,
     )
 
 

@@ -2,8 +2,8 @@
 folder parameter (``${SHOPSIM_DATA}``) and the two bad-input rules (impression click model on a
 log without impressions; bundle mode on a log without baskets).
 
-Cheap on purpose: no training here. Each config's end-to-end run on real data is a slow test
-(``test_packaged_config_runs_end_to_end``)."""
+Cheap on purpose: no training here. ``test_packaged_config_on_the_real_subsets`` (``real_data``)
+prepares each config's real data set and runs the checks that need the prepared log."""
 
 from __future__ import annotations
 

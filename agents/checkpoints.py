@@ -10,7 +10,8 @@ next rollout. It holds:
   ``state_dict`` and the torch CPU RNG state (read back with ``torch.load(weights_only=True)``:
   tensors and plain containers only, no code);
 * ``arrays.npz`` (``allow_pickle=False``) — ``_last_obs``, ``_last_episode_starts``,
-  ``_last_original_obs`` (SlateQ), the filled part of SlateQ's replay buffer, the numpy global
+  ``_last_original_obs`` (SlateQ), the filled part of SlateQ's replay buffer (its next
+  observations as the exceptions to "the following row's observation"), the numpy global
   RNG keys (SB3's minibatch permutations and replay sampling draw from it) and every
   per-shopper array of the :class:`~shopsim.envs.vec_env.ShopperVecEnv`;
 * ``state.json`` — the counters (``num_timesteps``, ``_n_updates``, ``_episode_num``,
@@ -162,14 +163,53 @@ def _obs_from(prefix: str, arrays: dict[str, np.ndarray]) -> Any:
 
 
 def _replay_fields(buf: SlateReplayBuffer) -> dict[str, np.ndarray]:
+    """The replay buffer's arrays stored as they are (next observations: see :func:`_next_obs_delta`)."""
     fields: dict[str, np.ndarray] = {}
     for k, v in buf.observations.items():
         fields[f"rb_obs/{k}"] = v
-    for k, v in buf.next_observations.items():
-        fields[f"rb_next/{k}"] = v
     for name in ("actions", "rewards", "dones", "timeouts", "clicks"):
         fields[f"rb/{name}"] = getattr(buf, name)
     return fields
+
+
+_CHUNK = 256
+"""Replay rows compared at a time when a checkpoint stores the next observations."""
+
+
+def _rows_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, n_envs) bytewise equality of two (n, n_envs, ...) arrays (NaN and -0.0 exact)."""
+    m, e = a.shape[:2]
+    return (a.reshape(m, e, -1).view(np.uint8) == b.reshape(m, e, -1).view(np.uint8)).all(-1)
+
+
+def _next_obs_delta(buf: SlateReplayBuffer, n: int) -> dict[str, np.ndarray]:
+    """The next observations of the first ``n`` rows, stored as the exceptions to "the next
+    observation is the following row's observation" (only episode ends and the newest row
+    differ): about halves a full buffer's checkpoint, and restores it exactly."""
+    out: dict[str, np.ndarray] = {}
+    for k, nxt in buf.next_observations.items():
+        obs = buf.observations[k]
+        same = np.zeros((n, buf.n_envs), bool)
+        for a in range(0, n - 1, _CHUNK):  # in chunks: no full-size temporaries
+            b = min(a + _CHUNK, n - 1)
+            same[a:b] = _rows_equal(nxt[a:b], obs[a + 1 : b + 1])
+        if buf.full:  # the newest row's successor is the oldest (else: always an exception)
+            same[n - 1] = _rows_equal(nxt[n - 1 : n], obs[0:1])[0]
+        idx = np.flatnonzero(~same.reshape(-1))
+        out[f"rb_next_idx/{k}"] = idx
+        out[f"rb_next_val/{k}"] = nxt[:n].reshape(n * buf.n_envs, *nxt.shape[2:])[idx]
+    return out
+
+
+def _restore_next_obs(buf: SlateReplayBuffer, n: int, a: dict[str, np.ndarray]) -> None:
+    for k, nxt in buf.next_observations.items():
+        idx, val = a[f"rb_next_idx/{k}"], a[f"rb_next_val/{k}"]
+        if val.shape[1:] != nxt.shape[2:] or val.dtype != nxt.dtype or len(idx) != len(val):
+            raise ValueError(f"replay buffer next observation {k} differs in shape or dtype")
+        obs = buf.observations[k]
+        nxt[: n - 1] = obs[1:n]  # the following row's observation, then the exceptions
+        nxt[n - 1] = obs[0] if buf.full else obs[n - 1]
+        nxt[idx // buf.n_envs, idx % buf.n_envs] = val
 
 
 def capture(
@@ -209,6 +249,8 @@ def capture(
         assert isinstance(buf, SlateReplayBuffer)
         n = buf.buffer_size if buf.full else buf.pos
         arrays |= {k: np.ascontiguousarray(v[:n]) for k, v in _replay_fields(buf).items()}
+        if n:
+            arrays |= _next_obs_delta(buf, n)
         arrays |= _obs_arrays("last_original_obs", model._last_original_obs)
         state |= {
             "replay": {"pos": int(buf.pos), "full": bool(buf.full), "buffer_size": int(buf.buffer_size)},
@@ -325,6 +367,9 @@ def restore(model: PPO | SlateQ, env: ShopperVecEnv, ck: Checkpoint) -> Curve:
                 raise ValueError(f"replay buffer field {name} differs in shape or dtype")
             arr[: len(part)] = part
         buf.pos, buf.full = int(rep["pos"]), bool(rep["full"])
+        n = buf.buffer_size if buf.full else buf.pos
+        if n:
+            _restore_next_obs(buf, n, a)
         model._last_original_obs = _obs_from("last_original_obs", a)
         model._n_calls = int(s["_n_calls"])
         model.exploration_rate = float(s["exploration_rate"])

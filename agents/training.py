@@ -201,9 +201,7 @@ def train_ppo(
 ) -> tuple[PPO, float]:
     """PPO with the pointer policy on ``env``; saves ``out/models/ppo.zip``; returns (model,
     seconds). ``key``: resumable (see the module docstring)."""
-    return _learn(
-        lambda: build_ppo(env, cfg, out, seed=seed), env, cfg, "ppo", out, callback, key, echo
-    )
+    return _learn(lambda: build_ppo(env, cfg, out, seed=seed), env, cfg, "ppo", out, callback, key, echo)
 
 
 def train_slateq(
@@ -218,9 +216,7 @@ def train_slateq(
 ) -> tuple[SlateQ, float]:
     """SlateQ (the ``dqn`` policy) on ``env``; saves ``out/models/dqn.zip``; returns (model,
     seconds). ``key``: resumable (see the module docstring)."""
-    return _learn(
-        lambda: build_slateq(env, cfg, out, seed=seed), env, cfg, "dqn", out, callback, key, echo
-    )
+    return _learn(lambda: build_slateq(env, cfg, out, seed=seed), env, cfg, "dqn", out, callback, key, echo)
 
 
 def _learn(
@@ -239,6 +235,7 @@ def _learn(
     marker = out / "models" / f"{name}.train.json"
     if key is not None and _marker_matches(marker, key) and zip_path.is_file():
         model = load_agent(zip_path)
+        remove_checkpoint(out / "checkpoints" / name)  # left when killed right after the marker
         echo(f"{name}: reused {zip_path} (same training: config, seed, shop, reward and simulator)")
         return model, time.perf_counter() - t0  # type: ignore[return-value]
     model = build()

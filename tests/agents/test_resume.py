@@ -1,6 +1,9 @@
 """Resumable training: a run stopped at a checkpoint and continued in a fresh model and env
 ends with exactly the parameters (and replay buffer, and learning curve) of an uninterrupted
-run; the vector env's state round-trips; damaged or foreign checkpoints are never trusted."""
+run; the vector env's state round-trips; damaged or foreign checkpoints are never trusted.
+
+Default: PPO's resume, SlateQ's checkpoint round trip, the env round trip; ``slow``: SlateQ's
+full resume and the damaged/foreign checkpoint cases."""
 
 from __future__ import annotations
 
@@ -69,7 +72,7 @@ def _same_params(a: Any, b: Any) -> None:
         assert torch.equal(pa[k], pb[k]), k
 
 
-@pytest.mark.parametrize("name", ["ppo", "dqn"])
+@pytest.mark.parametrize("name", ["ppo", pytest.param("dqn", marks=pytest.mark.slow)])
 def test_resumed_training_equals_uninterrupted(toy_sim: Path, tmp_path: Path, name: str) -> None:
     key = training_key({"test": name})
     straight, _ = _train(toy_sim, name, tmp_path / "straight", None)  # no checkpoints at all
@@ -95,6 +98,7 @@ def test_resumed_training_equals_uninterrupted(toy_sim: Path, tmp_path: Path, na
         assert a.pos == b.pos
         for k in a.observations:
             assert np.array_equal(a.observations[k], b.observations[k])
+            assert np.array_equal(a.next_observations[k], b.next_observations[k])
         assert np.array_equal(a.clicks, b.clicks)  # type: ignore[attr-defined]
         assert np.array_equal(a.rewards, b.rewards)
         assert straight.exploration_rate == resumed.exploration_rate
@@ -110,6 +114,7 @@ def test_resumed_training_equals_uninterrupted(toy_sim: Path, tmp_path: Path, na
     _same_params(straight, again)
 
 
+@pytest.mark.slow
 def test_damaged_or_foreign_checkpoint_is_not_trusted(toy_sim: Path, tmp_path: Path) -> None:
     key = training_key({"test": "damaged"})
     straight, _ = _train(toy_sim, "ppo", tmp_path / "straight", None)
@@ -170,3 +175,40 @@ def test_checkpoint_every_is_validated() -> None:
 
     with pytest.raises(ShopsimError, match="checkpoint_every"):
         replace(PPO_CFG, checkpoint_every=-1)
+
+
+def test_slateq_checkpoint_restores_the_replay_buffer(toy_sim: Path, tmp_path: Path) -> None:
+    """Write → read → restore into a fresh model: the wrapped-around replay buffer (with its
+    next observations stored as exceptions), the last observation and the env come back exact."""
+    from shopsim.agents.checkpoints import Curve, read_checkpoint, restore, write_checkpoint
+    from shopsim.agents.training import build_slateq
+
+    env = _env(toy_sim)
+    model = build_slateq(env, DQN_CFG, tmp_path, seed=3)
+    model.learn(320)  # 80 vector steps into a 50-row ring: full, wrapped
+    buf = model.replay_buffer
+    assert buf is not None
+    assert buf.full
+    assert buf.pos > 0
+    assert int(buf.dones.sum()) > 0  # episode ends: next obs ≠ the following row's obs there
+    write_checkpoint(tmp_path / "ck", model, env, Curve(64), "k")
+    ck = read_checkpoint(tmp_path / "ck", "k", print)
+    assert ck is not None
+    env2 = _env(toy_sim)
+    fresh = build_slateq(env2, DQN_CFG, tmp_path, seed=4)
+    restore(fresh, env2, ck)
+    new = fresh.replay_buffer
+    assert new is not None
+    assert new.full
+    assert new.pos == buf.pos
+    for k in buf.observations:
+        assert np.array_equal(buf.observations[k], new.observations[k])
+        assert np.array_equal(buf.next_observations[k], new.next_observations[k])
+    for name in ("actions", "rewards", "dones", "timeouts", "clicks"):
+        assert np.array_equal(getattr(buf, name), getattr(new, name)), name
+    assert model._last_obs is not None
+    assert fresh._last_obs is not None
+    assert all(np.array_equal(model._last_obs[k], fresh._last_obs[k]) for k in model._last_obs)  # type: ignore[index]
+    s1, s2 = env.get_state(), env2.get_state()
+    assert s1["rng"] == s2["rng"]
+    assert all(np.array_equal(s1["arrays"][k], s2["arrays"][k]) for k in s1["arrays"])

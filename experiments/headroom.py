@@ -775,6 +775,7 @@ def plot_curves(runs_by_group: dict[tuple[str, str], list[Run]], path: Path) -> 
                         [np.nan if v is None else v for v in c["return_mean"]],
                         color=COLORS[m],
                         alpha=0.7,
+                        marker="." if len(c["steps"]) < 30 else None,  # a one-point curve shows too
                         label=None if shown else label,
                     )
                     shown = True

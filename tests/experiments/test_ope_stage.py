@@ -25,9 +25,13 @@ def _validate(block: dict[str, Any]) -> None:
     jsonschema.Draft202012Validator(schema).validate(json.loads(json.dumps(block, allow_nan=False)))
 
 
-def _toy_run(toy_sim: Path, reward: Any = None) -> tuple[Any, dict[str, Any], Any, Any, dict[str, Any]]:
-    """The toy shop as a run has it: its simulator, three policies, the test shop, the reward
-    and the run's own evaluation (2000 test sessions on seed + 1, as the runner plays them)."""
+def _toy_run(
+    toy_sim: Path,
+    names: tuple[str, ...] = ("random", "popularity", "click_model_greedy"),
+    episodes: int = 2000,
+) -> tuple[Any, dict[str, Any], Any, Any, dict[str, Any]]:
+    """The toy shop as a run has it: its simulator, policies, the test shop, the reward (clicks)
+    and the run's own evaluation (``episodes`` test sessions on seed + 1, as the runner plays them)."""
     from shopsim.agents.registry import PolicyContext, build_policies
     from shopsim.envs.engine import ShopperConfig
     from shopsim.envs.model.simulator import Simulator
@@ -36,25 +40,25 @@ def _toy_run(toy_sim: Path, reward: Any = None) -> tuple[Any, dict[str, Any], An
 
     sim = Simulator.load(toy_sim)
     shop = ShopperConfig(slate_size=K, n_candidates=N, split="test")
-    reward = reward or WeightedReward()
-    pols = build_policies(["random", "popularity", "click_model_greedy"], PolicyContext(K, seed=0))
+    reward = WeightedReward()
+    pols = build_policies(list(names), PolicyContext(K, seed=0))
     truth = {
-        n: evaluate_policy_in_sim(sim, p, episodes=2000, config=shop, reward=reward, seed=1)
+        n: evaluate_policy_in_sim(sim, p, episodes=episodes, config=shop, reward=reward, seed=1)
         for n, p in pols.items()
     }
     return sim, pols, shop, reward, truth
 
 
 def test_stage_estimates_fall_near_the_runs_own_truth(toy_sim: Path, tmp_path: Path) -> None:
-    sim, pols, shop, reward, truth = _toy_run(toy_sim)
+    sim, pols, shop, reward, truth = _toy_run(toy_sim, ("random", "click_model_greedy"), episodes=1000)
     truth["ppo_sampled"] = truth["random"]  # a result row without a policy object: skipped, with the reason
-    cfg = OPEStageConfig(enabled=True, n_logged=3000, n_boot=200)
+    cfg = OPEStageConfig(enabled=True, n_logged=2000, n_boot=100)
     block = run_ope_stage(
         cfg, sim, pols, shop=shop, reward=reward, seed=0, truth=truth, log_dir=None, out=tmp_path
     )
     _validate(block)
     assert block["truth_source"] == "run"
-    assert list(block["policies"]) == ["random", "popularity", "click_model_greedy"]
+    assert list(block["policies"]) == ["random", "click_model_greedy"]
     assert "ppo_sampled" in block["skipped"]["policies"]
     assert block["ranges"] == {"session": [0.0, 60.0], "first_page": [0.0, 3.0]}  # 3 clicks, 20 pages
     for name, p in block["policies"].items():
@@ -81,7 +85,7 @@ def test_stage_estimates_fall_near_the_runs_own_truth(toy_sim: Path, tmp_path: P
                 assert abs(x["value"] - t["value"]) <= 3.5 * np.hypot(se_e, se_t), (name, estimand, e, x, t)
                 assert x["rel_error"] == pytest.approx(abs(x["value"] - t["value"]) / t["value"])
     s = block["summary"]["session"]["estimators"]["wdr"]
-    assert s["of"] == 3
+    assert s["of"] == 2
     assert 0 <= s["coverage"] <= 1
     assert s["rel_error_mean"] == pytest.approx(
         np.mean([p["session"]["wdr"]["rel_error"] for p in block["policies"].values()])
@@ -91,19 +95,15 @@ def test_stage_estimates_fall_near_the_runs_own_truth(toy_sim: Path, tmp_path: P
     assert "| policy | truth [95% CI] | pdis | wpdis | dr | wdr |" in md
     assert "| click_model_greedy | " in md
     assert "- ppo_sampled not estimated:" in md
-    # same inputs and seed → the same block
-    again = run_ope_stage(
-        cfg, sim, pols, shop=shop, reward=reward, seed=0, truth=truth, log_dir=None, out=tmp_path
-    )
-    assert json.dumps(again) == json.dumps(block)
 
 
+@pytest.mark.slow
 def test_stage_computes_truth_repeats_and_skips_item_level_under_a_non_slot_reward(
     toy_sim: Path, tmp_path: Path
 ) -> None:
     from shopsim.envs.rewards import WeightedReward
 
-    sim, pols, shop, _, _ = _toy_run(toy_sim)
+    sim, pols, shop, _, _ = _toy_run(toy_sim, episodes=1)
     reward = WeightedReward(click=1.0, leave=-0.5)  # the leave term is per page, not per slot
     cfg = OPEStageConfig(enabled=True, n_logged=400, repeats=2, n_boot=50, truth_episodes=300)
     block = run_ope_stage(
@@ -125,6 +125,12 @@ def test_stage_computes_truth_repeats_and_skips_item_level_under_a_non_slot_rewa
     assert off["truth_source"] == "none"
     assert off["policies"]["random"]["truth"] is None
     assert "rel_error" not in off["policies"]["random"]["session"]["pdis"]
+    # same inputs and seed → the same block
+    again = run_ope_stage(
+        OPEStageConfig(enabled=True, n_logged=400, repeats=2, n_boot=50, truth_episodes=300),
+        sim, pols, shop=shop, reward=reward, seed=3, truth=None, log_dir=None, out=tmp_path,
+    )  # fmt: skip
+    assert json.dumps(again) == json.dumps(block)
 
 
 def test_log_source_on_obd_matches_shopsim_ope_obd(tmp_path: Path) -> None:

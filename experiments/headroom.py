@@ -49,7 +49,7 @@ from scipy import stats as _sp_stats
 
 from shopsim.artifacts import write_bytes_atomic, write_text_atomic
 from shopsim.errors import ShopsimError
-from shopsim.stats import paired_difference_ci
+from shopsim.stats import paired_difference_ci, t_mean_ci
 
 SCHEMA = "shopsim.headroom/1"
 """Version of headroom.json's layout."""
@@ -74,17 +74,8 @@ PLATEAU_REL = 0.02
 
 
 # ---------------------------------------------------------------------- the maths
-def t_interval(x: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of seed-level values and its Student-t interval (n − 1 degrees of freedom).
-    With one value the interval is undefined (NaN, NaN)."""
-    v = np.asarray(x, np.float64)
-    if v.ndim != 1 or len(v) == 0:
-        raise ValueError(f"t interval: need a non-empty 1-D array, got shape {v.shape}")
-    m = float(v.mean())
-    if len(v) == 1:
-        return m, float("nan"), float("nan")
-    half = float(_sp_stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return m, m - half, m + half
+t_interval = t_mean_ci
+"""Mean of seed-level values and its Student-t interval (n − 1 df): :func:`shopsim.stats.t_mean_ci`."""
 
 
 def combine_seeds(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:

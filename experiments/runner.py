@@ -80,6 +80,7 @@ def run(cfg: RunConfig, out: Path, *, echo: Echo = print, command: str | None = 
         with locked(out):  # one writer per run folder; a second `shopsim run` fails at once
             out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
+            write_text_atomic(out / "provenance.json", json.dumps(provenance(), indent=2) + "\n")
             boundary("run:config-written")
             with progress("prepare"):
                 data_dir = prepare_stage(cfg, out / "data", echo)
@@ -107,12 +108,41 @@ def run(cfg: RunConfig, out: Path, *, echo: Echo = print, command: str | None = 
     return report
 
 
+def provenance() -> dict[str, Any]:
+    """What produced a run (``provenance.json``): the shopsim source's git commit (and whether
+    its work tree had uncommitted changes; None outside a git checkout), the versions of shopsim,
+    torch and Python, and torch's thread count — the README's generated blocks cite the commit."""
+    import platform
+    import subprocess
+
+    src = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=src, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        "commit": commit,
+        "dirty": None if status is None else bool(status),
+        "shopsim": __version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+
 RUN_FILES = (
     ("results.md", "the results table (policies, intervals, paired differences)"),
     ("results.json", "the same, machine-readable (docs/schemas/results.schema.json)"),
     ("plots/", "returns, per-policy metrics, learning curves, fidelity plots"),
     ("config.yaml", "the resolved config the results came from"),
     ("timing.json", "seconds per step of the agents stage"),
+    ("provenance.json", "the commit, versions and thread count that produced the run"),
     ("models/", "the trained agents (load with shopsim.agents.saving.load_agent)"),
     ("tensorboard/", "training logs (tensorboard --logdir DIR/tensorboard)"),
     ("data/report.json", "rows in and out, drops by reason"),

@@ -19,6 +19,8 @@ COMMANDS = [
     ["data", "inspect"],
     ["quickstart"],
     ["run"],
+    ["headroom"],
+    ["configs"],
     ["config"],
     ["policies"],
     ["bench"],

@@ -403,10 +403,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """``shopsim quickstart``: ``run`` on the packaged quickstart.yaml."""
-    from shopsim.experiments.config import load_named_config
+    from shopsim.experiments.config import load_config, packaged_config
     from shopsim.experiments.runner import run
 
-    cfg = load_named_config("quickstart", args.set)
+    # always the packaged file (a file named quickstart in the current folder is not it); its
+    # --set paths are relative to the current folder
+    cfg = load_config(packaged_config("quickstart"), args.set, where="quickstart.yaml", base_dir=Path.cwd())
     run(cfg, args.out, command=_command_line())
     return 0
 
@@ -423,14 +425,18 @@ def cmd_config(args: argparse.Namespace) -> int:
     """``shopsim config``: check a config, print it resolved, or print the key reference."""
     import yaml
 
-    from shopsim.experiments.config import config_reference, load_named_config
+    from shopsim.experiments.config import config_reference, load_config, load_named_config, packaged_config
 
     if args.reference:
         print(config_reference())
         return 0
     if args.list:
         return cmd_configs(args)
-    cfg = load_named_config(args.config or "quickstart", args.set)
+    if args.config is None:
+        quickstart = packaged_config("quickstart")
+        cfg = load_config(quickstart, args.set, where="quickstart.yaml", base_dir=Path.cwd())
+    else:
+        cfg = load_named_config(args.config, args.set)
     print(yaml.safe_dump(cfg.resolved(), sort_keys=False), end="")
     return 0
 

@@ -55,8 +55,9 @@ from shopsim.errors import ShopsimError
 from shopsim.evaluation.in_simulator import EpisodeResults, paired_difference
 from shopsim.evaluation.next_item import summarize
 from shopsim.experiments.agent_stage import evaluate_policies, train_policies
-from shopsim.experiments.config import RunConfig, selected_policies
+from shopsim.experiments.config import RunConfig, check_prepared, selected_policies
 from shopsim.experiments.encode import eval_markdown, run_encode
+from shopsim.experiments.ope_stage import check_ope, ope_markdown, run_ope_stage
 from shopsim.experiments.reporting import results_markdown, write_plots
 
 Echo = Callable[[str], None]
@@ -83,7 +84,10 @@ def run(cfg: RunConfig, out: Path, *, echo: Echo = print, command: str | None = 
             write_text_atomic(out / "provenance.json", json.dumps(provenance(), indent=2) + "\n")
             boundary("run:config-written")
             with progress("prepare"):
+                check_ope(cfg, "config")
                 data_dir = prepare_stage(cfg, out / "data", echo)
+                # cheap checks that need the prepared log, before the expensive stages
+                check_prepared(cfg, SessionLog.load(data_dir))
             boundary("run:data-done")
             with progress("encoder"):
                 enc_dir = encode_stage(cfg, data_dir, out / "encoder", echo)
@@ -289,7 +293,8 @@ def agents_stage(
     # seed and thread count give a byte-identical results.json (resumed or not).
     write_text_atomic(out / "timing.json", json.dumps({k: round(v, 1) for k, v in timing.items()}) + "\n")
     write_text_atomic(out / "results.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(out / "results.md", results_markdown(report) + "\n")
+    md = results_markdown(report) + ("\n\n" + ope_markdown(report["ope"]) if "ope" in report else "")
+    write_text_atomic(out / "results.md", md + "\n")
     boundary("run:results-written")
     write_plots(report, out, sim_dir)
     if reward_key is not None:
@@ -315,7 +320,22 @@ def train_and_evaluate(
     reference = deployable_reference(cfg, sim, policies, out, echo)
     timing["choose_reference"] = time.perf_counter() - t0
     offline = offline_metrics(cfg, log, ctx, names, enc_dir) if cfg.evaluation.offline else {}
-    return results_report(cfg, sim, sim_dir, results, offline, reference), timing
+    report = results_report(cfg, sim, sim_dir, results, offline, reference)
+    if cfg.ope.enabled:
+        t0 = time.perf_counter()
+        report["ope"] = run_ope_stage(
+            cfg.ope,
+            sim,
+            policies,
+            shop=cfg.shop_for("test"),
+            reward=cfg.reward_fn(),
+            seed=cfg.seed,
+            truth=results,
+            log_dir=data_dir,
+            out=out,
+        )
+        timing["ope"] = time.perf_counter() - t0
+    return report, timing
 
 
 DEPLOYABLE_KINDS = ("supervised", "cf")

@@ -57,7 +57,7 @@ _DELETE = object()
 BAD_CONFIGS = [
     ("agents.ppo.stepz", 10, "config: agents.ppo.stepz: unknown key; check the spelling against the keys of agents.ppo"),
     ("shop.slate_sise", 3, "config: shop.slate_sise: unknown key; check the spelling against the keys of shop"),
-    ("rewards", {"click": 1}, "config: unknown section 'rewards'; sections are seed, data, encoder, simulator, shop, reward, agents, evaluation"),
+    ("rewards", {"click": 1}, "config: unknown section 'rewards'; sections are seed, data, encoder, simulator, shop, reward, agents, evaluation, ope"),
     ("agents.ppo.steps", "many", "config: agents.ppo.steps: Input should be a valid integer, unable to parse string as an integer, got \"many\""),
     ("agents.ppo.steps", -5, "config: agents.ppo.steps=-5: must be ≥ 0 (0 skips training)"),
     ("agents.n_envs", 0, "config: agents.n_envs=0: must be ≥ 1"),
@@ -69,7 +69,7 @@ BAD_CONFIGS = [
     ("reward", "numpy:pi", "config: reward: 'numpy:pi' is a float, not a callable"),
     ("reward", "justaname", "config: reward: 'justaname' is not an import path; write package.module:callable"),
     ("data.source", "/no/such/log.csv", "config: data.source: /no/such/log.csv does not exist; fix the path (relative to the config file)"),
-    ("data.source", "sample:nope", "config: data.source: unknown sample 'nope'; bundled: rees46, uci, toy"),
+    ("data.source", "sample:nope", "config: data.source: unknown sample 'nope'; bundled: rees46, uci, toy, obd"),
     ("data.source", _DELETE, "config: data.source: required; a log file/folder or sample:NAME"),
     ("data.format", "csvv", "config: data: unknown format 'csvv'; choose one of: rees46, hm, uci, mind, obd, events"),
     ("data.format", _DELETE, "config: data.format: required; add it to the config"),
@@ -183,11 +183,11 @@ def test_training_defaults_match_the_libraries() -> None:
 
     ppo = inspect.signature(PPO.__init__).parameters
     for f in fields(PPOConfig):
-        if f.name not in ("steps", "n_steps", "batch_size"):
+        if f.name not in ("steps", "checkpoint_every", "n_steps", "batch_size"):
             assert ppo[f.name].default == f.default, f.name
     slateq = inspect.signature(SlateQ.__init__).parameters
     for f in fields(SlateQConfig):
-        if f.name != "steps":
+        if f.name not in ("steps", "checkpoint_every"):  # budget and resumption: shopsim's own
             assert slateq[f.name].default == f.default, f.name
 
 

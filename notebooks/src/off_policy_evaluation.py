@@ -54,16 +54,24 @@ STAGES = {
     },
 }
 PRESETS = {
-    # ~8 minutes on one CPU thread
+    # ~8 minutes of one CPU core
     "full": {
-        "n_boot": 1_000,
-        "n_logged": 20_000,
-        "repeats": 2,
-        "truth_episodes": 3_000,
+        "n_boot": 1_000,  # OBD intervals
+        "sim_n_boot": 200,  # simulator-log intervals (every estimator × policy × design)
+        "n_logged": 6_000,
+        "repeats": 1,
+        "truth_episodes": 2_000,
         **STAGES["full"],
     },
     # a smoke test of every cell (CI)
-    "tiny": {"n_boot": 50, "n_logged": 300, "repeats": 1, "truth_episodes": 100, **STAGES["tiny"]},
+    "tiny": {
+        "n_boot": 50,
+        "sim_n_boot": 50,
+        "n_logged": 300,
+        "repeats": 1,
+        "truth_episodes": 100,
+        **STAGES["tiny"],
+    },
 }
 EPSILON = 0.1  # share of uniformly random slates in both logging designs
 NARROW_LOGGER = "popularity"  # the production-like logger of part 3: ε-greedy around this ranker
@@ -226,7 +234,7 @@ def validate(behaviour: str, name: str) -> dict:
         truth_episodes=B["truth_episodes"],
         epsilon=EPSILON,
         behaviour=behaviour,
-        n_boot=B["n_boot"],
+        n_boot=B["sim_n_boot"],
         seed=SEED,
     )
     return run_validation(sim_dir, WORK / name, vcfg, data=data_dir)

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: demo test test-slow test-real-data lint format type bench clean
+.PHONY: demo test test-slow test-real-data test-notebooks readme-check lint format type bench headroom clean
 
 # The strict editable install (what mypy needs) links files one by one, so a new module needs
 # a reinstall: track the list of package files and reinstall when it changes.
@@ -43,6 +43,27 @@ type: $(VENV)/.installed
 ROWS ?= 0
 bench: $(VENV)/.installed
 	$(BIN)/shopsim bench --json --encoder --rows $(ROWS)
+
+## headroom: the five packaged configs × SEEDS, each one `shopsim run` at THREADS torch threads,
+## then the RL-headroom table (hours on 2 cores; H&M and MIND read $$SHOPSIM_DATA)
+CONFIGS ?= rees46-clicks rees46-revenue uci-basket hm-basket mind-clicks
+SEEDS ?= 0 1 2
+THREADS ?= 1
+HEADROOM ?= runs/headroom
+headroom: $(VENV)/.installed
+	for s in $(SEEDS); do for c in $(CONFIGS); do \
+	  OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(BIN)/shopsim run $$c --set seed=$$s \
+	    --out $(HEADROOM)/$$c-s$$s || exit 1; done; done
+	$(BIN)/shopsim headroom $(HEADROOM)/*-s*/ --out $(HEADROOM)
+
+## test-notebooks: execute notebooks/ top to bottom with tiny budgets (outputs are not written back)
+test-notebooks: $(VENV)/.installed
+	SHOPSIM_NB_BUDGET=tiny $(BIN)/python -m pytest -q -p no:cacheprovider --nbmake notebooks/*.ipynb notebooks/test_notebooks.py
+
+## readme-check: rerun the quickstart at 1 thread and fail if README's quickstart block is stale
+readme-check: $(VENV)/.installed
+	rm -rf runs/readme-check && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/shopsim quickstart --out runs/readme-check
+	$(BIN)/python scripts/readme_blocks.py --check quickstart --source quickstart=runs/readme-check
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

@@ -47,8 +47,9 @@ from typing import Any
 import numpy as np
 from scipy import stats as _sp_stats
 
-from shopsim.artifacts import write_bytes_atomic, write_text_atomic
+from shopsim.artifacts import write_text_atomic
 from shopsim.errors import ShopsimError
+from shopsim.experiments.reporting import pyplot, save_figure
 from shopsim.stats import paired_difference_ci, t_mean_ci
 
 SCHEMA = "shopsim.headroom/1"
@@ -727,30 +728,12 @@ def headroom_markdown(report: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------- plots
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=110, format="png")
-    write_bytes_atomic(path, buf.getvalue())
-    return path
-
-
 COLORS = {"ppo": "#4c72b0", "dqn": "#dd8452"}
 
 
 def plot_curves(runs_by_group: dict[tuple[str, str], list[Run]], path: Path) -> Path:
     """plots/curves.png: every seed's learning curve of PPO and SlateQ, one panel per shop × reward."""
-    plt = _plt()
+    plt = pyplot(path)
     n = max(len(runs_by_group), 1)
     cols = min(3, n)
     rows = math.ceil(n / cols)
@@ -779,14 +762,14 @@ def plot_curves(runs_by_group: dict[tuple[str, str], list[Run]], path: Path) -> 
         ax.set_visible(False)
     fig.suptitle("Learning curves of PPO and SlateQ (every seed)", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
 
 def plot_headroom(report: dict[str, Any], path: Path) -> Path:
     """plots/headroom.png: Δ with its 95% interval per shop × reward and agent, against each reference."""
-    plt = _plt()
+    plt = pyplot(path)
     rows = [(g, m) for g in report["groups"] for m in METHODS if m in g["methods"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * max(len(rows), 1) + 1.4), sharey=True)
     labels = [f"{g['shop']} · {g['reward']} · {METHODS[m]}" for g, m in rows]
@@ -807,7 +790,7 @@ def plot_headroom(report: dict[str, Any], path: Path) -> Path:
         "RL headroom: Δ over seeds and sessions (Student-t over seeds; n=1: session bootstrap)", fontsize=9
     )
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 

@@ -117,7 +117,8 @@ def load_curves(models: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _figure(path: Path) -> Any:
+def pyplot(path: Path) -> Any:
+    """matplotlib's pyplot on the headless Agg backend, with ``path``'s folder created."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,7 +128,8 @@ def _figure(path: Path) -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically (a killed run never leaves half an image)."""
     import io
 
     buf = io.BytesIO()
@@ -138,7 +140,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def plot_returns(report: dict[str, Any], path: Path) -> Path:
     """Bar chart of every policy's session return with its 95% interval (plots/returns.png)."""
-    plt = _figure(path)
+    plt = pyplot(path)
     items = sorted(report["policies"].items(), key=lambda kv: kv[1]["sim"]["return_mean"])
     names = [n for n, _ in items]
     means = np.array([e["sim"]["return_mean"] for _, e in items])
@@ -149,7 +151,7 @@ def plot_returns(report: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel(f"session return ({report.get('reward', 'clicks')}), 95% CI")
     ax.set_title("Policies in the simulator (same test sessions)")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -157,7 +159,7 @@ def plot_returns(report: dict[str, Any], path: Path) -> Path:
 def plot_policies(report: dict[str, Any], path: Path) -> Path:
     """Four panels — return, CTR, purchase rate, revenue per session — each policy with its
     95% interval; the references are marked (plots/policies.png)."""
-    plt = _figure(path)
+    plt = pyplot(path)
     items = sorted(report["policies"].items(), key=lambda kv: kv[1]["sim"]["return_mean"])
     names = [n for n, _ in items]
     refs = report.get("references", {})
@@ -175,14 +177,14 @@ def plot_policies(report: dict[str, Any], path: Path) -> Path:
         fontsize=9,
     )
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
 
 def plot_learning_curves(curves: dict[str, dict[str, Any]], path: Path) -> Path:
     """Mean return of the training episodes against env steps, per agent (plots/learning_curves.png)."""
-    plt = _figure(path)
+    plt = pyplot(path)
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, c in curves.items():
         ax.plot(c["steps"], c["return_mean"], label={"dqn": "SlateQ (dqn)", "ppo": "PPO"}.get(name, name))
@@ -191,6 +193,6 @@ def plot_learning_curves(curves: dict[str, dict[str, Any]], path: Path) -> Path:
     ax.set_title("Learning curves (logged rewards of the training episodes)")
     ax.legend()
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

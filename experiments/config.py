@@ -38,6 +38,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, get_origin, get_type_hints
 
+import numpy as np
 import yaml
 from annotated_types import Ge, Gt, Interval
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
@@ -280,12 +281,7 @@ class RunConfig(BaseModel):
         r = self.reward
         if isinstance(r, dict):
             return json.dumps(asdict(WeightedReward(**r)), sort_keys=True)
-        fn = resolve_reward(r)
-        try:
-            src = inspect.getsource(fn if inspect.isfunction(fn) or inspect.isclass(fn) else type(fn))
-        except (OSError, TypeError):
-            return None
-        return hashlib.sha256(src.encode()).hexdigest()
+        return callable_key(resolve_reward(r))
 
     def shop_for(self, split: str) -> ShopperConfig:
         """The shop on the sessions of ``split`` (``train`` for training, ``test`` for evaluation)."""
@@ -314,6 +310,92 @@ def _plain(x: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- rewards
+class _Unstable(Exception):
+    """A value whose content cannot be written down reproducibly (reuse is then off)."""
+
+
+def _content(x: Any, depth: int = 0) -> Any:
+    """Plain, reproducible data for ``x``: what a callable's result may depend on.
+
+    Numbers, strings, containers, arrays (by their bytes), functions (source, defaults,
+    closure cells and the plain globals they read), ``functools.partial`` (function + arguments)
+    and instances (class source + attributes). Anything else raises :class:`_Unstable`, so two
+    rewards that differ only in an opaque object never share trained models.
+    """
+    if depth > 8:
+        raise _Unstable("too deep")
+    if x is None or isinstance(x, (bool, int, str)):
+        return x
+    if isinstance(x, float):
+        return repr(x)
+    if isinstance(x, np.generic):
+        return [type(x).__name__, repr(x.item())]
+    if isinstance(x, np.ndarray):
+        return ["ndarray", str(x.dtype), list(x.shape), hashlib.sha256(x.tobytes()).hexdigest()]
+    if isinstance(x, (list, tuple)):
+        return [type(x).__name__, [_content(v, depth + 1) for v in x]]
+    if isinstance(x, dict):
+        if not all(isinstance(k, str) for k in x):
+            raise _Unstable("dict with non-string keys")
+        return {k: _content(x[k], depth + 1) for k in sorted(x)}
+    if isinstance(x, functools.partial):
+        return [
+            "partial",
+            _content(x.func, depth + 1),
+            _content(x.args, depth + 1),
+            _content(dict(x.keywords), depth + 1),
+        ]
+    if inspect.ismodule(x):
+        return ["module", x.__name__]
+    if inspect.isfunction(x):
+        try:
+            src = inspect.getsource(x)
+        except (OSError, TypeError) as e:
+            raise _Unstable("no source") from e
+        code = x.__code__
+        cells = [c.cell_contents for c in (x.__closure__ or ())]
+        # the plain module-level values the body reads (a global LAMBDA = 0.5, say); other
+        # globals (modules, classes, helper functions) are named, not expanded
+        plain = {
+            n: x.__globals__[n]
+            for n in code.co_names
+            if n in x.__globals__ and isinstance(x.__globals__[n], (bool, int, float, str, tuple, np.generic))
+        }
+        return [
+            "function",
+            src,
+            _content(x.__defaults__, depth + 1),
+            _content(dict(x.__kwdefaults__ or {}), depth + 1),
+            _content(cells, depth + 1),
+            _content(plain, depth + 1),
+        ]
+    if inspect.isbuiltin(x):
+        return ["builtin", getattr(x, "__module__", None), x.__qualname__]
+    if inspect.isclass(x):
+        try:
+            return ["class", inspect.getsource(x)]
+        except (OSError, TypeError) as e:
+            raise _Unstable("no source") from e
+    if is_dataclass(x) or hasattr(x, "__dict__"):
+        state = asdict(x) if is_dataclass(x) else dict(vars(x))
+        return ["instance", _content(type(x), depth + 1), _content(state, depth + 1)]
+    raise _Unstable(type(x).__name__)
+
+
+def callable_key(fn: Callable[..., Any]) -> str | None:
+    """A content hash of a reward callable, or None when its content cannot be written down.
+
+    Two rewards share trained models only if they have the same key, so parametrised rewards —
+    ``make_reward(lam)`` closures, ``functools.partial(f, lam=...)``, instances with a
+    ``lam`` attribute — get one key per parameter value, not one per source text.
+    """
+    try:
+        content = _content(fn)
+    except _Unstable:
+        return None
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def resolve_reward(spec: RewardSpec) -> RewardFn:
     """A reward callable from weights, an import path or a callable (clear errors otherwise)."""
     if isinstance(spec, dict):

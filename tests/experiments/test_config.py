@@ -5,7 +5,9 @@ rewards, defaults that cannot drift, and the policy registry."""
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
+import threading
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -214,3 +216,47 @@ def test_every_registered_policy_plays_in_the_simulator(toy_sim: Path) -> None:
     for name, pol in policies.items():
         res = evaluate_policy_in_sim(sim, pol, episodes=20, config=shop, seed=1)
         assert np.isfinite(res.returns).all(), name
+
+
+def _scaled_clicks(lam: float) -> Any:
+    def reward(ev: Any) -> np.ndarray:
+        return lam * ev.clicked.sum(1)
+
+    return reward
+
+
+def _weighted(ev: Any, lam: float = 1.0) -> np.ndarray:
+    return lam * ev.clicked.sum(1)
+
+
+class _Weighted:
+    def __init__(self, lam: float) -> None:
+        self.lam = lam
+
+    def __call__(self, ev: Any) -> np.ndarray:
+        return self.lam * ev.clicked.sum(1)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_scaled_clicks, lambda lam: functools.partial(_weighted, lam=lam), _Weighted],
+    ids=["closure", "partial", "instance"],
+)
+def test_parametrised_rewards_get_one_key_per_parameter(make: Any) -> None:
+    # a λ sweep must never reuse the models trained for another λ
+    base = validate_config(BASE).model_dump()
+    keys = [RunConfig(**{**base, "reward": make(lam)}).reward_key() for lam in (0.5, 2.0, 0.5)]
+    assert None not in keys
+    assert keys[0] != keys[1]
+    assert keys[0] == keys[2]
+
+
+def test_reward_reading_an_opaque_object_turns_reuse_off() -> None:
+    lock = threading.Lock()
+
+    def reward(ev: Any) -> np.ndarray:
+        with lock:
+            return ev.clicked.sum(1)
+
+    base = validate_config(BASE).model_dump()
+    assert RunConfig(**{**base, "reward": reward}).reward_key() is None

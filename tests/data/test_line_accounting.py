@@ -368,7 +368,13 @@ def _field(value: str) -> str:
 ROW_KIND = st.sampled_from(["good", "good", "good", "latin1", "unbalanced", "short"])
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# TEXT's filter (no edge whitespace) rejects many draws; on some seeds Hypothesis then fails the
+# run with FailedHealthCheck(filter_too_much) before testing anything, so that check is off too
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @example(  # the quote opened in row 0 closes in row 1: one record, its event 'view,;\nu1,…'
     extras=["reason"],
     rows=[("unbalanced", [";", ";", ";", ";"]), ("good", ['";', "é", '"', ";"])],

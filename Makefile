@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: demo test test-slow test-real-data test-notebooks readme-check lint format type bench headroom clean
+.PHONY: demo test test-slow test-real-data test-notebooks readme-check readme-sources lint format type bench headroom clean
 
 # The strict editable install (what mypy needs) links files one by one, so a new module needs
 # a reinstall: track the list of package files and reinstall when it changes.
@@ -59,6 +59,18 @@ headroom: $(VENV)/.installed
 ## test-notebooks: execute notebooks/ top to bottom with tiny budgets (outputs are not written back)
 test-notebooks: $(VENV)/.installed
 	SHOPSIM_NB_BUDGET=tiny $(BIN)/python -m pytest -q -p no:cacheprovider --nbmake notebooks/*.ipynb notebooks/test_notebooks.py
+
+## readme-sources: rerun the quickstart at 1 thread, keep its small result files as the source of
+## the README's blocks (benchmarks/readme/quickstart) and regenerate every block
+README_RUN ?= runs/readme-quickstart
+readme-sources: $(VENV)/.installed
+	rm -rf $(README_RUN) && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/shopsim quickstart --out $(README_RUN)
+	rm -rf benchmarks/readme/quickstart && mkdir -p benchmarks/readme/quickstart/data benchmarks/readme/quickstart/encoder benchmarks/readme/quickstart/simulator
+	cp $(README_RUN)/results.json $(README_RUN)/results.md $(README_RUN)/config.yaml $(README_RUN)/timing.json $(README_RUN)/provenance.json benchmarks/readme/quickstart/
+	cp $(README_RUN)/data/report.json benchmarks/readme/quickstart/data/
+	cp $(README_RUN)/encoder/eval.json benchmarks/readme/quickstart/encoder/
+	cp $(README_RUN)/simulator/fidelity.json benchmarks/readme/quickstart/simulator/
+	$(BIN)/python scripts/readme_blocks.py --write
 
 ## readme-check: rerun the quickstart at 1 thread and fail if README's quickstart block is stale
 readme-check: $(VENV)/.installed

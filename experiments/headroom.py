@@ -369,6 +369,10 @@ class Run:
     curves: dict[str, dict[str, Any]] = field(default_factory=dict)
     budgets: dict[str, int | None] = field(default_factory=dict)
     dynamics: dict[str, Any] = field(default_factory=dict)
+    wall_s: float | None = None
+    """The whole run's wall time (timing.json ``stages.total``; None for runs before it was kept)."""
+    commit: str | None = None
+    """The shopsim commit that produced the run (provenance.json)."""
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -453,6 +457,11 @@ def load_run(path: Path) -> Run:
         if curve_path.exists():
             run.curves[m] = _read_json(curve_path)
     run.dynamics = run_dynamics(path)
+    timing = _read_json(path / "timing.json") if (path / "timing.json").exists() else {}
+    total = (timing.get("stages") or {}).get("total") if isinstance(timing.get("stages"), dict) else None
+    run.wall_s = float(total) if isinstance(total, int | float) else None
+    prov = _read_json(path / "provenance.json") if (path / "provenance.json").exists() else {}
+    run.commit = prov.get("commit") if isinstance(prov.get("commit"), str) else None
     return run
 
 
@@ -573,6 +582,8 @@ def group_report(rs: Sequence[Run]) -> dict[str, Any]:
         "seeds": [r.seed for r in rs],
         "runs": [str(r.path) for r in rs],
         "config_hashes": [r.config_hash for r in rs],
+        "commits": sorted({r.commit[:12] for r in rs if r.commit}),
+        "wall_s": [r.wall_s for r in rs],
         "budget": {"env_steps": budgets, "n_envs": agents.get("n_envs")},
         "references": {
             "deployable": [r.references["deployable"] for r in rs],
@@ -636,6 +647,22 @@ def _num(v: Any, fmt: str) -> str:
     return "—" if v is None else format(v, fmt)
 
 
+def _wall(walls: Any) -> str:
+    """Mean wall time of the seeds that recorded one, in minutes ("—" when none did)."""
+    known = [float(w) for w in (walls or []) if isinstance(w, int | float)]
+    if not known:
+        return "—"
+    return f"{np.mean(known) / 60:.0f} min" + (
+        f" ({len(known)} of {len(walls)} seeds)" if len(known) < len(walls) else ""
+    )
+
+
+def _carried(g: dict[str, Any]) -> str:
+    if not g.get("carried_from"):
+        return ""
+    return f" (earlier runs, carried over from {g['carried_from']})"
+
+
 def _steps(n: Any) -> str:
     return f"{n:,}" if n else "—"
 
@@ -655,6 +682,7 @@ COLUMNS = (
     "basket lift (pairs)",
     "category stickiness",
     "plateaued (PPO / SlateQ)",
+    "wall time per seed",
     "verdict",
 )
 """The columns of the headroom table."""
@@ -721,7 +749,8 @@ def headroom_markdown(report: dict[str, Any]) -> str:
             basket,
             sticky,
             f"{flat('ppo')} / {flat('dqn')}",
-            f"{g['verdict']['text']} [deployable: {', '.join(deploy) or '—'}]",
+            _wall(g.get("wall_s")),
+            f"{g['verdict']['text']} [deployable: {', '.join(deploy) or '—'}]{_carried(g)}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -795,14 +824,40 @@ def plot_headroom(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_headroom(run_dirs: Sequence[Path], out: Path, *, plots: bool = True) -> dict[str, Any]:
+def carried_groups(keep: Path, groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The groups of an earlier headroom.json whose (shop, reward) none of ``groups`` has, each
+    marked ``carried_from`` (their run folders need not exist any more: the entries are kept as
+    measured, never recomputed; the curves plot shows only the runs given now)."""
+    old = _read_json(keep)
+    if old.get("schema") != SCHEMA or not isinstance(old.get("groups"), list):
+        raise ShopsimError(f"{keep}: not a {SCHEMA} headroom.json; pass one that `shopsim headroom` wrote")
+    have = {(g["shop"], g["reward"]) for g in groups}
+    kept = []
+    for g in old["groups"]:
+        if (g.get("shop"), g.get("reward")) in have:
+            continue
+        kept.append({**g, "carried_from": g.get("carried_from") or str(keep)})
+    return kept
+
+
+def write_headroom(
+    run_dirs: Sequence[Path], out: Path, *, plots: bool = True, keep: Path | None = None
+) -> dict[str, Any]:
     """Build the report of ``run_dirs`` and write headroom.json, headroom.md and (with ``plots``)
-    plots/curves.png and plots/headroom.png into ``out``."""
+    plots/curves.png and plots/headroom.png into ``out``.
+
+    :param keep: an earlier headroom.json whose groups for other (shop, reward) pairs are carried
+        over as measured (:func:`carried_groups`), so one table can grow shop by shop.
+    """
     if out.exists() and not out.is_dir():
         raise ShopsimError(f"{out}: exists and is not a directory; choose another --out")
     runs = [load_run(p) for p in find_runs(run_dirs)]
     groups = group_runs(runs)
     report = report_of(runs, groups)
+    if keep is not None:
+        report["groups"] = sorted(
+            report["groups"] + carried_groups(keep, report["groups"]), key=lambda g: (g["shop"], g["reward"])
+        )
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "headroom.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "headroom.md", headroom_markdown(report) + "\n")

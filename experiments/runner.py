@@ -97,6 +97,7 @@ def run(cfg: RunConfig, out: Path, *, echo: Echo = print, command: str | None = 
             boundary("run:simulator-done")
             with progress("agents"):
                 report = agents_stage(cfg, data_dir, enc_dir, sim_dir, out, echo)
+            _add_stage_times(out / "timing.json", progress)
     except KeyboardInterrupt:
         how = command or f"shopsim run CONFIG --out {out}"
         echo(
@@ -110,6 +111,17 @@ def run(cfg: RunConfig, out: Path, *, echo: Echo = print, command: str | None = 
         if (out / rel).exists():
             echo(f"  {rel:<24} {what}")
     return report
+
+
+def _add_stage_times(path: Path, progress: _Progress) -> None:
+    """Add the wall time of every stage of this invocation to timing.json (``stages``; a stage
+    reused from an earlier invocation shows the seconds it took to check, not to build)."""
+    timing = json.loads(path.read_text()) if path.exists() else {}
+    timing["stages"] = {
+        **{k: round(v, 1) for k, v in progress.seconds.items()},
+        "total": round(progress.elapsed(), 1),
+    }
+    write_text_atomic(path, json.dumps(timing) + "\n")
 
 
 def provenance() -> dict[str, Any]:
@@ -145,7 +157,7 @@ RUN_FILES = (
     ("results.json", "the same, machine-readable (docs/schemas/results.schema.json)"),
     ("plots/", "returns, per-policy metrics, learning curves, fidelity plots"),
     ("config.yaml", "the resolved config the results came from"),
-    ("timing.json", "seconds per step of the agents stage"),
+    ("timing.json", "seconds per stage and per step of the agents stage"),
     ("provenance.json", "the commit, versions and thread count that produced the run"),
     ("models/", "the trained agents (load with shopsim.agents.saving.load_agent)"),
     ("tensorboard/", "training logs (tensorboard --logdir DIR/tensorboard)"),
@@ -163,6 +175,7 @@ class _Progress:
         self.echo, self.t0 = echo, time.perf_counter()
         self.current: str | None = None
         self.done: list[str] = []
+        self.seconds: dict[str, float] = {}
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -174,7 +187,8 @@ class _Progress:
         self.echo(f"[{i}/{len(STAGES)}] {name} …")
         t = time.perf_counter()
         yield
-        self.echo(f"{name}: done in {time.perf_counter() - t:.1f} s (run: {self.elapsed():.0f} s)\n")
+        self.seconds[name] = time.perf_counter() - t
+        self.echo(f"{name}: done in {self.seconds[name]:.1f} s (run: {self.elapsed():.0f} s)\n")
         self.done.append(name)
         self.current = None
 

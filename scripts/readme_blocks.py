@@ -15,8 +15,8 @@ the folder holds headroom.json, else ``results``):
 * ``data``     — the prepare summary (``format_summary`` of DIR/data/report.json or DIR/report.json);
 * ``fidelity`` — the simulator's fidelity summary (DIR/simulator/fidelity.json);
 * ``encoder``  — the encoder's next-item table (DIR/encoder/eval.json);
-* ``timing``   — wall times of the agents stage (DIR/timing.json; varies run to run, so never
-  inside a block that CI compares).
+* ``timing``   — wall times of the stages and of the agents stage's steps (DIR/timing.json;
+  varies run to run, so never inside a block that CI compares).
 
 ``--write`` rewrites every block (or the named ones) in place, atomically, and records in its
 begin marker ``commit`` (the source's recorded commit, else the README repository's HEAD, 12
@@ -182,9 +182,13 @@ def _encoder(src: Path) -> str:
 
 def _timing(src: Path) -> str:
     t = _json(src / "timing.json")
-    rows = [f"| {k} | {float(v):,.1f} |" for k, v in t.items() if isinstance(v, int | float)]
-    total = sum(float(v) for v in t.values() if isinstance(v, int | float))
-    return "\n".join(["| step | seconds |", "|---|---|", *rows, f"| total (these steps) | {total:,.1f} |"])
+    stages = t.get("stages") if isinstance(t.get("stages"), dict) else {}
+    rows = [f"| stage: {k} | {float(v):,.1f} |" for k, v in stages.items() if k != "total"]
+    if "total" in stages:
+        rows.append(f"| **whole run** | **{float(stages['total']):,.1f}** |")
+    steps = {k: float(v) for k, v in t.items() if isinstance(v, int | float)}
+    rows += [f"| agents: {k} | {v:,.1f} |" for k, v in steps.items()]
+    return "\n".join(["| stage or step | seconds |", "|---|---|", *rows])
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {

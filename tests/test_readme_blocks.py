@@ -59,7 +59,9 @@ def repo(tmp_path: Path) -> Path:
     results["commit"] = "abcdef1234567890abcdef"
     (run / "results.json").write_text(json.dumps(results))
     (run / "config.yaml").write_text("seed: 0\nreward:\n  click: 1.0\n")
-    (run / "timing.json").write_text('{"train_ppo": 30.25, "evaluate": 12.0}\n')
+    (run / "timing.json").write_text(
+        '{"train_ppo": 30.25, "evaluate": 12.0, "stages": {"prepare": 3.0, "agents": 42.3, "total": 45.5}}\n'
+    )
     shutil.copy(FIXTURES / "report.json", run / "data" / "report.json")
     (tmp_path / "README.md").write_text(README)
     return tmp_path
@@ -103,7 +105,8 @@ def test_write_fills_blocks_and_records_commit_and_config(repo: Path) -> None:
     )
     assert "old table" not in text
     assert "Policies on 100 test sessions" in text  # the results table of the fixture
-    assert "| train_ppo | 30.2 |" in text and "| total (these steps) | 42.2 |" in text  # noqa: PT018
+    assert "| agents: train_ppo | 30.2 |" in text and "| **whole run** | **45.5** |" in text  # noqa: PT018
+    assert "| stage: prepare | 3.0 |" in text
     assert text.startswith("# Shop\n\nSome prose that stays.\n\n") and "\nMore prose.\n" in text  # noqa: PT018
     assert rb.parse(text)[0].body == rb.render(rb.parse(text)[0], readme)[0]
     assert rb.write(readme) == []  # idempotent
@@ -115,14 +118,14 @@ def test_check_reports_a_stale_block_in_one_line(repo: Path, capsys: pytest.Capt
     readme = repo / "README.md"
     rb.write(readme)
     text = readme.read_text()
-    edited = text.replace("| total (these steps) | 42.2 |", "| total (these steps) | 41.0 |")
+    edited = text.replace("| agents: evaluate | 12.0 |", "| agents: evaluate | 11.0 |")
     assert edited != text
     readme.write_text(edited)
     assert rb.check(readme, ["qs"]) == []  # only the named block is checked
     (problem,) = rb.check(readme)
     assert "block 'qs-times' is stale: 1 of" in problem
-    assert "README '…al (these steps) | 41.0 |'" in problem  # the line around the first change
-    assert "regenerated '…al (these steps) | 42.2 |'" in problem
+    assert "README '…agents: evaluate | 11.0 |'" in problem  # the line around the first change
+    assert "regenerated '…agents: evaluate | 12.0 |'" in problem
     assert rb.main(["--readme", str(readme), "--check"]) == 1
     assert capsys.readouterr().err.count("\n") == 1
     # a source with another config: stale by its hash even where the text agrees

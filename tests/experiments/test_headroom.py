@@ -276,6 +276,39 @@ def test_report_from_run_folders(tmp_path: Path) -> None:
     assert "| " + " | ".join(hr.COLUMNS) + " |" in md
 
 
+def test_wall_times_and_groups_carried_from_an_earlier_table(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    for s in range(2):
+        make_run(first, f"rev_s{s}", seed=s, ppo=0.2, dqn=0.1, reward="revenue")
+    hr.write_headroom([first], tmp_path / "hr1", plots=False)
+    # a later table from other runs (one with its wall time, one from before timing.json kept it)
+    later = tmp_path / "later"
+    for s in range(2):
+        d = make_run(later, f"clicks_s{s}", seed=s, ppo=0.3, dqn=0.1)
+        if s == 0:
+            (d / "timing.json").write_text(json.dumps({"train_ppo": 1.0, "stages": {"total": 600.0}}))
+    rep = hr.write_headroom([later], tmp_path / "hr2", plots=False, keep=tmp_path / "hr1" / "headroom.json")
+    clicks, rev = rep["groups"]
+    assert clicks["wall_s"] == [600.0, None]
+    assert "carried_from" not in clicks
+    assert rev["reward"] == "revenue"
+    assert rev["carried_from"] == str(tmp_path / "hr1" / "headroom.json")
+    assert (
+        rev["methods"] == json.loads((tmp_path / "hr1" / "headroom.json").read_text())["groups"][0]["methods"]
+    )
+    md = (tmp_path / "hr2" / "headroom.md").read_text()
+    assert "| 10 min (1 of 2 seeds) |" in md
+    assert f"(earlier runs, carried over from {tmp_path / 'hr1' / 'headroom.json'})" in md
+    # a group measured again replaces the carried one
+    again = hr.write_headroom(
+        [first, later], tmp_path / "hr3", plots=False, keep=tmp_path / "hr1" / "headroom.json"
+    )
+    assert not any("carried_from" in g for g in again["groups"])
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ShopsimError, match=r"bad\.json: not a shopsim\.headroom/1 headroom\.json"):
+        hr.write_headroom([later], tmp_path / "hr4", plots=False, keep=tmp_path / "bad.json")
+
+
 def test_runs_that_are_not_replicates_are_refused(tmp_path: Path) -> None:
     a = make_run(tmp_path, "a", seed=0, ppo=0.1, dqn=0.1)
     other = json.loads(json.dumps(CONFIG))

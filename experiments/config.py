@@ -136,9 +136,23 @@ def check_field_rules(cls: type, values: dict[str, Any]) -> None:
 class DataConfig(PrepareOptions):
     """The shop's logs: where they are and how to read them (every option of ``shopsim data prepare``)."""
 
+    # Widened from PrepareOptions' dict so that validation lets a YAML list of ``canon=source``
+    # strings through; PrepareOptions.__post_init__ turns either form into the dict.
+    column_map: dict[str, str] | list[str | tuple[str, str]] = field(default_factory=dict)  # type: ignore[assignment]
+    """``events`` only: canonical column → source column. Also accepts the ``--map`` pairs
+    (``["event=action", …]`` or ``[("event", "action"), …]``): two for one canonical column are
+    an error (see :func:`parse_column_map`)."""
     source: str = ""
     """Log file or folder, or ``sample:NAME`` for a bundled sample (``sample:rees46``, ``sample:uci``,
     ``sample:toy``)."""
+
+    def __post_init__(self) -> None:
+        try:
+            super().__post_init__()
+        except ShopsimError as exc:
+            # the log layer names the CLI's --map; in a config the key is column_map (the
+            # loader then prefixes the section: data.column_map)
+            raise ShopsimError(str(exc).replace("--map", "column_map")) from None
 
     def source_path(self) -> Path:
         """The log's path (a bundled sample resolves inside the installed package)."""

@@ -256,6 +256,27 @@ def _existing(kind: str) -> Callable[[str], Path]:
     return parse
 
 
+SAMPLE_PREFIX = "sample:"
+"""= :data:`shopsim.experiments.config.SAMPLE_PREFIX` (a test keeps them equal); repeated here
+because importing the config module takes seconds (torch) and a plain path needs none of it."""
+
+
+def _source(text: str) -> Path:
+    """``SRC``: a log file or folder, or ``sample:NAME`` for a bundled sample, resolved by the
+    config's resolver (:meth:`~shopsim.experiments.config.DataConfig.resolve_source`)."""
+    if not text.startswith(SAMPLE_PREFIX):
+        return Path(text)
+    from shopsim.experiments.config import DataConfig
+
+    try:
+        return DataConfig.resolve_source(text)
+    except ShopsimError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_source.__name__ = "source"
+
+
 def _parse_map(pairs: Sequence[str]) -> dict[str, str]:
     """``--map`` pairs → canonical → source (two pairs for one canonical column are an error)."""
     from shopsim.data.formats import parse_column_map  # the log layer's one parser of --map
@@ -276,7 +297,12 @@ def _parse_split(text: str) -> tuple[float, float, float]:
 def _add_source_args(p: argparse.ArgumentParser) -> None:
     from shopsim.data import FORMATS, PrepareOptions
 
-    p.add_argument("src", type=Path, metavar="SRC", help="source log file or folder")
+    p.add_argument(
+        "src",
+        type=_source,
+        metavar="SRC",
+        help="source log file or folder, or sample:NAME for a bundled sample (e.g. sample:rees46)",
+    )
     p.add_argument("--format", required=True, choices=list(FORMATS), help="source log format")
     p.add_argument(
         "--items", type=_existing("any"), help="item table (hm: articles.csv; events: any CSV/Parquet)"
@@ -751,11 +777,14 @@ def _add_ope(sub: Any, want: Want) -> None:
     obd = ope_sub.add_parser(
         "obd",
         help="estimate each Open Bandit Dataset policy's CTR from the other's logs",
-        description="On a folder with random/ and bts/ (one log CSV each, plus item_context.csv): "
+        description="On a folder with random/ and bts/ (one log CSV each, plus item_context; "
+        ".csv or .csv.gz; sample:obd is the bundled sample): "
         "estimate the uniform-random policy's CTR from the BTS logs and vice versa with every "
         "single-slot estimator, next to the on-policy truth, all with 95%% bootstrap intervals.",
     )
-    obd.add_argument("folder", type=Path, help="folder with random/ and bts/")
+    obd.add_argument(
+        "folder", type=_source, help="folder with random/ and bts/, or sample:obd for the bundled sample"
+    )
     obd.add_argument("--out", type=_out_dir, required=True, help="output folder (ope_obd.json)")
     obd.add_argument("--n-boot", type=_number(int, ge=10), default=1000, help="bootstrap replicates (≥ 10)")
     obd.add_argument("--seed", type=_seed, default=0, help="seed of every random draw")

@@ -156,11 +156,20 @@ class DataConfig(PrepareOptions):
 
     def source_path(self) -> Path:
         """The log's path (a bundled sample resolves inside the installed package)."""
+        return self.resolve_source(self.source)
+
+    @staticmethod
+    def resolve_source(source: str) -> Path:
+        """``sample:NAME`` → the bundled sample's path; any other text → that path. The one
+        resolver of source names, for ``data.source`` and the CLI's ``SRC`` alike.
+
+        :raises ShopsimError: on an unknown sample name.
+        """
         from shopsim.data import sample_path
 
-        if self.source.startswith(SAMPLE_PREFIX):
-            return sample_path(self.source[len(SAMPLE_PREFIX) :])
-        return Path(self.source)
+        if source.startswith(SAMPLE_PREFIX):
+            return sample_path(source[len(SAMPLE_PREFIX) :])
+        return Path(source)
 
     def prepare_options(self) -> PrepareOptions:
         """The options without ``source``, as the prepare stage takes them."""

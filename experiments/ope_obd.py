@@ -1,9 +1,10 @@
 """OPE on the Open Bandit Dataset: estimate one logging policy's CTR from the other's logs.
 
 The folder holds ``random/`` and ``bts/`` sub-folders, each with one campaign's log CSV
-(whatever its name) and ``item_context.csv``. Both policies ran on the same platform in the
-same period, so the on-policy CTR of one is the ground truth for estimates computed from the
-other's logs (with its own bootstrap interval: ~40 clicks per 10k rows make it noisy).
+(whatever its name; ``.csv`` or ``.csv.gz``) and ``item_context.csv`` (or ``.csv.gz``). Both
+policies ran on the same platform in the same period, so the on-policy CTR of one is the ground
+truth for estimates computed from the other's logs (with its own bootstrap interval: ~40
+clicks per 10k rows make it noisy).
 
 Target probabilities:
 
@@ -31,7 +32,9 @@ naming the usable estimators; the file the thresholds (``trust_thresholds``).
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +57,37 @@ from shopsim.stats import bootstrap_mean_ci
 NEED = ("item_id", "position", "click", "propensity_score")
 
 
+CSV_SUFFIXES = (".csv", ".csv.gz")
+"""A policy folder's files that count as CSVs: plain or gzipped (the bundled sample ships
+``.csv.gz``)."""
+ITEM_CONTEXT = tuple(f"item_context{suffix}" for suffix in CSV_SUFFIXES)
+
+
 def read_policy_log(folder: Path) -> pd.DataFrame:
-    """The one log CSV of a policy folder (any name except ``item_context.csv``)."""
+    """The one log CSV (``.csv`` or ``.csv.gz``) of a policy folder (any name except
+    ``item_context.csv``/``item_context.csv.gz``)."""
     if not folder.is_dir():
         raise ShopsimError(f"{folder}: no such folder; expected random/ and bts/ sub-folders")
-    csvs = sorted(p for p in folder.glob("*.csv") if p.name != "item_context.csv")
+    csvs = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.name.endswith(CSV_SUFFIXES) and p.name not in ITEM_CONTEXT
+    )
     if len(csvs) != 1:
         found = ", ".join(p.name for p in csvs) or "none"
-        raise ShopsimError(f"{folder}: expected exactly one log CSV besides item_context.csv, found {found}")
+        raise ShopsimError(
+            f"{folder}: expected exactly one log CSV (.csv or .csv.gz) besides item_context, found {found}"
+        )
     try:
-        df = pd.read_csv(csvs[0])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        df = pd.read_csv(csvs[0])  # a .gz is decompressed (compression inferred from the name)
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        gzip.BadGzipFile,
+        EOFError,
+        zlib.error,
+    ) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ShopsimError(
             f"{csvs[0]}: cannot be read as an Open Bandit Dataset CSV ({first}); pass the dataset's own files"

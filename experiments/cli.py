@@ -732,7 +732,7 @@ def _add_study(sub: Any, want: Want) -> None:
         help="RL vs the myopic ranker: training budgets, what-if dynamics",
         description="budget: PPO and SlateQ against click_model_greedy at growing training budgets. "
         "whatif: the same in worlds with ASSUMED dynamics (category fatigue, exposure-built intent) "
-        "at growing strengths. Paired differences with 95%% intervals on the same test sessions. "
+        "at growing strengths. Paired differences with 95% intervals on the same test sessions. "
         "Shop, agents, evaluation and reward come from --config (default: quickstart.yaml).",
     )
     if not want("study"):
@@ -754,7 +754,7 @@ def _add_headroom(sub: Any, want: Want) -> None:
         help="RL headroom across shops: PPO and SlateQ vs the deployable and myopic references",
         description="Group finished run folders by (shop, reward) and seed; per group the mean over seeds "
         "of PPO's and SlateQ's paired Δ against the deployable reference and click_model_greedy with a "
-        "95%% Student-t interval over seeds, the measured dynamics, the training budget, a plateau check "
+        "95% Student-t interval over seeds, the measured dynamics, the training budget, a plateau check "
         "of the learning curves and a verdict. Writes headroom.json, headroom.md and plots/.",
     )
     if not want("headroom"):
@@ -780,7 +780,7 @@ def _add_ope(sub: Any, want: Want) -> None:
         description="On a folder with random/ and bts/ (one log CSV each, plus item_context; "
         ".csv or .csv.gz; sample:obd is the bundled sample): "
         "estimate the uniform-random policy's CTR from the BTS logs and vice versa with every "
-        "single-slot estimator, next to the on-policy truth, all with 95%% bootstrap intervals.",
+        "single-slot estimator, next to the on-policy truth, all with 95% bootstrap intervals.",
     )
     obd.add_argument(
         "folder", type=_source, help="folder with random/ and bts/, or sample:obd for the bundled sample"

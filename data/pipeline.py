@@ -15,7 +15,8 @@ every text source, ``lines_in == header_lines + blank_lines + record_lines`` (re
 
 Numbers: ``price`` and ``propensity`` must be finite (``NaN``/``inf`` are ``bad_price`` /
 ``bad_propensity``); ``quantity`` and ``position`` must be whole numbers (``2.7`` is
-``bad_quantity``, not 3; an integer written as ``3.0`` or ``1e3`` is read as that integer).
+``bad_quantity``, not 3; an integer written as ``3.0`` or ``1e3`` is read as that integer); a
+negative quantity (a return or cancellation line) is ``negative_quantity``.
 
 SQL: identifiers go through :func:`~.formats.q`, values through bound parameters where DuckDB
 takes them and otherwise through :func:`~.formats.lit`; extension auto-install/auto-load are
@@ -63,6 +64,8 @@ DROP_REASONS: dict[str, str] = {
     "bad_price": "price is not a finite number (text, NaN, inf)",
     "negative_price": "price below zero",
     "bad_quantity": "quantity is not a whole number (text, 2.7, NaN, inf)",
+    "negative_quantity": "quantity below zero: a return or cancellation line, not an event "
+    "(e.g. UCI Online Retail exported as --format events)",
     "bad_position": "position is not a whole number ≥ 1 (text, 0, 0.6, NaN, inf)",
     "bad_propensity": "propensity is not a finite number in (0, 1]",
     "duplicate_row": "exact copy of an earlier row (formats whose rows are events)",
@@ -85,6 +88,7 @@ _REASON_COLUMN = {
     "bad_price": "price_raw",
     "negative_price": "price_raw",
     "bad_quantity": "quantity_raw",
+    "negative_quantity": "quantity_raw",
     "nonpositive_quantity": "quantity_raw",
     "bad_position": "position_raw",
     "bad_propensity": "propensity_raw",
@@ -354,6 +358,7 @@ def _classify(con: duckdb.DuckDBPyConnection, plan: Plan, *, check_item: bool) -
               WHEN price_raw IS NOT NULL AND price IS NULL THEN 'bad_price'
               WHEN price < 0 THEN 'negative_price'
               WHEN quantity_raw IS NOT NULL AND quantity IS NULL THEN 'bad_quantity'
+              WHEN quantity < 0 THEN 'negative_quantity'
               WHEN position_raw IS NOT NULL AND (position IS NULL OR position < 1)
                 THEN 'bad_position'
               WHEN propensity_raw IS NOT NULL

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopsim.data import PrepareOptions, SessionLog, prepare
+from shopsim.data import PrepareOptions, SessionLog, prepare, sample_path
 from shopsim.errors import ShopsimError
 
 
@@ -194,3 +194,32 @@ def test_prepare_is_reproducible(tmp_path: Path) -> None:
 def test_load_rejects_a_folder_that_was_not_prepared(tmp_path: Path) -> None:
     with pytest.raises(ShopsimError, match=r"no events\.parquet"):
         SessionLog.load(tmp_path)
+
+
+def test_negative_quantities_are_dropped_and_counted(tmp_path: Path) -> None:
+    # the bundled UCI sample read as a shop's own export (the README's `data inspect` example):
+    # its return/cancellation lines carry a negative Quantity and are not purchases
+    opts = PrepareOptions(
+        format="events",
+        column_map={
+            "session_id": "InvoiceNo",
+            "item_id": "StockCode",
+            "user_id": "CustomerID",
+            "timestamp": "InvoiceDate",
+            "price": "UnitPrice",
+            "quantity": "Quantity",
+        },
+        default_event="purchase",
+        text_cols=["Description"],
+    )
+    out = tmp_path / "o"
+    r = prepare(sample_path("uci"), opts, out)
+    # 778 source lines have Quantity < 0; 130 of them have no CustomerID (dropped for that first)
+    assert r.dropped == {"duplicate_row": 28, "missing_user_id": 10_057, "negative_quantity": 648}
+    assert (r.rows_in, r.rows_out) == (40_000, 29_267)
+    example = r.examples["negative_quantity"]
+    assert example["column"] == "Quantity"
+    assert int(example["value"]) < 0
+    events = pd.read_parquet(out / "events.parquet")
+    assert len(events) == 29_267
+    assert (events["quantity"] >= 0).all()

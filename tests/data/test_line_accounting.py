@@ -159,6 +159,8 @@ QUANTITY_HEADER = b"user_id,timestamp,item_id,event,quantity,position\n"
         ("2.7", "1", "bad_quantity", None),
         ("nan", "1", "bad_quantity", None),
         ("inf", "1", "bad_quantity", None),
+        ("-2", "1", "negative_quantity", None),  # a return/cancellation line, not a purchase
+        ("-1.0", "1", "negative_quantity", None),
         ("3.0", "1", None, (3, 1)),
         ("1e3", "2", None, (1000, 2)),
         ("2", "0.6", "bad_position", None),

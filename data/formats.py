@@ -127,7 +127,7 @@ def output_names(extras: Iterable[str], reserved: Iterable[str]) -> dict[str, st
     return out
 
 
-def parse_column_map(pairs: Iterable[str] | Mapping[str, str]) -> dict[str, str]:
+def parse_column_map(pairs: Iterable[str | tuple[str, str]] | Mapping[str, str]) -> dict[str, str]:
     """``--map canonical=source`` pairs → canonical → source; two pairs for one canonical column
     are an error (the CLI's ``--map`` list goes through here).
 

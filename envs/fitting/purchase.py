@@ -18,6 +18,7 @@ from shopsim.data import SessionLog
 from shopsim.encoders.bundle import NumpyStateEncoder
 from shopsim.envs.fitting.click import _contexts
 from shopsim.envs.fitting.fidelity import auc, grouped_bootstrap_auc, log_loss
+from shopsim.envs.fitting.report import MIN_AUC_POSITIVES
 from shopsim.envs.model.catalog import Catalog
 from shopsim.envs.model.episodes import PurchaseExamples, purchase_examples
 from shopsim.envs.model.features import PURCHASE_FEATURES, purchase_features
@@ -82,6 +83,8 @@ def _fit_purchase_model(
         "fit_positives": int(pf.labels.sum()),
         "test_rows": len(pt.labels),
         "test_positives": int(pt.labels.sum()),
+        # with fewer test purchases the AUCs below rest on a few ranks: kept, but marked
+        "auc_usable": int(pt.labels.sum()) >= MIN_AUC_POSITIVES,
         "held_out": {
             "auc": {
                 "item_purchase_rate": round(auc(pt.labels, p_base), 4),

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+MIN_AUC_POSITIVES = 10
+"""Held-out positives an AUC needs before the summary prints it as a number: with fewer (a
+handful of test purchases) it rests on a few ranks and says little, so the summary says
+"too few purchases (n=…) for an AUC" instead (fidelity.json keeps the value, marked
+``auc_usable: false``)."""
+
 
 def fidelity_markdown(report: dict[str, Any]) -> str:
     """The fidelity report as a short Markdown summary (what the CLI prints)."""
@@ -31,11 +37,17 @@ def fidelity_markdown(report: dict[str, Any]) -> str:
     pur = report["purchase"]
     if pur["mode"] == "model":
         a = pur["held_out"]["auc"]
-        lines += [
-            "",
-            f"purchase model: AUC {a['model']:.3f} vs item purchase rate {a['item_purchase_rate']:.3f} "
-            f"({pur['test_positives']} test purchases; fitted on {pur['fit_split'].split(' ')[0]})",
-        ]
+        n = pur["test_positives"]
+        fitted = f"fitted on {pur['fit_split'].split(' ')[0]}"
+        # a report written before auc_usable existed: the same rule on its count
+        if pur.get("auc_usable", n >= MIN_AUC_POSITIVES):
+            what = (
+                f"AUC {a['model']:.3f} vs item purchase rate {a['item_purchase_rate']:.3f} "
+                f"({n} test purchases; {fitted})"
+            )
+        else:
+            what = f"too few purchases (n={n}) for an AUC (needs ≥ {MIN_AUC_POSITIVES} in test; {fitted})"
+        lines += ["", f"purchase model: {what}"]
     else:
         lines += ["", f"purchases: {pur['mode']} — {pur['why']}"]
     rp = report["replay"]

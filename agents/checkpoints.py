@@ -35,6 +35,7 @@ latest ``tensorboard/NAME_i`` folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -52,7 +53,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from shopsim import __version__
 from shopsim.agents.slateq import SlateQ, SlateReplayBuffer
-from shopsim.artifacts import boundary, verify_artifact, write_artifact
+from shopsim.artifacts import boundary, locked, tidy, verify_artifact, write_artifact
 from shopsim.envs.vec_env import ShopperVecEnv
 from shopsim.errors import ShopsimError
 
@@ -426,5 +427,23 @@ class CheckpointCallback(BaseCallback):
 
 
 def remove_checkpoint(folder: Path) -> None:
-    """Drop a checkpoint once its training's final model is saved (it is no longer needed)."""
-    shutil.rmtree(folder, ignore_errors=True)  # (its lock file stays: see shopsim.artifacts.locked)
+    """Drop a checkpoint once its training's final model is saved (it is no longer needed),
+    with what its writes left beside it (a dead writer's temporary folder, the lock file) and
+    the ``checkpoints/`` folder itself once nothing else is in it."""
+    parent = folder.parent
+    if not parent.is_dir():  # nothing was ever checkpointed (and locked() would create it)
+        return
+    try:
+        with locked(folder) as lock_path:
+            tidy(folder)  # .NAME.tmp-*/.NAME.old-* of a writer killed mid-checkpoint
+            shutil.rmtree(folder, ignore_errors=True)
+            # shopsim.artifacts keeps lock files (deleting one can let two later writers lock
+            # different inodes). Here the final model is saved, so no writer of this
+            # checkpoint should remain (it would be a second training of this NAME into this
+            # out, which `shopsim run` excludes with the run folder's lock), and the file is
+            # unlinked while held: a writer arriving meanwhile fails at once, not silently.
+            lock_path.unlink(missing_ok=True)
+    except ShopsimError:  # another process is writing this checkpoint now: it is its to keep
+        return
+    with contextlib.suppress(OSError):  # only when empty: the other agent's checkpoint may be there
+        parent.rmdir()

@@ -541,7 +541,7 @@ def cmd_headroom(args: argparse.Namespace) -> int:
     """``shopsim headroom RUN_DIR... --out DIR``: RL vs the rankers across shops (:mod:`.headroom`)."""
     from shopsim.experiments.headroom import headroom_markdown, write_headroom
 
-    report = write_headroom(args.runs, args.out)
+    report = write_headroom(args.runs, args.out, keep=args.keep)
     print(headroom_markdown(report))
     print(f"  wrote {args.out}/headroom.json, headroom.md, plots/curves.png, plots/headroom.png")
     return 0
@@ -763,6 +763,13 @@ def _add_headroom(sub: Any, want: Want) -> None:
         "runs", nargs="+", type=_existing("folder"), help="run folders (or folders holding run folders)"
     )
     hr.add_argument("--out", type=_out_dir, required=True, help="output folder")
+    hr.add_argument(
+        "--keep",
+        type=_existing("file"),
+        default=None,
+        help="an earlier headroom.json: its rows for shops × rewards not among RUN_DIRs are carried "
+        "over as measured (marked as such), so one table can grow shop by shop",
+    )
     hr.set_defaults(func=cmd_headroom)
 
 

@@ -99,12 +99,17 @@ self-normalised IS is WPDIS)."""
 class ValidateConfig:
     """Settings of ``shopsim ope validate``.
 
-    :param n_logged: pages logged per repeat. :param repeats: independent logs.
+    :param n_logged: pages logged per repeat.
+    :param repeats: independent logs (each with its own seed), for bias, RMSE and coverage.
     :param truth_episodes: on-policy sessions per policy for the Monte-Carlo truth.
     :param epsilon: share of uniformly random slates in the behaviour policy.
     :param behaviour: ``"mixture"`` (A/B/n over the evaluated policies) or a policy name.
     :param assignment: the mixture's arm is drawn per ``"session"`` or per ``"page"``.
     :param n_boot: bootstrap resamples per interval.
+    :param slate_size: items per logged slate.
+    :param n_candidates: candidates the slate is chosen from on each page.
+    :param seed: seed of every draw (the logs, the truths, the bootstrap).
+    :param batch: shoppers simulated side by side while logging (memory vs speed).
     """
 
     n_logged: int = 100_000

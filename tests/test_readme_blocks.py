@@ -156,3 +156,11 @@ def test_source_override_and_bad_input_leave_the_readme_alone(
     assert "block 'gone': source" in err
     assert readme.read_bytes() == before  # nothing rendered, nothing written
     assert rb.main(["--readme", str(readme), "--check", "nope"]) == 2
+
+
+def test_the_readme_blocks_are_what_their_committed_sources_render() -> None:
+    # every number and table of the README comes from a committed source folder (benchmarks/readme)
+    readme = ROOT / "README.md"
+    blocks = rb.parse(readme.read_text())
+    assert {b.name for b in blocks} >= {"quickstart", "headroom", "wall-times", "prepare-output"}
+    assert rb.check(readme) == []

@@ -49,7 +49,7 @@ from scipy import stats as _sp_stats
 
 from shopsim.artifacts import write_text_atomic
 from shopsim.errors import ShopsimError
-from shopsim.experiments.reporting import pyplot, save_figure
+from shopsim.plots import pyplot, save_figure
 from shopsim.stats import paired_difference_ci, t_mean_ci
 
 SCHEMA = "shopsim.headroom/1"

@@ -696,10 +696,9 @@ def _log_markdown(block: dict[str, Any]) -> str:
 def plot_ope(block: dict[str, Any], path: Path) -> None:
     """Per policy and estimand: the truth with its 95% interval (black) and each reported
     estimator's estimate with its interval (coloured; hollow when the trust check flags it)."""
-    import matplotlib
+    from shopsim.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from shopsim.artifacts import atomic_file
 

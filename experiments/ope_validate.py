@@ -611,10 +611,9 @@ def validation_markdown(report: dict[str, Any]) -> str:
 def _plot(report: dict[str, Any], path: Path) -> None:
     """Per policy: each repeat's estimate relative to the truth (dots), the truth's own 95%
     interval (grey) and the ±5% target band (dashed)."""
-    import matplotlib
+    from shopsim.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     path.parent.mkdir(parents=True, exist_ok=True)
     names = sorted(report["truth"], key=lambda n: report["truth"][n]["session"]["value"])

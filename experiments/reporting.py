@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from shopsim.artifacts import write_bytes_atomic
+from shopsim.plots import pyplot, save_figure
 
 
 def results_markdown(report: dict[str, Any]) -> str:
@@ -115,27 +116,6 @@ def load_curves(models: Path) -> dict[str, dict[str, Any]]:
         if isinstance(curve, dict) and curve.get("steps"):
             out[path.name.split(".")[0]] = curve
     return out
-
-
-def pyplot(path: Path) -> Any:
-    """matplotlib's pyplot on the headless Agg backend, with ``path``'s folder created."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return plt
-
-
-def save_figure(fig: Any, path: Path) -> Path:
-    """Write ``fig`` as a PNG atomically (a killed run never leaves half an image)."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=110, format="png")
-    write_bytes_atomic(path, buf.getvalue())
-    return path
 
 
 def plot_returns(report: dict[str, Any], path: Path) -> Path:

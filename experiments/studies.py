@@ -202,12 +202,9 @@ def _whatif_md(report: dict[str, Any]) -> str:
 
 
 def _plt() -> Any:
-    import matplotlib
+    from shopsim.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _plot_budget(report: dict[str, Any], path: Path) -> None:

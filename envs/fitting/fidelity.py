@@ -215,11 +215,9 @@ def plot_fidelity(
     report: dict[str, Any], replay_res: ReplayResult, sim: Simulator, split: str, out: Path
 ) -> list[str]:
     """Reliability plot and simulated-vs-real histograms; returns the written file names."""
-    import matplotlib
+    from shopsim.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out.mkdir(parents=True, exist_ok=True)
     written = []
     rel = report["click"]["held_out"].get("reliability")

@@ -21,7 +21,7 @@ from shopsim.tests.helpers import FIXTURES
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "docs" / "schemas"
 ARTIFACTS = FIXTURES / "artifacts"
-NAMES = ("report", "eval", "fidelity", "simulator", "results", "ope_validation", "ope_obd", "manifest")
+NAMES = ("report", "eval", "fidelity", "simulator", "results", "ope_validation", "ope_obd", "manifest", "headroom")
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -52,6 +52,10 @@ def test_schemas_are_valid_and_versioned(name: str) -> None:
 @pytest.mark.parametrize("name", ["report", "eval", "fidelity", "simulator", "results"])
 def test_committed_artifacts_match_their_schemas(name: str) -> None:
     check(name, load(ARTIFACTS / f"{name}.json"))
+
+
+def test_committed_headroom_table_matches_its_schema() -> None:
+    check("headroom", load(ROOT / "benchmarks" / "readme" / "headroom" / "headroom.json"))
 
 
 def test_benchmark_ope_validation_matches_its_schema() -> None:

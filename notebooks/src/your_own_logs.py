@@ -180,9 +180,10 @@ print("first example of each drop:", first.to_json()["examples"])
 #   without a customer number. Dropping them loses real baskets; each guest order can be its
 #   own anonymous shopper instead.
 # * **returns**: the export also holds cancelled orders (order numbers starting with `C`, with
-#   negative quantities). To the generic format they are just rows with an item and a time,
-#   so they were kept as purchases — the report's counts cannot know your business rules. We
-#   check the prepared events for negative quantities and remove the returns from the export.
+#   negative quantities). A negative quantity is not a purchase, so prepare drops those rows
+#   and counts them as `negative_quantity`; but it cannot know your business rules (a
+#   cancellation could also be written with a positive quantity). We compare that count with
+#   the export's cancelled order lines and remove the returns from the export ourselves.
 
 # %%
 from shopsim.data import SessionLog
@@ -190,6 +191,7 @@ from shopsim.data import SessionLog
 events = SessionLog.load(WORK / "prepared_first").events
 returns = orders["order_ref"].str.startswith("C")
 print(
+    f"dropped as negative_quantity: {first.to_json()['dropped'].get('negative_quantity', 0):,}; "
     f"prepared events with a negative quantity: {(events['quantity'] < 0).sum():,}; "
     f"export lines of cancelled orders: {returns.sum():,}"
 )

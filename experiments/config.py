@@ -400,7 +400,7 @@ def _content(x: Any, depth: int = 0) -> Any:
         except (OSError, TypeError) as e:
             raise _Unstable("no source") from e
     if is_dataclass(x) or hasattr(x, "__dict__"):
-        state = asdict(x) if is_dataclass(x) else dict(vars(x))
+        state = asdict(x) if is_dataclass(x) and not isinstance(x, type) else dict(vars(x))
         return ["instance", _content(type(x), depth + 1), _content(state, depth + 1)]
     raise _Unstable(type(x).__name__)
 

@@ -21,7 +21,17 @@ from shopsim.tests.helpers import FIXTURES
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "docs" / "schemas"
 ARTIFACTS = FIXTURES / "artifacts"
-NAMES = ("report", "eval", "fidelity", "simulator", "results", "ope_validation", "ope_obd", "manifest", "headroom")
+NAMES = (
+    "report",
+    "eval",
+    "fidelity",
+    "simulator",
+    "results",
+    "ope_validation",
+    "ope_obd",
+    "manifest",
+    "headroom",
+)
 
 
 def schema(name: str) -> dict[str, Any]:

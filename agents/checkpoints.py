@@ -59,7 +59,7 @@ from shopsim.errors import ShopsimError
 
 KIND = "checkpoint"
 """Artifact kind of a checkpoint folder."""
-FORMAT = 1
+FORMAT = 2
 """Version of the checkpoint contents (bumped when they change; part of the key)."""
 SLATEQ_CURVE_WINDOW = 2048
 """Environment steps per learning-curve point of SlateQ (PPO: one point per rollout)."""

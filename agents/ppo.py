@@ -25,15 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from shopsim.agents.candidates import CandidateVectors
 from shopsim.agents.distributions import gumbel_top_k, pl_entropy_estimate, pl_log_prob, top_k
 
 
-class SlatePointerPolicy(BasePolicy):
-    """Pointer actor-critic over ``Dict(user, cand, cand_feat, cand_mask)`` observations.
+class SlatePointerPolicy(CandidateVectors):
+    """Pointer actor-critic over the shopper env's ``Dict`` observations (``user``, the
+    candidates' vectors — ``cand``, or gathered through ``cand_item`` in the ``indices`` mode
+    (:mod:`shopsim.agents.candidates`) —, ``cand_feat``, ``cand_mask``).
 
     :param hidden: width of the candidate and value MLPs.
     :param entropy_estimate: return the chain-rule entropy estimate (else None: SB3 then uses
@@ -62,6 +64,7 @@ class SlatePointerPolicy(BasePolicy):
         self.slate_size = len(action_space.nvec)
         self.hidden = hidden
         self.entropy_estimate = entropy_estimate
+        self._init_item_table(observation_space)
         self.cand_net = nn.Sequential(
             nn.Linear(3 * d + f, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh()
         )
@@ -81,7 +84,7 @@ class SlatePointerPolicy(BasePolicy):
     def _encode(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         assert isinstance(obs, dict)
         user = obs["user"].float()
-        cand = obs["cand"].float()
+        cand = self.candidate_vectors(obs)
         feat = obs["cand_feat"].float()
         mask = obs["cand_mask"] > 0.5
         u = user[:, None, :].expand_as(cand)

@@ -8,7 +8,7 @@ SlateQ decomposes the value of a slate into item-wise values weighted by a choic
     \\qquad P(i \\mid s, A) = \\frac{v_i}{1 + \\sum_{j \\in A} v_j},\\; v_i = e^{g(s, i)}
 
 with :math:`\\bot` the "no click" choice (weight 1). Three networks over the same
-``Dict(user, cand, cand_feat, cand_mask)`` observation, each scoring candidate *i* from
+``Dict`` observation (either mode: :mod:`shopsim.agents.candidates`), each scoring candidate *i* from
 candidate *i* and the state only (permutation equivariant):
 
 * the **choice model** :math:`g(s, i)` — the agent's own response model, fitted by maximum
@@ -69,6 +69,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 from torch.nn import functional as F
 
+from shopsim.agents.candidates import CandidateVectors
 from shopsim.agents.distributions import MASK_VALUE
 from shopsim.agents.policy import random_valid_slates
 
@@ -154,8 +155,10 @@ class _ItemNet(nn.Module):
             else None
         )
 
-    def forward(self, obs: TensorDict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        user, cand = obs["user"].float(), obs["cand"].float()
+    def forward(self, obs: TensorDict, cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Item scores (B, N) and the pooled head's (B,) (or None) for candidate vectors
+        ``cand`` (B, N, d) of the observations ``obs``."""
+        user = obs["user"].float()
         mask = (obs["cand_mask"] > 0.5).float().unsqueeze(-1)
         u = user[:, None, :].expand_as(cand)
         h = self.body(torch.cat([cand, obs["cand_feat"].float(), u, cand * u], dim=-1))
@@ -187,7 +190,7 @@ def slateq_select(
     return slate, lam
 
 
-class SlateQPolicy(BasePolicy):
+class SlateQPolicy(CandidateVectors):
     """Choice model + item-wise Q-network (+ target copy) for :class:`SlateQ`.
 
     :param hidden: width of the MLPs.
@@ -221,6 +224,7 @@ class SlateQPolicy(BasePolicy):
         self.slate_size = len(action_space.nvec)
         self.hidden = hidden
         self.dinkelbach_iters = dinkelbach_iters
+        self._init_item_table(observation_space)
         self.choice_net = _ItemNet(d, f, hidden, pooled_head=False)
         self.q_net = _ItemNet(d, f, hidden, pooled_head=True)
         self.q_net_target = _ItemNet(d, f, hidden, pooled_head=True)
@@ -238,8 +242,9 @@ class SlateQPolicy(BasePolicy):
         """Best slates (B, k) and their SlateQ values (B,) under the online or target values."""
         assert isinstance(obs, dict)
         mask = obs["cand_mask"] > 0.5
-        logits, _ = self.choice_net(obs)
-        q, q_null = (self.q_net_target if target else self.q_net)(obs)
+        cand = self.candidate_vectors(obs)
+        logits, _ = self.choice_net(obs, cand)
+        q, q_null = (self.q_net_target if target else self.q_net)(obs, cand)
         assert q_null is not None
         return slateq_select(logits, q, q_null, mask, self.slate_size, self.dinkelbach_iters)
 
@@ -407,14 +412,15 @@ class SlateQ(OffPolicyAlgorithm):
             n_clicks = clicks.sum(1, keepdim=True)
             no_click = (n_clicks == 0).float()
             y_item, y_null = self.td_targets(data)
-            q, q_null = self.policy.q_net(data.observations)
+            cand = self.policy.candidate_vectors(data.observations)
+            q, q_null = self.policy.q_net(data.observations, cand)
             assert q_null is not None
             q_slate = q.gather(1, slate)
             item_err = F.smooth_l1_loss(q_slate, y_item.expand_as(q_slate), reduction="none") * clicks
             null_err = F.smooth_l1_loss(q_null.reshape(-1, 1), y_null, reduction="none") * no_click
             q_loss = (item_err.sum() + null_err.sum()) / (clicks.sum() + no_click.sum()).clamp(min=1.0)
             # choice model: conditional logit over [no click, slate], target = the observed choice(s)
-            logits, _ = self.policy.choice_net(data.observations)
+            logits, _ = self.policy.choice_net(data.observations, cand)
             page = torch.cat([torch.zeros_like(no_click), logits.gather(1, slate)], dim=1)
             target = torch.cat([no_click, clicks], dim=1)
             target = target / target.sum(1, keepdim=True)

@@ -162,18 +162,32 @@ class ProgressBar(BaseCallback):
         self.bar.close()
 
 
+TRAINING_OBSERVATION = "indices"
+"""The observation mode the agents train in (:mod:`shopsim.envs.env`): candidate item codes,
+the policy gathers their vectors from its copy of the item table — the same numbers as the
+``vectors`` mode without copying N × d floats per step into the rollout and replay buffers."""
+
+
 def training_env(
-    sim: Simulator, shop: ShopperConfig, n_envs: int, seed: int, reward: RewardFn | None = None
+    sim: Simulator,
+    shop: ShopperConfig,
+    n_envs: int,
+    seed: int,
+    reward: RewardFn | None = None,
+    observation: str = TRAINING_OBSERVATION,
 ) -> ShopperVecEnv:
     """The vector env both agents train on: the evaluation's shop (every setting of ``shop``,
-    so training and evaluation see the same page), on the train split."""
-    return ShopperVecEnv(sim, n_envs, replace(shop, split="train"), reward=reward, seed=seed)
+    so training and evaluation see the same page), on the train split, in the
+    :data:`TRAINING_OBSERVATION` mode."""
+    return ShopperVecEnv(
+        sim, n_envs, replace(shop, split="train"), reward=reward, seed=seed, observation=observation
+    )
 
 
 def build_ppo(env: ShopperVecEnv, cfg: PPOConfig, out: Path, *, seed: int) -> PPO:
     """PPO with the pointer policy on ``env``, as :func:`train_ppo` trains it."""
     hyper = {k: v for k, v in asdict(cfg).items() if k not in BUDGET_FIELDS}
-    return PPO(
+    model = PPO(
         SlatePointerPolicy,  # type: ignore[arg-type]
         env,
         seed=seed,
@@ -181,12 +195,17 @@ def build_ppo(env: ShopperVecEnv, cfg: PPOConfig, out: Path, *, seed: int) -> PP
         tensorboard_log=str(out / "tensorboard"),
         **hyper,
     )
+    assert isinstance(model.policy, SlatePointerPolicy)
+    model.policy.set_item_table(env.item_vectors)
+    return model
 
 
 def build_slateq(env: ShopperVecEnv, cfg: SlateQConfig, out: Path, *, seed: int) -> SlateQ:
     """SlateQ on ``env``, as :func:`train_slateq` trains it."""
     hyper = {k: v for k, v in asdict(cfg).items() if k not in BUDGET_FIELDS}
-    return SlateQ(SlateQPolicy, env, seed=seed, tensorboard_log=str(out / "tensorboard"), **hyper)
+    model = SlateQ(SlateQPolicy, env, seed=seed, tensorboard_log=str(out / "tensorboard"), **hyper)
+    model.policy.set_item_table(env.item_vectors)
+    return model
 
 
 def train_ppo(

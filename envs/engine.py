@@ -380,15 +380,18 @@ class ShopperBatch:
         self.cand_phi[rows] = phi
         self.cand_feat[rows] = candidate_features(cat, phi, cand, csrc)
 
-    def observe(self, rows: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
+    def observe(self, rows: np.ndarray | slice = slice(None), mode: str = "vectors") -> dict[str, np.ndarray]:
+        """The observation of shoppers ``rows`` (:mod:`shopsim.envs.env`): ``vectors`` mode with
+        the candidate vectors, ``indices`` mode without (the item codes only)."""
         cand = self.cand[rows]
         mask = cand >= 0
-        return {
-            "user": self.state[rows].copy(),
-            "cand": np.take(self.cat.vectors0, cand, axis=0),  # take: ~1.6x faster than fancy indexing
-            "cand_feat": self.cand_feat[rows].copy(),
-            "cand_mask": mask.astype(np.int8),
-        }
+        obs = {"user": self.state[rows].copy()}
+        if mode == "vectors":
+            obs["cand"] = np.take(self.cat.vectors0, cand, axis=0)  # take: ~1.6x faster than fancy indexing
+        obs["cand_item"] = np.where(mask, cand, self.cat.n_items)
+        obs["cand_feat"] = self.cand_feat[rows].copy()
+        obs["cand_mask"] = mask.astype(np.int8)
+        return obs
 
     def episode_summary(self, row: int) -> dict[str, float | int]:
         """What ``info["shopper"]`` reports when shopper ``row``'s episode ends."""

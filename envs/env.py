@@ -3,13 +3,24 @@
 >>> import gymnasium as gym, shopsim.envs                         # doctest: +SKIP
 >>> env = gym.make("shopsim/Shopper-v0", simulator="runs/sim")     # doctest: +SKIP
 
-Observation (``Dict``):
+Observation (``Dict``, observation contract version :data:`OBSERVATION_VERSION`):
 
 * ``user`` — Box(d): the shopper's state vector (state encoder over the history);
-* ``cand`` — Box(N, d): candidate item vectors (zeros where masked);
+* ``cand`` — Box(N, d): candidate item vectors (zeros where masked); only in the default
+  ``observation="vectors"`` mode;
+* ``cand_item`` — Box(N) int64 in 0..I: the candidates' item codes, I (one past the last code)
+  where masked, so that ``item_vectors[cand_item]`` (the env's read-only (I + 1, d) table, last
+  row zeros) equals ``cand`` exactly;
 * ``cand_feat`` — Box(N, f): candidate features (:data:`~shopsim.envs.model.features.CAND_FEATURES`),
   each column within its finite bounds (:data:`~shopsim.envs.model.features.CAND_BOUNDS`);
 * ``cand_mask`` — MultiBinary(N): 1 where the candidate is valid (always ≥ k valid).
+
+``observation="indices"`` leaves ``cand`` out: a policy that holds the item table gathers the
+vectors itself (shopsim's PPO and SlateQ policies do, and train in this mode), so a step does not
+copy N × d floats and a replay buffer stores N integers per observation instead of N × d floats.
+Both modes run the same simulator: for the same seed and actions they give the same rewards
+and the same observations (``cand`` aside). Version history: 1 = user, cand, cand_feat,
+cand_mask; 2 = adds ``cand_item`` and the ``indices`` mode.
 
 Action: ``MultiDiscrete([N] * k)``, candidate indices by slot (slot 1 first). Any action of
 the space is accepted; a slot repeating an earlier slot's item, or pointing at a masked
@@ -38,19 +49,52 @@ from shopsim.envs.engine import ShopperBatch, ShopperConfig
 from shopsim.envs.model.features import CAND_BOUNDS, CAND_FEATURES
 from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, make_reward
+from shopsim.errors import ShopsimError
+
+OBSERVATION_VERSION = 2
+"""Version of the observation contract (see the module docstring for the history)."""
+OBSERVATION_MODES = ("vectors", "indices")
+"""``vectors`` (default): candidate vectors in the observation; ``indices``: item codes only."""
+MAX_INDEXED_ITEMS = 2**24
+"""Largest catalog the ``indices`` mode supports: SB3's buffers store observations as float32,
+which holds every integer up to 2^24 exactly."""
 
 
-def observation_space(dim: int, n: int) -> spaces.Dict:
-    """The observation space shared by :class:`ShopperEnv` and the vector env."""
+def check_observation_mode(mode: str, n_items: int) -> str:
+    """``mode`` if it is one of :data:`OBSERVATION_MODES` and fits the catalog.
+
+    :raises ShopsimError: another name, or ``indices`` on a catalog of more than
+        :data:`MAX_INDEXED_ITEMS` items.
+    """
+    if mode not in OBSERVATION_MODES:
+        raise ShopsimError(f"observation={mode!r}: unknown mode; use one of {', '.join(OBSERVATION_MODES)}")
+    if mode == "indices" and n_items >= MAX_INDEXED_ITEMS:
+        raise ShopsimError(
+            f"observation='indices': the catalog has {n_items:,} items, more than float32 "
+            f"observation buffers hold exactly ({MAX_INDEXED_ITEMS:,}); use observation='vectors'"
+        )
+    return mode
+
+
+def observation_space(dim: int, n: int, n_items: int, mode: str = "vectors") -> spaces.Dict:
+    """The observation space shared by :class:`ShopperEnv` and the vector env (``n_items``:
+    the catalog size I, the masked candidates' code)."""
     low, high = (np.array([CAND_BOUNDS[f][j] for f in CAND_FEATURES], np.float32) for j in (0, 1))
-    return spaces.Dict(
-        {
-            "user": spaces.Box(-1.01, 1.01, shape=(dim,), dtype=np.float32),
-            "cand": spaces.Box(-1.01, 1.01, shape=(n, dim), dtype=np.float32),
-            "cand_feat": spaces.Box(np.tile(low, (n, 1)), np.tile(high, (n, 1)), dtype=np.float32),
-            "cand_mask": spaces.MultiBinary(n),
-        }
-    )
+    parts: dict[str, spaces.Space[Any]] = {"user": spaces.Box(-1.01, 1.01, shape=(dim,), dtype=np.float32)}
+    if mode == "vectors":
+        parts["cand"] = spaces.Box(-1.01, 1.01, shape=(n, dim), dtype=np.float32)
+    parts["cand_item"] = spaces.Box(0, n_items, shape=(n,), dtype=np.int64)
+    parts["cand_feat"] = spaces.Box(np.tile(low, (n, 1)), np.tile(high, (n, 1)), dtype=np.float32)
+    parts["cand_mask"] = spaces.MultiBinary(n)
+    return spaces.Dict(parts)
+
+
+def item_table(sim: Simulator) -> np.ndarray:
+    """The read-only (I + 1, d) float32 item-vector table of the ``cand_item`` codes (last row
+    zeros: masked candidates)."""
+    table = sim.catalog.vectors0.view()
+    table.flags.writeable = False
+    return table
 
 
 def load_simulator(simulator: Simulator | str | Path) -> Simulator:
@@ -78,6 +122,8 @@ class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         ``max_steps`` 20, train split, what-if dynamics off).
     :param reward: a reward callable or a dict of
         :class:`~shopsim.envs.rewards.WeightedReward` weights (default: clicks).
+    :param observation: ``vectors`` (default) or ``indices`` (no ``cand``; see the module
+        docstring).
     :param overrides: fields of :class:`~shopsim.envs.engine.ShopperConfig` replacing the
         config's (``slate_size``, ``n_candidates``, ``max_steps``, ``split``,
         ``candidate_mix``, ``fatigue``, ``exposure_intent``, ...); an unknown name is a
@@ -93,19 +139,26 @@ class ShopperEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         *,
         reward: RewardFn | dict[str, float] | None = None,
         render_mode: str | None = None,
+        observation: str = "vectors",
         **overrides: Any,
     ) -> None:
         self.sim = load_simulator(simulator)
         self.config = shop_config(config, overrides)
+        self.observation = check_observation_mode(observation, self.sim.catalog.n_items)
         self.core = ShopperBatch(self.sim, 1, self.config)
         self.reward_fn = make_reward(reward)
-        self.observation_space = observation_space(self.sim.catalog.dim, self.config.n_candidates)  # type: ignore[assignment]
+        cat = self.sim.catalog
+        self.observation_space = observation_space(  # type: ignore[assignment]
+            cat.dim, self.config.n_candidates, cat.n_items, self.observation
+        )
+        self.item_vectors = item_table(self.sim)
+        """The read-only table of the ``cand_item`` codes: ``item_vectors[cand_item]`` = ``cand``."""
         self.action_space = action_space(self.config)
         self.render_mode = render_mode
         self._last_events: dict[str, Any] | None = None
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {k: v[0] for k, v in self.core.observe().items()}
+        return {k: v[0] for k, v in self.core.observe(mode=self.observation).items()}
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

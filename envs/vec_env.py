@@ -24,7 +24,14 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from shopsim.envs.engine import ShopperBatch, ShopperConfig
-from shopsim.envs.env import action_space, load_simulator, observation_space, shop_config
+from shopsim.envs.env import (
+    action_space,
+    check_observation_mode,
+    item_table,
+    load_simulator,
+    observation_space,
+    shop_config,
+)
 from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, make_reward
 
@@ -59,6 +66,8 @@ class ShopperVecEnv(VecEnv):
     :class:`ShopperEnv` (the same settings path, :func:`~shopsim.envs.env.shop_config`).
 
     :param seed: seeds the one Generator of all shoppers (also :meth:`seed`).
+    :param observation: ``vectors`` (default) or ``indices`` (no ``cand``: the policy gathers
+        ``item_vectors[cand_item]`` itself; see :mod:`shopsim.envs.env`).
     """
 
     def __init__(
@@ -69,18 +78,23 @@ class ShopperVecEnv(VecEnv):
         *,
         reward: RewardFn | dict[str, float] | None = None,
         seed: int | None = None,
+        observation: str = "vectors",
         **overrides: Any,
     ) -> None:
         self.sim = load_simulator(simulator)
         self.config = shop_config(config, overrides)
+        self.observation = check_observation_mode(observation, self.sim.catalog.n_items)
         self.core = ShopperBatch(self.sim, n_envs, self.config)
         self.reward_fn = make_reward(reward)
         self.render_mode = None
+        cat = self.sim.catalog
         super().__init__(
             n_envs,
-            observation_space(self.sim.catalog.dim, self.config.n_candidates),
+            observation_space(cat.dim, self.config.n_candidates, cat.n_items, self.observation),
             action_space(self.config),
         )
+        self.item_vectors = item_table(self.sim)
+        """The read-only table of the ``cand_item`` codes: ``item_vectors[cand_item]`` = ``cand``."""
         self.rng = np.random.default_rng(seed)
         self._actions: np.ndarray | None = None
 
@@ -92,7 +106,7 @@ class ShopperVecEnv(VecEnv):
         self.reset_infos = [
             {"session_id": str(self.core.episodes.session_ids[e])} for e in self.core.episode_index
         ]
-        return self.core.observe()
+        return self.core.observe(mode=self.observation)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions).reshape(self.num_envs, -1)
@@ -107,7 +121,7 @@ class ShopperVecEnv(VecEnv):
         infos: list[dict[str, Any]] = [{"slot_clicks": c} for c in events.clicked.astype(np.int8)]
         done_rows = np.flatnonzero(dones)
         if len(done_rows):
-            terminal = self.core.observe(done_rows)
+            terminal = self.core.observe(done_rows, mode=self.observation)
             for j, i in enumerate(done_rows.tolist()):
                 infos[i] |= {
                     "terminal_observation": {k: v[j] for k, v in terminal.items()},
@@ -115,7 +129,7 @@ class ShopperVecEnv(VecEnv):
                     "shopper": self.core.episode_summary(i),
                 }
             self.core.reset_rows(done_rows, self.rng)
-        return self.core.observe(), rewards, dones, infos
+        return self.core.observe(mode=self.observation), rewards, dones, infos
 
     def close(self) -> None:
         return None

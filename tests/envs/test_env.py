@@ -27,10 +27,11 @@ from shopsim.envs.vec_env import ShopperVecEnv
 from shopsim.errors import ShopsimError
 
 
+@pytest.mark.parametrize("observation", ["vectors", "indices"])
 @pytest.mark.parametrize("which", [pytest.param("rees46_sim", marks=pytest.mark.slow), "toy_sim", "mind_sim"])
-def test_both_env_checkers_pass(which: str, request: pytest.FixtureRequest) -> None:
+def test_both_env_checkers_pass(which: str, observation: str, request: pytest.FixtureRequest) -> None:
     sim_dir = request.getfixturevalue(which)
-    env = gym.make("shopsim/Shopper-v0", simulator=sim_dir)
+    env = gym.make("shopsim/Shopper-v0", simulator=sim_dir, observation=observation)
     assert env.spec is not None
     assert env.spec.id == "shopsim/Shopper-v0"
     with warnings.catch_warnings():
@@ -337,6 +338,12 @@ BAD_ENV_CASES = [
         {"exposure_intent": float("nan")},
         "exposure_intent=nan: must be a finite number ≥ 0",
     ),
+    (
+        "unknown observation mode",
+        lambda d: None,
+        {"observation": "ids"},
+        "observation='ids': unknown mode; use one of vectors, indices",
+    ),
 ]
 
 
@@ -440,3 +447,35 @@ def test_whatif_dynamics_act_on_the_click_logit_as_documented(toy_sim: Path) -> 
         clicks[name] = ev.clicked.sum()
     # same uniforms in all three worlds: the click counts move in the documented direction
     assert clicks["fatigue"] < clicks["off"] < clicks["exposure"]
+
+
+def _vec_trace(sim: Path, observation: str, seed: int, steps: int) -> list[Any]:
+    v = ShopperVecEnv(sim, 16, seed=seed, observation=observation)
+    rng = np.random.default_rng(seed)
+    out: list[Any] = [v.reset()]
+    for _ in range(steps):
+        obs, rew, done, infos = v.step(rng.integers(0, v.config.n_candidates, (16, v.config.slate_size)))
+        out.append((obs, rew, done, [i.get("terminal_observation") for i in infos]))
+    return out
+
+
+@pytest.mark.parametrize("which", [pytest.param("rees46_sim", marks=pytest.mark.slow), "toy_sim", "mind_sim"])
+def test_both_observation_modes_give_the_same_rollout(which: str, request: pytest.FixtureRequest) -> None:
+    """The ``indices`` mode is the ``vectors`` mode without ``cand``, and ``cand`` is exactly
+    ``item_vectors[cand_item]``: same seed and actions → the same rewards, dones and
+    observations (terminal observations included)."""
+    sim = request.getfixturevalue(which)
+    table = ShopperVecEnv(sim, 1).item_vectors
+    vec, idx = _vec_trace(sim, "vectors", 5, 60), _vec_trace(sim, "indices", 5, 60)
+
+    def strip(obs: Any) -> Any:
+        if isinstance(obs, dict) and "cand" in obs:
+            assert np.array_equal(obs["cand"], table[obs["cand_item"]])
+            assert np.array_equal(obs["cand_item"] == len(table) - 1, obs["cand_mask"] == 0)
+            return {k: v for k, v in obs.items() if k != "cand"}
+        if isinstance(obs, (list, tuple)):
+            return type(obs)(strip(o) for o in obs)
+        return obs
+
+    assert _equal(strip(vec), idx)
+    assert not table.flags.writeable

@@ -39,10 +39,14 @@ format: $(VENV)/.installed
 type: $(VENV)/.installed
 	$(BIN)/mypy -p shopsim
 
-## bench: performance figures as JSON (add ROWS=10000000 for the large-log memory check)
+## bench: the performance report, every figure beside a reference measured in the same run
+## (all groups; installs the bench extra, SARDINE, if missing; ROWS=10000000 adds the large-log
+## memory check; BENCH_OUT=FILE also writes the JSON there)
 ROWS ?= 0
+BENCH_OUT ?=
 bench: $(VENV)/.installed
-	$(BIN)/shopsim bench --json --encoder --rows $(ROWS)
+	$(BIN)/python -c 'import sardine' 2>/dev/null || $(BIN)/python -m pip install -q -e ".[bench]" --config-settings editable_mode=strict
+	$(BIN)/shopsim bench --json --rows $(ROWS) $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 ## headroom: the five packaged configs × SEEDS, each one `shopsim run` at THREADS torch threads,
 ## then the RL-headroom table (hours on 2 cores; H&M and MIND read $$SHOPSIM_DATA)

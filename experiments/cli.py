@@ -574,15 +574,23 @@ def cmd_ope_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """``shopsim bench``: performance figures as one JSON object."""
-    from shopsim.experiments.bench import run_benchmarks
+    """``shopsim bench``: the performance report (every figure beside a reference, their ratios)."""
+    from shopsim.experiments.bench import BenchOptions, format_table, run_benchmarks
 
-    figures = run_benchmarks(rows=args.rows, encoder=args.encoder, simulator=args.simulator)
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        for k, v in figures.items():
-            print(f"{k}: {v}")
+    opts = BenchOptions(
+        seconds=args.seconds,
+        candidates=tuple(args.candidates),
+        batch_sizes=tuple(args.batch_sizes),
+        train_steps=args.train_steps,
+        encoder_items=args.encoder_items,
+        rows=args.rows,
+        threads=args.threads,
+    )
+    report = run_benchmarks(args.only, simulator=args.simulator, options=opts)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 
 
@@ -813,26 +821,85 @@ def _add_ope(sub: Any, want: Want) -> None:
     val.set_defaults(func=cmd_ope_validate, config_cls=ValidateConfig)
 
 
+def _int_list(text: str) -> list[int]:
+    """An argparse ``type=``: comma-separated positive integers."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers ≥ 1")
+    return values
+
+
+def _groups(text: str) -> list[str]:
+    """An argparse ``type=``: comma-separated bench groups."""
+    from shopsim.experiments.bench import GROUPS
+
+    picked = [g.strip() for g in text.split(",") if g.strip()]
+    bad = [g for g in picked if g not in GROUPS]
+    if bad or not picked:
+        raise argparse.ArgumentTypeError(f"{text!r}: pick from {','.join(GROUPS)}")
+    return picked
+
+
 def _add_bench(sub: Any, want: Want) -> None:
     bench = sub.add_parser(
-        "bench", help="measure performance", description="Measure prepare throughput and memory."
+        "bench",
+        help="measure performance",
+        description="The performance report: env, training, encoder, cached-encode and prepare speed, "
+        "each figure beside a reference measured in the same run (ratios are the headline), and each "
+        "group's peak memory (every group runs in its own child process). Progress goes to stderr.",
     )
     if not want("bench"):
         return
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    from shopsim.experiments.bench import GROUPS
+
+    bench.add_argument("--json", action="store_true", help="print one JSON object (default: a table)")
+    bench.add_argument("--out", type=Path, help="also write the JSON report to this file")
+    bench.add_argument(
+        "--only",
+        type=_groups,
+        default=list(GROUPS),
+        help=f"comma-separated groups to run (default: all of {','.join(GROUPS)})",
+    )
+    bench.add_argument(
+        "--simulator",
+        type=_existing("folder"),  # checked here: the benchmarks before it take minutes
+        help="simulator folder for env and train (default: fit one on the bundled REES46 sample)",
+    )
     bench.add_argument(
         "--rows",
         type=_number(int, ge=0),
         default=0,
-        help="also prepare a generated log of this many rows (e.g. 10000000)",
+        help="prepare: also prepare a generated log of this many rows (e.g. 10000000)",
     )
     bench.add_argument(
-        "--encoder", action="store_true", help="also measure BERT embedding items/s and fine-tuning texts/s"
+        "--seconds", type=_number(float, gt=0), default=3.0, help="env: timed seconds per figure (default 3)"
     )
     bench.add_argument(
-        "--simulator",
-        type=_existing("folder"),  # checked here: the benchmarks before it take a minute
-        help="also measure the shopper envs' steps/s on this simulator folder",
+        "--candidates", type=_int_list, default=[100, 1000], help="env: candidate counts N (default 100,1000)"
+    )
+    bench.add_argument(
+        "--batch-sizes",
+        type=_int_list,
+        default=[256, 1024, 4096],
+        help="env: vector-env sizes B (default 256,1024,4096)",
+    )
+    bench.add_argument(
+        "--train-steps",
+        type=_number(int, ge=1),
+        default=8192,
+        help="train: env steps per agent (default 8192)",
+    )
+    bench.add_argument(
+        "--encoder-items",
+        type=_number(int, ge=0),
+        default=0,
+        help="encoder: catalog items to embed (default 0: all)",
+    )
+    bench.add_argument(
+        "--threads", type=_number(int, ge=1), default=1, help="torch/BLAS threads of every group (default 1)"
     )
     bench.set_defaults(func=cmd_bench)
 

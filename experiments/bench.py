@@ -188,6 +188,7 @@ def sardine_rates(seconds: float, repeats: int = 5) -> dict[str, Any]:
         "available": True,
         "env": SARDINE_ENV,
         "version": getattr(sardine, "__version__", None),
+        "made_with": "gymnasium.make (its default wrappers); action_space.sample() slates; reset when done",
         "items": int(base.num_items),
         "slate_size": int(base.slate_size),
         "runs": [round(r) for r in rates],

@@ -292,6 +292,7 @@ def _simulator(
             "config": asdict(cfg),
             "click_features": list(CLICK_FEATURES),
             "inputs": inputs.key,
+            "catalog": {"items": cat.n_items, "embedding_neighbours": cat.neighbour_index},
         },
     )
 

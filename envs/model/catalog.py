@@ -9,9 +9,10 @@ at simulation time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,6 +67,9 @@ class Catalog:
     """(1,) train click-through rate of impressions (the CTR prior), 0 without impressions."""
     t0: np.ndarray
     """(1,) first timestamp of the log in seconds (time 0 of the time index)."""
+    neighbour_index: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """How ``emb_idx`` was found (exact, or an approximate index and its recall@M): set by
+    :func:`build_catalog`, reported in ``simulator.json``; not stored in ``catalog.npz``."""
 
     @cached_property
     def vectors0(self) -> np.ndarray:
@@ -129,13 +133,17 @@ class Catalog:
         return int(self.vectors.shape[1])
 
     def save(self, path: Path) -> None:
-        np.savez(path, **{f.name: getattr(self, f.name) for f in fields(self)})
+        np.savez(path, **{f.name: getattr(self, f.name) for f in fields(self) if f.name in _ARRAYS})
         # cached lookups are rebuilt on load
 
     @classmethod
     def load(cls, path: Path) -> Catalog:
         with np.load(path, allow_pickle=False) as z:
-            return cls(**{f.name: z[f.name] for f in fields(cls)})
+            return cls(**{f.name: z[f.name] for f in fields(cls) if f.name in _ARRAYS})
+
+
+_ARRAYS = frozenset(f.name for f in fields(Catalog)) - {"neighbour_index"}
+"""The fields stored in ``catalog.npz``."""
 
 
 def _pair_index(idx: np.ndarray, cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,35 +157,117 @@ def _pair_index(idx: np.ndarray, cnt: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _top_m(mat: sparse.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-``m`` (column, value) of a sparse count matrix, -1/0 padded."""
+    """Row-wise top-``m`` (column, value) of a sparse count matrix, -1/0 padded; ties broken
+    by item code (deterministic). One sort over all stored entries, no loop over rows."""
     n = mat.shape[0]
     idx = np.full((n, m), -1, dtype=np.int32)
     cnt = np.zeros((n, m), dtype=np.float32)
-    for r in range(n):
-        lo, hi = mat.indptr[r], mat.indptr[r + 1]
-        if lo == hi:
-            continue
-        cols, vals = mat.indices[lo:hi], mat.data[lo:hi]
-        order = np.lexsort((cols, -vals))[:m]  # ties broken by item code: deterministic
-        idx[r, : len(order)] = cols[order]
-        cnt[r, : len(order)] = vals[order]
+    counts = np.diff(mat.indptr)
+    if m == 0 or counts.sum() == 0:
+        return idx, cnt
+    rows = np.repeat(np.arange(n, dtype=np.int64), counts)
+    cols, vals = mat.indices, mat.data
+    order = np.lexsort((cols, -vals, rows))
+    rank = np.arange(len(order), dtype=np.int64) - np.repeat(mat.indptr[:-1].astype(np.int64), counts)
+    keep = rank < m
+    sel = order[keep]
+    r, k = rows[sel], rank[keep]
+    idx[r, k] = cols[sel]
+    cnt[r, k] = vals[sel]
     return idx, cnt
 
 
-def _embedding_neighbours(vectors: np.ndarray, m: int, chunk: int = 2048) -> np.ndarray:
-    """(I, m) nearest other items by cosine, computed in chunks (O(I²d) once, at fit time)."""
+EXACT_NEIGHBOURS_MAX = 50_000
+"""Catalogs of at most this many items get exact embedding neighbours (O(I²d), chunked); larger
+ones an approximate inverted-file index (faiss IVF-Flat, inner product), whose recall@M against
+exact search on a seeded sample of items is measured and reported."""
+
+RECALL_SAMPLE = 1_000
+"""Query items of the recall measurement of the approximate index."""
+
+
+def _exact_neighbours(
+    vectors: np.ndarray, m: int, rows: np.ndarray | None = None, chunk: int = 2048
+) -> np.ndarray:
+    """(len(rows), m) nearest other items by cosine of ``rows`` (default all), exact, in chunks."""
     n = len(vectors)
+    rows = np.arange(n) if rows is None else rows
     m_eff = min(m, max(n - 1, 0))
-    out = np.full((n, m), -1, dtype=np.int32)
+    out = np.full((len(rows), m), -1, dtype=np.int32)
     if m_eff == 0:
         return out
-    for s in range(0, n, chunk):
-        sims = vectors[s : s + chunk] @ vectors.T
-        sims[np.arange(sims.shape[0]), np.arange(s, s + sims.shape[0])] = -np.inf
+    for s in range(0, len(rows), chunk):
+        q = rows[s : s + chunk]
+        sims = vectors[q] @ vectors.T
+        sims[np.arange(len(q)), q] = -np.inf
         part = np.argpartition(-sims, m_eff - 1, axis=1)[:, :m_eff]
         order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
         out[s : s + chunk, :m_eff] = np.take_along_axis(part, order, 1)
     return out
+
+
+def _approx_neighbours(
+    vectors: np.ndarray, m: int, *, seed: int = 0, nprobe: int = 16, chunk: int = 65_536
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(I, m) approximate nearest other items by inner product (faiss IVF-Flat) and its report."""
+    import faiss
+
+    n, d = vectors.shape
+    nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))
+    quant = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quant, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    train = vectors[np.sort(rng.choice(n, min(n, 64 * nlist), replace=False))]
+    index.cp.seed = seed
+    index.train(np.ascontiguousarray(train, dtype=np.float32))
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    index.nprobe = min(nprobe, nlist)
+    out = np.full((n, m), -1, dtype=np.int32)
+    for s in range(0, n, chunk):
+        q = np.ascontiguousarray(vectors[s : s + chunk], dtype=np.float32)
+        _, found = index.search(q, m + 1)
+        own = found == np.arange(s, s + len(q))[:, None]
+        found = np.where(own, -1, found)
+        # push the valid neighbours left (self and faiss's -1 padding removed), keep m
+        valid = found >= 0
+        rank = np.cumsum(valid, axis=1) - 1
+        keep = valid & (rank < m)
+        r, c = np.nonzero(keep)
+        block = np.full((len(q), m), -1, dtype=np.int32)
+        block[r, rank[r, c]] = found[r, c]
+        out[s : s + chunk] = block
+    queries = np.sort(rng.choice(n, min(n, RECALL_SAMPLE), replace=False))
+    exact = _exact_neighbours(vectors, m, queries)
+    report = {
+        "kind": "approximate",
+        "index": f"faiss IndexIVFFlat (inner product, nlist {nlist}, nprobe {index.nprobe})",
+        "recall_at_m": neighbour_recall(out[queries], exact),
+        "recall_queries": len(queries),
+    }
+    return out, report
+
+
+def neighbour_recall(approx: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each row's exact neighbours (≥ 0 entries) that ``approx`` also found."""
+    hits, total = 0, 0
+    for a, e in zip(approx, exact, strict=True):
+        e = e[e >= 0]
+        hits += len(np.intersect1d(a[a >= 0], e))
+        total += len(e)
+    return round(hits / total, 4) if total else 1.0
+
+
+def embedding_neighbours(
+    vectors: np.ndarray, m: int, *, exact_max: int = EXACT_NEIGHBOURS_MAX, seed: int = 0
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(I, m) nearest other items by cosine and a report of how they were found: exact up to
+    ``exact_max`` items, an approximate index above it (with its measured recall@m)."""
+    n = len(vectors)
+    if n <= exact_max or min(m, n - 1) <= 0:
+        return _exact_neighbours(vectors, m), {"kind": "exact", "exact_max": exact_max}
+    out, report = _approx_neighbours(vectors, m, seed=seed)
+    report["exact_max"] = exact_max
+    return out, report
 
 
 def event_seconds(ts: pd.Series | np.ndarray) -> np.ndarray:
@@ -262,19 +352,39 @@ def _pair_counts(events: pd.DataFrame, index: pd.Index) -> tuple[sparse.csr_matr
     dst = np.concatenate([s[1:] for s in seqs])
     trans = sparse.csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
     trans.sum_duplicates()
-    rows, cols = [], []
-    for s in seqs:
-        u = np.unique(s[-50:])  # long sessions: the recent part, keeps this O(Σ 50²)
-        if len(u) > 1:
-            a, b = np.meshgrid(u, u)
-            keep = a != b
-            rows.append(a[keep])
-            cols.append(b[keep])
-    if rows:
-        r, c = np.concatenate(rows), np.concatenate(cols)
+    r, c = _session_pairs(seqs, tail=50)  # long sessions: the recent part, O(Σ 50²)
+    if len(r):
         cooc = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
         cooc.sum_duplicates()
     return trans, cooc
+
+
+def _session_pairs(seqs: list[np.ndarray], tail: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair (a, b), a ≠ b, of distinct items among the last ``tail`` items of each
+    session, vectorised over sessions (the same multiset as a per-session meshgrid)."""
+    if not seqs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    lens = np.array([len(s) for s in seqs], dtype=np.int64)
+    items = np.concatenate(seqs).astype(np.int64)
+    sess = np.repeat(np.arange(len(seqs), dtype=np.int64), lens)
+    pos_from_end = np.repeat(np.cumsum(lens), lens) - np.arange(len(items))  # 1 = last item
+    keep = pos_from_end <= tail
+    items, sess = items[keep], sess[keep]
+    order = np.lexsort((items, sess))
+    items, sess = items[order], sess[order]
+    first = np.r_[True, (sess[1:] != sess[:-1]) | (items[1:] != items[:-1])]
+    items, sess = items[first], sess[first]  # distinct items per session, sorted
+    size = np.bincount(sess, minlength=len(seqs))
+    start = np.cumsum(size) - size
+    k = size[sess]  # group size of each element
+    total = int(k.sum())  # Σ over sessions of size²
+    if total == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    elem = np.repeat(np.arange(len(items)), k)  # row element, repeated once per partner
+    elem_start = np.repeat(np.cumsum(k) - k, k)
+    partner = start[sess[elem]] + (np.arange(total) - elem_start)
+    ne = partner != elem
+    return items[elem[ne]], items[partner[ne]]
 
 
 @dataclass
@@ -317,6 +427,7 @@ def build_catalog(
     *,
     neighbours: int = 50,
     all_events: pd.DataFrame | None = None,
+    exact_max: int = EXACT_NEIGHBOURS_MAX,
 ) -> Catalog:
     """Build the catalog: count tables from the train events, time index from all events.
 
@@ -326,6 +437,8 @@ def build_catalog(
     :param items: canonical items (row order = item codes; must match ``vectors``).
     :param vectors: (I, d) item vectors, rows in ``items`` order.
     :param neighbours: ``M``, neighbours kept per item in each table.
+    :param exact_max: largest catalog with exact embedding neighbours (above it: an approximate
+        index, its recall in :attr:`Catalog.neighbour_index`).
     """
     n = len(items)
     index = pd.Index(items["item_id"])
@@ -336,7 +449,8 @@ def build_catalog(
     trans_idx, trans_cnt = _top_m(trans.tocsr(), neighbours)
     cooc_idx, cooc_cnt = _top_m(cooc.tocsr(), neighbours)
     vecs = np.ascontiguousarray(vectors, dtype=np.float32)
-    return Catalog(
+    emb_idx, emb_report = embedding_neighbours(vecs, neighbours, exact_max=exact_max)
+    cat = Catalog(
         item_ids=np.asarray(items["item_id"]).astype(str),
         vectors=vecs,
         category=_category_codes(items),
@@ -350,7 +464,7 @@ def build_catalog(
         trans_cnt=trans_cnt,
         cooc_idx=cooc_idx,
         cooc_cnt=cooc_cnt,
-        emb_idx=_embedding_neighbours(vecs, neighbours),
+        emb_idx=emb_idx,
         top_popular=np.argsort(-rates.clicks, kind="stable")[: min(1000, n)].astype(np.int32),
         act_keys=times.act_keys,
         act_times=times.act_times,
@@ -359,6 +473,16 @@ def build_catalog(
         prior_ctr=np.array([rates.prior_ctr]),
         t0=np.array([times.t_min], np.int64),
     )
+    cat.neighbour_index = emb_report
+    return cat
 
 
-__all__ = ["CLICK_EVENTS", "EVENT_CODES", "Catalog", "build_catalog"]
+__all__ = [
+    "CLICK_EVENTS",
+    "EVENT_CODES",
+    "EXACT_NEIGHBOURS_MAX",
+    "Catalog",
+    "build_catalog",
+    "embedding_neighbours",
+    "neighbour_recall",
+]

@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from shopsim.data.schema import EventCode
+from shopsim.envs.kernels import count_in_prefix, first_valid
 from shopsim.envs.model.features import (
     CAND,
     CAND_FEATURES,
@@ -60,9 +61,7 @@ from shopsim.envs.model.features import (
     candidate_features,
     click_features,
     history_price,
-    member,
     purchase_features,
-    row_keys,
 )
 from shopsim.envs.model.response import _sigmoid
 from shopsim.envs.model.simulator import Simulator
@@ -75,6 +74,28 @@ EXPLORE = SOURCES.index("explore") + 1
 """Source code of uniformly random (exploration and top-up) candidates."""
 START_SEED = 20261123
 """Seeds the exploration items of an episode's first page (with the episode's index)."""
+START_CACHE_SIZE = 50_000
+"""Logged sessions whose first page is cached (the first this many of the split): bounded
+memory, ~14 KB per cached session at N = 100."""
+
+
+class StartPages:
+    """The first-page candidates of the split's first ``size`` logged sessions, each computed
+    once (see :meth:`ShopperBatch._start_candidates`); shareable between engines of the same
+    simulator, split and shop settings."""
+
+    def __init__(self, size: int, n: int, n_phi: int, n_feat: int) -> None:
+        self.size = size
+        self.have = np.zeros(size, bool)
+        # np.zeros: pages of sessions never started are never touched, so never resident
+        self.cand = np.zeros((size, n), np.int64)
+        self.src = np.zeros((size, n), np.int64)
+        self.phi = np.zeros((size, n, n_phi), np.float32)
+        self.feat = np.zeros((size, n, n_feat), np.float32)
+
+    def store(self, e: int, cand: np.ndarray, src: np.ndarray, phi: np.ndarray, feat: np.ndarray) -> None:
+        self.cand[e], self.src[e], self.phi[e], self.feat[e] = cand, src, phi, feat
+        self.have[e] = True
 
 
 @dataclass
@@ -201,10 +222,9 @@ class ShopperBatch:
         self.cand_phi = np.zeros((n, config.n_candidates, len(CLICK_FEATURES)), np.float32)
         """Click features of every candidate, computed once per draw; a slate's are gathered."""
         self.stats = np.zeros((n, 4))  # clicks, purchases, revenue, return
-        # exposure counts of this episode (observed by the agent; used by the what-if dynamics);
-        # shown_log lets a reset clear only the items the episode showed (O(k · max_steps))
-        self.item_seen = np.zeros((n, self.cat.n_items), np.uint8)  # (log1p of these: cast first,
-        # numpy's log1p of small ints is float16)
+        # exposure counts of this episode (observed by the agent; used by the what-if dynamics):
+        # per category in cat_seen, per item counted in shown_log (the episode's shown items;
+        # O(k · max_steps) per shopper, never O(catalog))
         self.cat_seen = np.zeros((n, int(self.cat.category.max()) + 1), np.uint16)
         self.shown_log = np.full((n, config.max_steps * config.slate_size), -1, np.int64)
         exam = sim.examination
@@ -231,8 +251,13 @@ class ShopperBatch:
         # episode starts are fixed: their state vectors are computed once
         self.start_state = sim.state_encoder(cat.vectors, self.episodes.hist, self.episodes.hist_ev)
         self.start_price = history_price(cat, self.episodes.hist)
-        self._start_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-        self.start_cache_size = 50_000  # bounded memory: ~13 KB per cached episode at N = 100
+        self._start_cache = StartPages(
+            min(len(self.episodes), START_CACHE_SIZE),
+            config.n_candidates,
+            len(CLICK_FEATURES),
+            len(CAND_FEATURES),
+        )
+        self._mark = np.zeros(self.cat.n_items, np.uint8)  # scratch of kernels.first_valid
 
     # --- context -------------------------------------------------------------------------
     def context(self, rows: np.ndarray | slice = slice(None)) -> Context:
@@ -278,8 +303,6 @@ class ShopperBatch:
         self.touched_cats[rows, :w] = hc[:, :w]
         self.step_count[rows] = 0
         self.stats[rows] = 0.0
-        lr, lc = np.nonzero(self.shown_log[rows] >= 0)
-        self.item_seen[rows[lr], self.shown_log[rows[lr], lc]] = 0
         self.shown_log[rows] = -1
         self.cat_seen[rows] = 0
         self.state[rows] = self.start_state[pick]
@@ -289,33 +312,33 @@ class ShopperBatch:
     def _start_candidates(self, rows: np.ndarray, pick: np.ndarray) -> None:
         """First-page candidates of each episode. They depend on the logged session only (its
         exploration items come from the session's own seed), so each is drawn once and cached."""
-        cache = self._start_cache
-        rows_l, pick_l = rows.tolist(), pick.tolist()
-        for r, e in zip(rows_l, pick_l, strict=True):
-            if e not in cache:
-                self.draw_candidates(np.array([r]), np.random.default_rng([START_SEED, e]))
-                if len(cache) < self.start_cache_size:
-                    cache[e] = (
-                        self.cand[r].copy(),
-                        self.cand_src[r].copy(),
-                        self.cand_phi[r].copy(),
-                        self.cand_feat[r].copy(),
-                    )
-        hit = [(r, cache[e]) for r, e in zip(rows_l, pick_l, strict=True) if e in cache]
-        if hit:
-            idx = np.array([r for r, _ in hit])
-            targets: tuple[np.ndarray, ...] = (self.cand, self.cand_src, self.cand_phi, self.cand_feat)
-            for j, arr in enumerate(targets):
-                arr[idx] = np.stack([entry[j] for _, entry in hit])
+        pages = self._start_cache
+        cached = pick < pages.size
+        cached[cached] = pages.have[pick[cached]]
+        for r, e in zip(rows[~cached].tolist(), pick[~cached].tolist(), strict=True):
+            if e < pages.size and pages.have[e]:  # the same session twice in one batch
+                continue
+            self.draw_candidates(np.array([r]), np.random.default_rng([START_SEED, e]))
+            if e < pages.size:
+                pages.store(e, self.cand[r], self.cand_src[r], self.cand_phi[r], self.cand_feat[r])
+        hit = pick < pages.size
+        hit[hit] = pages.have[pick[hit]]
+        if hit.any():
+            r, e = rows[hit], pick[hit]
+            self.cand[r], self.cand_src[r], self.cand_phi[r], self.cand_feat[r] = (
+                pages.cand[e],
+                pages.src[e],
+                pages.phi[e],
+                pages.feat[e],
+            )
 
     def precompute_start_pages(self) -> None:
-        """Fill the first-page cache for every logged session of the split (up to the cache
-        size), so that resets never compute candidates — the state long training runs reach.
-        Uses shopper row 0 as scratch: call it before resetting."""
+        """Fill the first-page cache for every logged session of the split (up to
+        :data:`START_CACHE_SIZE`), so that resets never compute candidates — the state long
+        training runs reach. Uses shopper row 0 as scratch: call it before resetting."""
         row = np.array([0])
-        for e in range(min(len(self.episodes), self.start_cache_size)):
-            if e not in self._start_cache:
-                self.reset_rows(row, np.random.default_rng(0), np.array([e]))
+        for e in np.flatnonzero(~self._start_cache.have).tolist():
+            self.reset_rows(row, np.random.default_rng(0), np.array([e]))
 
     # --- candidates ----------------------------------------------------------------------
     def draw_candidates(self, rows: np.ndarray, rng: np.random.Generator) -> None:
@@ -336,25 +359,7 @@ class ShopperBatch:
         b = len(rows)
         last = self.hist[rows, 0]
         pool = np.concatenate([self.item_pool[last], rng.integers(0, n_items, (b, self.n_random))], axis=1)
-        src = np.broadcast_to(self.pool_src, pool.shape)
-        order = np.argsort(pool, axis=1, kind="stable")
-        sp = np.take_along_axis(pool, order, 1)
-        dup_sorted = np.zeros(sp.shape, bool)
-        dup_sorted[:, 1:] = sp[:, 1:] == sp[:, :-1]
-        dup = np.empty_like(dup_sorted)
-        np.put_along_axis(dup, order, dup_sorted, 1)
-        br, bc = np.nonzero(self.bought[rows] >= 0)
-        is_bought = member(
-            row_keys(br, self.bought[rows][br, bc], n_items), np.arange(b)[:, None] * n_items + pool
-        )
-        valid = (pool >= 0) & ~dup & (pool != last[:, None]) & ~is_bought
-        rank = np.cumsum(valid, axis=1) - 1
-        take = valid & (rank < N)
-        cand = np.full((b, N), -1, np.int64)
-        csrc = np.zeros((b, N), np.int64)
-        r_idx, c_idx = np.nonzero(take)
-        cand[r_idx, rank[r_idx, c_idx]] = pool[r_idx, c_idx]
-        csrc[r_idx, rank[r_idx, c_idx]] = src[r_idx, c_idx]
+        cand, csrc = first_valid(pool, self.pool_src, last, self.bought[rows], N, self._mark)
         n_bought = (self.bought[rows] >= 0).sum(1)
         short = np.flatnonzero(
             (cand >= 0).sum(1) < np.minimum(N, np.maximum(n_items - 1 - n_bought, self.cfg.slate_size))
@@ -575,7 +580,7 @@ class ShopperBatch:
             icat = self.cat.category[it]
         out = np.zeros(items.shape)
         if self.cfg.exposure_intent:
-            out += self.cfg.exposure_intent * np.log1p(self.item_seen[rows, it].astype(np.float64))
+            out += self.cfg.exposure_intent * np.log1p(self.item_counts(items).astype(np.float64))
         if self.cfg.fatigue:
             out -= self.cfg.fatigue * np.log1p(self.cat_seen[rows, icat].astype(np.float64))
         return np.where(items >= 0, out, 0.0)
@@ -583,12 +588,16 @@ class ShopperBatch:
     def _record_exposure(self, items: np.ndarray, icat: np.ndarray, shown: np.ndarray) -> None:
         k = items.shape[1]
         r, c = np.nonzero(shown)
-        it = items[r, c]
-        # a slate never repeats an item, so plain fancy-index increments are exact
-        self.item_seen[r, it] = np.minimum(self.item_seen[r, it].astype(np.int64) + 1, 255)
         np.add.at(self.cat_seen, (r, icat[r, c]), 1)
         pos = np.minimum(self.step_count, self.cfg.max_steps - 1)[:, None] * k + np.arange(k)
         self.shown_log[np.arange(len(items))[:, None], pos] = items
+
+    def item_counts(self, items: np.ndarray, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """(B, m) times each of ``items`` (B, m; -1 = none) was shown earlier in the episode of
+        shoppers ``rows``, at most 255 (the counts are observed as log1p ≤ 5.55)."""
+        log = self.shown_log[rows]
+        filled = np.minimum(self.step_count[rows], self.cfg.max_steps) * self.cfg.slate_size
+        return np.minimum(count_in_prefix(log, filled, np.ascontiguousarray(items, np.int64)), 255)
 
     def refresh_exposure(self, rows: np.ndarray | slice = slice(None)) -> None:
         """Write the exposure counts of the current candidates into ``cand_feat``."""
@@ -598,7 +607,7 @@ class ShopperBatch:
         valid = cand >= 0
         f = self.cand_feat[rows]
         f[..., CAND["item_shown"]] = np.where(
-            valid, np.log1p(self.item_seen[rows][rr, it].astype(np.float32)), 0.0
+            valid, np.log1p(self.item_counts(cand, rows).astype(np.float32)), 0.0
         )
         f[..., CAND["cat_shown"]] = np.where(
             valid, np.log1p(self.cat_seen[rows][rr, self.cat.category[it]].astype(np.float32)), 0.0

@@ -53,7 +53,6 @@ ROW_STATE = (
     "cand_feat",
     "cand_phi",
     "stats",
-    "item_seen",
     "cat_seen",
     "shown_log",
 )

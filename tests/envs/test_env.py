@@ -411,8 +411,10 @@ def test_exposure_counts_are_observed_and_cleared_on_reset(toy_sim: Path) -> Non
                 c = int(sim.catalog.category[i])
                 cats[b][c] = cats[b].get(c, 0) + 1
     obs = core.observe()
+    every_item = np.tile(np.arange(sim.catalog.n_items), (6, 1))
+    counts = core.item_counts(every_item)
     for b in range(6):
-        assert {int(i): int(n) for i, n in enumerate(core.item_seen[b]) if n} == seen[b]
+        assert {int(i): int(n) for i, n in enumerate(counts[b]) if n} == seen[b]
         assert {int(c): int(n) for c, n in enumerate(core.cat_seen[b]) if n} == cats[b]
         for j, item in enumerate(core.cand[b]):
             if item < 0:
@@ -422,9 +424,10 @@ def test_exposure_counts_are_observed_and_cleared_on_reset(toy_sim: Path) -> Non
             c = int(sim.catalog.category[item])
             assert f[CAND_FEATURES.index("cat_shown")] == pytest.approx(np.log1p(cats[b].get(c, 0)))
     core.reset_rows(np.array([1, 4]), rng)
-    assert core.item_seen[[1, 4]].sum() == 0
+    counts = core.item_counts(every_item)
+    assert counts[[1, 4]].sum() == 0
     assert core.cat_seen[[1, 4]].sum() == 0
-    assert core.item_seen[0].sum() == sum(seen[0].values())  # other shoppers keep theirs
+    assert counts[0].sum() == sum(seen[0].values())  # other shoppers keep theirs
 
 
 def test_whatif_dynamics_act_on_the_click_logit_as_documented(toy_sim: Path) -> None:
@@ -439,7 +442,7 @@ def test_whatif_dynamics_act_on_the_click_logit_as_documented(toy_sim: Path) -> 
         rng = np.random.default_rng(1)
         core.reset_rows(np.arange(len(items)), rng, np.zeros(len(items), np.int64))
         core.step(items, rng)  # first showing: no what-if term yet
-        n = core.item_seen[0, items[0]].astype(float)
+        n = core.item_counts(items[:1], np.array([0]))[0].astype(float)
         m = core.cat_seen[0, sim.catalog.category[items[0]]].astype(float)
         expected = kw.get("exposure_intent", 0) * np.log1p(n) - kw.get("fatigue", 0) * np.log1p(m)
         np.testing.assert_allclose(core.whatif_logit(items[:1])[0], expected)

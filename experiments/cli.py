@@ -575,6 +575,14 @@ def cmd_ope_validate(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``shopsim bench``: the performance report (every figure beside a reference, their ratios)."""
+    if args.catalog is not None:  # the catalog-scale bench (shopsim.experiments.scale) on its own
+        from shopsim.experiments.scale import bench_catalog_scale, parse_sizes, write_scale_report
+
+        scale = bench_catalog_scale(parse_sizes(args.catalog))
+        if args.catalog_out is not None:
+            write_scale_report(scale, args.catalog_out)
+        print(json.dumps(scale, indent=2))
+        return 0
     from shopsim.experiments.bench import BenchOptions, format_table, run_benchmarks
 
     opts = BenchOptions(
@@ -900,6 +908,16 @@ def _add_bench(sub: Any, want: Want) -> None:
     )
     bench.add_argument(
         "--threads", type=_number(int, ge=1), default=1, help="torch/BLAS threads of every group (default 1)"
+    )
+    bench.add_argument(
+        "--catalog",
+        metavar="SIZES",
+        help="run only the catalog-scale bench: generated shops of these item counts (e.g. "
+        "10000,100000,1000000; 10 events per item): prepare, encode, simulator fit (time, peak "
+        "memory), env step time at N = 100",
+    )
+    bench.add_argument(
+        "--catalog-out", type=Path, help="write the catalog-scale bench's scale.json and README.md here"
     )
     bench.set_defaults(func=cmd_bench)
 

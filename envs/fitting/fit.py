@@ -78,6 +78,10 @@ class SimulatorConfig:
         of interactions only (an impression log is then fitted without its impression rows:
         DCG examination prior, calibrated click offset); ``auto``: impressions when the log
         has them, else sampled.
+    :param max_sessions: if set, the valid and test splits are cut to a seeded sample of at most
+        this many sessions each before the response models, the calibration and the fidelity
+        report use them (large logs: their cost grows with the events, not the catalog). The
+        catalog — count tables, popularity and CTR as of a time — still uses every event.
     :param seed: drives negative sampling, model fitting and replays.
     """
 
@@ -92,6 +96,7 @@ class SimulatorConfig:
     baselines: bool = True
     fit_splits: tuple[str, ...] = ("valid",)
     click_negatives: str = "auto"
+    max_sessions: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -106,6 +111,8 @@ class SimulatorConfig:
             )
         if self.hidden < 0:
             raise ShopsimError("--hidden must be 0 (logistic) or a positive number of units")
+        if self.max_sessions is not None and self.max_sessions < 1:
+            raise ShopsimError("--max-sessions must be at least 1 (or unset: every session)")
         if self.click_negatives not in CLICK_NEGATIVES:
             raise ShopsimError(f"--click-negatives {self.click_negatives}: use {', '.join(CLICK_NEGATIVES)}")
 
@@ -147,6 +154,9 @@ class FitInputs:
     """Item ids in item-code order."""
     impressions: bool
     """The log records impressions (shown items), not only interactions."""
+    all_events: pd.DataFrame | None = None
+    """Every event of the log when ``log`` is cut to ``max_sessions`` (the catalog's time index
+    and the episodes' histories read all of them); None: ``log.events``."""
 
 
 def _check_embeddings(log: SessionLog, bundle: EncoderBundle, emb_dir: Path) -> None:
@@ -179,6 +189,10 @@ def load_inputs(data_dir: Path, embeddings: Path, cfg: SimulatorConfig) -> FitIn
     log, impressions = click_log(SessionLog.load(data_dir), cfg.click_negatives, data_dir)
     bundle = EncoderBundle.load(embeddings)
     _check_embeddings(log, bundle, embeddings)
+    all_events = None
+    if cfg.max_sessions is not None:
+        all_events = log.events
+        log = cap_sessions(log, cfg.max_sessions, seed=cfg.seed)
     return FitInputs(
         data_dir=data_dir,
         embeddings=embeddings,
@@ -187,7 +201,24 @@ def load_inputs(data_dir: Path, embeddings: Path, cfg: SimulatorConfig) -> FitIn
         key=_inputs_key(data_dir, embeddings, cfg),
         index=pd.Index(log.items["item_id"]),
         impressions=impressions,
+        all_events=all_events,
     )
+
+
+def cap_sessions(log: SessionLog, max_sessions: int, *, seed: int = 0) -> SessionLog:
+    """``log`` with its valid and test splits cut to a seeded sample of at most ``max_sessions``
+    sessions each (train, and the row order, unchanged)."""
+    ev = log.events
+    rng = np.random.default_rng(seed)
+    keep = ev["split"].to_numpy() == "train"
+    for split in ("valid", "test"):
+        rows = ev["split"].to_numpy() == split
+        sids = pd.unique(ev.loc[rows, "session_id"])
+        chosen = sids if len(sids) <= max_sessions else rng.choice(sids, max_sessions, replace=False)
+        keep |= rows & ev["session_id"].isin(chosen).to_numpy()
+    if keep.all():
+        return log
+    return SessionLog(ev[keep].reset_index(drop=True), log.items, log.report)
 
 
 def reused_fit(out: Path, key: str) -> tuple[Simulator, dict[str, Any]] | None:
@@ -223,7 +254,7 @@ def catalog_and_episodes(
     """The catalog (count tables from train, time index from every split), the numpy state
     encoder and the logged episodes of every split."""
     log, bundle, index = inputs.log, inputs.bundle, inputs.index
-    events = log.events
+    events = log.events if inputs.all_events is None else inputs.all_events
     cat = build_catalog(
         log.split("train"),
         log.items,

@@ -140,3 +140,19 @@ def test_generated_shop_bad_sizes(tmp_path) -> None:
         write_generated_shop(tmp_path, 5, 100)
     with pytest.raises(ShopsimError):
         write_generated_shop(tmp_path, 100, 0)
+
+
+def test_cap_sessions_samples_valid_and_test_only(tmp_path) -> None:
+    from shopsim.envs.fitting.fit import SimulatorConfig, cap_sessions
+
+    shop = write_generated_shop(tmp_path / "shop", 300, 4000, seed=1)
+    prepare(shop.events_path, generated_prepare_options(shop), tmp_path / "data")
+    log = SessionLog.load(tmp_path / "data")
+    capped = cap_sessions(log, 20, seed=0)
+    for split in ("valid", "test"):
+        assert capped.split(split)["session_id"].nunique() == 20
+        assert set(capped.split(split)["session_id"]) <= set(log.split(split)["session_id"])
+    assert capped.split("train").equals(log.split("train"))
+    assert cap_sessions(log, 10**9) is log  # nothing to cut
+    with pytest.raises(ShopsimError):
+        SimulatorConfig(max_sessions=0)

@@ -159,40 +159,58 @@ def _timed_loop(seconds: float, step: Callable[[int], None], per_step: int = 1) 
 
 
 # ---------------------------------------------------------------------------------- env
-def sardine_rates(seconds: float, repeats: int = 5) -> dict[str, Any]:
-    """Timed runs (steps/s) of SARDINE's ``SlateTopK-Bored-v0`` under uniformly random slates,
-    timed like the shopsim envs; ``available: False`` (with the reason) when not installed."""
-    import gymnasium
+class SardineReference:
+    """SARDINE's ``SlateTopK-Bored-v0`` under uniformly random slates, timed like the shopsim
+    envs. Machines drift (other users come and go), so a figure's reference is measured right
+    beside it: :meth:`runs` is called before the first figure and after every figure, and a
+    figure's reference is the median of the runs just before and just after it."""
 
-    try:
-        sardine = importlib.import_module("sardine")  # registers the sardine/* env ids
-    except ImportError as exc:
-        return {"available": False, "reason": f"{exc}; pip install 'shopsim[bench]'"}
-    env = gymnasium.make(SARDINE_ENV)
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    actions = [env.action_space.sample() for _ in range(4096)]
+    def __init__(self, seconds: float) -> None:
+        import gymnasium
 
-    def step(i: int) -> None:
-        _, _, term, trunc, _ = env.step(actions[i % len(actions)])
+        self.module = importlib.import_module("sardine")  # registers the sardine/* env ids
+        self.env = gymnasium.make(SARDINE_ENV)
+        self.env.reset(seed=0)
+        self.env.action_space.seed(0)
+        self.actions = [self.env.action_space.sample() for _ in range(4096)]
+        self.seconds = seconds
+        self.batches: list[list[float]] = []
+        self._run()  # warm-up
+
+    def _step(self, i: int) -> None:
+        _, _, term, trunc, _ = self.env.step(self.actions[i % len(self.actions)])
         if term or trunc:
-            env.reset()
+            self.env.reset()
 
-    def run() -> float:
-        return _timed_loop(seconds / repeats, step)
+    def _run(self) -> float:
+        return _timed_loop(self.seconds / 5, self._step)
 
-    run()
-    rates = [run() for _ in range(repeats)]
-    base: Any = env.unwrapped
-    return {
-        "available": True,
-        "env": SARDINE_ENV,
-        "version": getattr(sardine, "__version__", None),
-        "made_with": "gymnasium.make (its default wrappers); action_space.sample() slates; reset when done",
-        "items": int(base.num_items),
-        "slate_size": int(base.slate_size),
-        "runs": [round(r) for r in rates],
-    }
+    def runs(self, n: int = 3) -> None:
+        """Time ``n`` runs of seconds / 5 and keep them as the next batch."""
+        self.batches.append([self._run() for _ in range(n)])
+
+    def around(self, i: int) -> float:
+        """The reference of figure ``i``: the median of the batches before and after it."""
+        return float(np.median(self.batches[i] + self.batches[i + 1]))
+
+    def describe(self) -> dict[str, Any]:
+        """What the reference is, and every timed run."""
+        base: Any = self.env.unwrapped
+        runs = [r for b in self.batches for r in b]
+        return {
+            "available": True,
+            "env": SARDINE_ENV,
+            "version": getattr(self.module, "__version__", None),
+            "made_with": "gymnasium.make (default wrappers); action_space.sample() slates; reset when done",
+            "items": int(base.num_items),
+            "slate_size": int(base.slate_size),
+            "timing": "3 runs of seconds / 5 right before the first figure and after every figure; "
+            "a figure's reference_value is the median of the 6 runs around it",
+            "steps_per_s": round(float(np.median(runs))),
+            "steps_per_s_min": round(min(runs)),
+            "steps_per_s_max": round(max(runs)),
+            "runs": [round(r) for r in runs],
+        }
 
 
 def _make_env(cls: Any, *args: Any, mode: str, **kw: Any) -> Any:
@@ -224,8 +242,7 @@ def observation_modes(sim: Any, n_candidates: int, slate_size: int) -> tuple[lis
 
 def bench_env(opts: BenchOptions) -> dict[str, Any]:
     """Steps/s of the single and the batched shopper env in every observation mode, N and B,
-    beside SARDINE's env (measured before and after them; the reference is the median of all
-    its timed runs)."""
+    beside SARDINE's env (timed right around each figure: :class:`SardineReference`)."""
     from shopsim.envs.env import ShopperEnv
     from shopsim.envs.model.simulator import Simulator
     from shopsim.envs.vec_env import ShopperVecEnv
@@ -238,8 +255,12 @@ def bench_env(opts: BenchOptions) -> dict[str, Any]:
             raise ShopsimError(
                 f"--candidates {n}: the simulator's catalog has only {sim.catalog.n_items} items"
             )
-    _progress("env", f"SARDINE {SARDINE_ENV} (reference, first half)")
-    sardine = sardine_rates(seconds)
+    reference: SardineReference | None = None
+    unavailable: dict[str, Any] = {}
+    try:
+        reference = SardineReference(seconds)
+    except ImportError as exc:
+        unavailable = {"available": False, "reason": f"{exc}; pip install 'shopsim[bench]'"}
     modes, missing = observation_modes(sim, opts.candidates[0], k)
     if not modes:
         raise ShopsimError(f"the shopper envs accept none of the settings: {'; '.join(missing.values())}")
@@ -250,6 +271,16 @@ def bench_env(opts: BenchOptions) -> dict[str, Any]:
     )
     measured: list[dict[str, Any]] = []
     start_pages_s: dict[str, float] = {}
+
+    def timed(run: Callable[[], float]) -> float:
+        rate = _median_rate(run)
+        if reference is not None:
+            reference.runs()
+        return rate
+
+    if reference is not None:
+        _progress("env", f"SARDINE {SARDINE_ENV} (the reference, timed around every figure)")
+        reference.runs()
     rng = np.random.default_rng(0)
     for n in opts.candidates:
         cache: dict[int, Any] | None = None
@@ -271,7 +302,7 @@ def bench_env(opts: BenchOptions) -> dict[str, Any]:
                     env.reset()
 
             _progress("env", f"ShopperEnv {mode} N={n}")
-            rate = _median_rate(partial(_timed_loop, seconds / 5, single))
+            rate = timed(partial(_timed_loop, seconds / 5, single))
             measured.append({"mode": mode, "n_candidates": n, "batch": 1, "steps_per_s": rate})
             del env
             for b in opts.batch_sizes:
@@ -296,18 +327,17 @@ def bench_env(opts: BenchOptions) -> dict[str, Any]:
                     vec.step(acts[i % len(acts)])
 
                 _progress("env", f"ShopperVecEnv {mode} N={n} B={b}")
-                rate = _median_rate(partial(_timed_loop, seconds / 5, batched, b))
+                rate = timed(partial(_timed_loop, seconds / 5, batched, b))
                 measured.append({"mode": mode, "n_candidates": n, "batch": b, "steps_per_s": rate})
                 del vec
-    _progress("env", f"SARDINE {SARDINE_ENV} (reference, second half)")
-    if sardine["available"]:
-        sardine["runs"] += sardine_rates(seconds)["runs"]
-        sardine["steps_per_s"] = round(float(np.median(sardine["runs"])))
-    ref = sardine.get("steps_per_s")
-    ref_name = f"SARDINE {SARDINE_ENV} (single env, 1,000 items, k = 10)" if sardine["available"] else None
-    rows = []
+    ref_name = f"SARDINE {SARDINE_ENV} (single env, 1,000 items, k = 10)" if reference else None
+    rows, timed_i = [], 0
     for m in measured:
         b, n, mode = m["batch"], m["n_candidates"], m["mode"]
+        ref: float | None = None
+        if reference is not None and m["steps_per_s"] is not None:
+            ref = round(reference.around(timed_i))
+            timed_i += 1
         name = f"ShopperEnv, {mode}, N = {n}" if b == 1 else f"ShopperVecEnv B = {b:,}, {mode}, N = {n}"
         value = None if m["steps_per_s"] is None else round(m["steps_per_s"])
         extra = {"skipped": m["skipped"]} if "skipped" in m else {}
@@ -327,7 +357,7 @@ def bench_env(opts: BenchOptions) -> dict[str, Any]:
         )
     return {
         "rows": rows,
-        "reference": sardine,
+        "reference": reference.describe() if reference is not None else unavailable,
         "observation_modes": modes,
         "modes_not_accepted": missing,
         "settings": {
@@ -363,13 +393,19 @@ def bench_train(opts: BenchOptions) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     n = shop.n_candidates
     acts = [rng.integers(0, n, (b, shop.slate_size)) for _ in range(16)]
-    _progress("train", f"reference: training env, random slates, n_envs={b}")
+    _progress(
+        "train", f"reference: the training env, random slates, n_envs={b} (before and after each agent)"
+    )
 
     def step(i: int) -> None:
         env.step(acts[i % len(acts)])
 
-    ref = round(_median_rate(lambda: _timed_loop(opts.seconds / 5, step, b)))
-    rows, extra = [], {}
+    def ref_runs() -> list[float]:
+        return [_timed_loop(opts.seconds / 5, step, b) for _ in range(5)]
+
+    ref_runs()  # warm-up
+    batches = [ref_runs()]
+    rows = []
     ppo = PPOConfig(steps=opts.train_steps, checkpoint_every=0)
     dqn = SlateQConfig(steps=opts.train_steps, checkpoint_every=0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -377,14 +413,10 @@ def bench_train(opts: BenchOptions) -> dict[str, Any]:
             _progress("train", f"{label}: {opts.train_steps:,} steps")
             train_env = training_env(sim, shop, b, seed=0)
             model, secs = train_agent(
-                name,
-                train_env,
-                ppo,
-                dqn,
-                Path(tmp) / name,
-                seed=0,
-                echo=lambda m: _progress("train", m),
+                name, train_env, ppo, dqn, Path(tmp) / name, seed=0, echo=lambda m: _progress("train", m)
             )
+            batches.append(ref_runs())
+            ref = round(float(np.median(batches[-2] + batches[-1])))
             steps = int(model.num_timesteps)
             row = _row(
                 f"train.{name}",
@@ -398,7 +430,6 @@ def bench_train(opts: BenchOptions) -> dict[str, Any]:
             )
             row["learner_share"] = None if row["ratio"] is None else round(1 - row["ratio"], 3)
             rows.append(row)
-            extra[name] = {"steps": steps, "seconds": round(secs, 2)}
     return {
         "rows": rows,
         "settings": {
@@ -409,7 +440,9 @@ def bench_train(opts: BenchOptions) -> dict[str, Any]:
             "slate_size": shop.slate_size,
             "configs": {"ppo": asdict(ppo), "dqn": asdict(dqn)},
             "note": "seconds include building the model and saving it; SlateQ does not learn in its "
-            f"first {dqn.learning_starts:,} steps; ratio = share of wall time in the env",
+            f"first {dqn.learning_starts:,} steps; ratio = share of wall time in the env; each "
+            "reference_value is the median of the 10 reference runs just before and after its agent",
+            "reference_runs": [[round(r) for r in batch] for batch in batches],
         },
     }
 
@@ -461,14 +494,21 @@ def bench_encoder(opts: BenchOptions) -> dict[str, Any]:
     warm = texts[:batch]
     embed_texts(tok, bert, warm, batch_size=batch, max_length=max_length, progress=False)
     raw_embed(warm)
-    _progress("encoder", f"raw transformers forward: {len(texts):,} texts")
+    # the reference brackets the figure (machines drift): its first half before, second after
+    half = (len(texts) // (2 * batch)) * batch or len(texts)
+    _progress("encoder", f"raw transformers forward: first {half:,} of {len(texts):,} texts")
     t0 = time.perf_counter()
-    raw_embed(texts)
+    raw_embed(texts[:half])
     raw_s = time.perf_counter() - t0
     _progress("encoder", f"shopsim embed_texts: {len(texts):,} texts")
     t0 = time.perf_counter()
     embed_texts(tok, bert, texts, batch_size=batch, max_length=max_length, progress=False)
     ours_s = time.perf_counter() - t0
+    if half < len(texts):
+        _progress("encoder", f"raw transformers forward: the other {len(texts) - half:,} texts")
+        t0 = time.perf_counter()
+        raw_embed(texts[half:])
+        raw_s += time.perf_counter() - t0
     unique = sorted(set(texts))
     rows = [
         _row(
@@ -476,7 +516,8 @@ def bench_encoder(opts: BenchOptions) -> dict[str, Any]:
             "embed_texts (dedup + length-sorted batches, inference mode)",
             round(len(texts) / ours_s, 1),
             "items/s",
-            "raw transformers AutoModel forward, catalog order, torch.no_grad, mean pooling",
+            "raw transformers AutoModel forward, catalog order, torch.no_grad, mean pooling; half "
+            "of the texts before the figure, half after",
             round(len(texts) / raw_s, 1),
             seconds=round(ours_s, 2),
             reference_seconds=round(raw_s, 2),

@@ -76,7 +76,9 @@ def test_bench_env_json_on_a_tiny_setting(cli: CliRunner, toy_sim: Path) -> None
         assert ref["items"] == 1000
         assert ref["slate_size"] == 10
         assert ref["steps_per_s"] > 0
-        assert len(ref["runs"]) == 10
+        assert len(ref["runs"]) == 3 * (len(env["rows"]) + 1)  # 3 runs before and after every figure
+        for row in env["rows"]:
+            assert ref["steps_per_s_min"] <= row["reference_value"] <= ref["steps_per_s_max"]
         assert head["env_single_vs_sardine_n12"] > 0
         assert head["env_vec1024_vs_sardine_n12"] is None  # no B = 1,024 in this run
     else:
@@ -109,7 +111,7 @@ def test_bench_bad_flags_are_one_line(cli: CliRunner, args: list[str], phrase: s
 
 
 @pytest.mark.slow
-def test_bench_train_encoder_encode_json(cli: CliRunner, toy_sim: Path, tmp_path: Path) -> None:
+def test_bench_train_and_encoder_json(cli: CliRunner, toy_sim: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     report = _bench(
         cli, "--only", "train,encoder", "--simulator", toy_sim, "--seconds", "0.05",

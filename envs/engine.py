@@ -191,10 +191,34 @@ def _push_front(
     return out, out_b
 
 
-class ShopperBatch:
-    """B simulated shoppers. All randomness comes from the ``rng`` passed to each call."""
+class SessionStarts:
+    """What the start of an episode depends on: for every logged session of the split, its
+    state vector and price level, and (cached on first use) its first page of candidates.
 
-    def __init__(self, sim: Simulator, n: int, config: ShopperConfig) -> None:
+    Computed once per simulator and shop settings, and shareable between engines of the same
+    ones (``ShopperBatch(sim, n, config, starts=other.starts)``): the evaluator plays every
+    policy from one of them instead of recomputing the starts for each policy and batch.
+    """
+
+    def __init__(self, sim: Simulator, config: ShopperConfig) -> None:
+        self.sim, self.config = sim, config
+        episodes = sim.episodes[config.split]
+        self.state = sim.state_encoder(sim.catalog.vectors, episodes.hist, episodes.hist_ev)
+        self.price = history_price(sim.catalog, episodes.hist)
+        size = min(len(episodes), START_CACHE_SIZE)
+        self.pages = StartPages(size, config.n_candidates, len(CLICK_FEATURES), len(CAND_FEATURES))
+
+
+class ShopperBatch:
+    """B simulated shoppers. All randomness comes from the ``rng`` passed to each call.
+
+    :param starts: the episode starts of another engine of the same simulator and settings
+        (:class:`SessionStarts`), shared instead of recomputed.
+    """
+
+    def __init__(
+        self, sim: Simulator, n: int, config: ShopperConfig, starts: SessionStarts | None = None
+    ) -> None:
         config.validate(sim)
         self.sim, self.n, self.cfg = sim, n, config
         self.cat = sim.catalog
@@ -249,14 +273,13 @@ class ShopperBatch:
             + [np.full(self.n_random, EXPLORE)]
         )
         # episode starts are fixed: their state vectors are computed once
-        self.start_state = sim.state_encoder(cat.vectors, self.episodes.hist, self.episodes.hist_ev)
-        self.start_price = history_price(cat, self.episodes.hist)
-        self._start_cache = StartPages(
-            min(len(self.episodes), START_CACHE_SIZE),
-            config.n_candidates,
-            len(CLICK_FEATURES),
-            len(CAND_FEATURES),
-        )
+        if starts is None:
+            starts = SessionStarts(sim, config)
+        elif starts.sim is not sim or starts.config != config:
+            raise ValueError("ShopperBatch: the shared starts belong to another simulator or shop settings")
+        self.starts = starts
+        self.start_state, self.start_price = starts.state, starts.price
+        self._start_cache = starts.pages
         self._mark = np.zeros(self.cat.n_items, np.uint8)  # scratch of kernels.first_valid
 
     # --- context -------------------------------------------------------------------------

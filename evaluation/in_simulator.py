@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from shopsim.agents.policy import SlatePolicy, bind_engine
-from shopsim.envs.engine import ShopperBatch, ShopperConfig
+from shopsim.envs.engine import SessionStarts, ShopperBatch, ShopperConfig
 from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, make_reward
 from shopsim.stats import bootstrap_mean_ci, bootstrap_ratio_ci, paired_difference_ci
@@ -70,8 +70,14 @@ def evaluate_policy_in_sim(
     seed: int = 0,
     batch: int = 500,
     deterministic: bool = True,
+    starts: SessionStarts | None = None,
 ) -> EpisodeResults:
-    """Play ``episodes`` logged sessions (chosen by ``seed``) with ``policy``; B at a time."""
+    """Play ``episodes`` logged sessions (chosen by ``seed``) with ``policy``; B at a time.
+
+    :param starts: the episode starts of this simulator and ``config``
+        (:class:`~shopsim.envs.engine.SessionStarts`) to share between calls — evaluating
+        several policies on the same sessions computes them once; the results are the same.
+    """
     cfg = config or ShopperConfig(split="test")
     reward_fn = make_reward(reward)
     pick = np.random.default_rng(seed).integers(0, len(sim.episodes[cfg.split]), episodes)
@@ -82,7 +88,8 @@ def evaluate_policy_in_sim(
     for start in range(0, episodes, batch):
         idx = pick[start : start + batch]
         b = len(idx)
-        core = ShopperBatch(sim, b, cfg)
+        core = ShopperBatch(sim, b, cfg, starts=starts)
+        starts = core.starts
         bind_engine(policy, core)
         rng = np.random.default_rng([seed, start])
         core.reset_rows(np.arange(b), rng, idx)

@@ -32,6 +32,7 @@ from shopsim.agents.checkpoints import training_key
 from shopsim.agents.registry import PolicyContext, build_policies
 from shopsim.agents.training import train_agent, training_env
 from shopsim.artifacts import atomic_file, boundary
+from shopsim.envs.engine import SessionStarts
 from shopsim.envs.model.simulator import Simulator
 from shopsim.evaluation.in_simulator import EpisodeResults, evaluate_policy_in_sim
 from shopsim.experiments.config import RunConfig
@@ -108,6 +109,7 @@ def evaluate_policies(
         jobs.append(("ppo_sampled", policies["ppo"], False))
     results: dict[str, EpisodeResults] = {}
     reused: list[str] = []
+    starts: SessionStarts | None = None
     for name, pol, deterministic in tqdm(jobs, desc=f"evaluating policies ({split})", unit="policy"):
         key = _eval_key(cfg, sim, name, split, n, deterministic)
         path = None if out is None or key is None else out / "evaluation" / split / f"{name}.npz"
@@ -116,7 +118,9 @@ def evaluate_policies(
             results[name] = cached
             reused.append(name)
             continue
-        results[name] = _evaluate(cfg, sim, pol, split, n, deterministic)
+        if starts is None:  # the sessions' starts, computed once for every policy
+            starts = SessionStarts(sim, cfg.shop_for(split))
+        results[name] = _evaluate(cfg, sim, pol, split, n, deterministic, starts)
         if path is not None and key is not None:
             _save_results(path, key, results[name])
             boundary("evaluate:policy-done")
@@ -126,7 +130,13 @@ def evaluate_policies(
 
 
 def _evaluate(
-    cfg: RunConfig, sim: Simulator, pol: Any, split: str, n: int, deterministic: bool
+    cfg: RunConfig,
+    sim: Simulator,
+    pol: Any,
+    split: str,
+    n: int,
+    deterministic: bool,
+    starts: SessionStarts | None = None,
 ) -> EpisodeResults:
     # sampled slates (PPO) draw from torch's global generator: seeded here, so the result does
     # not depend on what ran before (training, or nothing when the model was reused)
@@ -143,6 +153,7 @@ def _evaluate(
                 reward=cfg.reward_fn(),
                 seed=cfg.seed + 1,
                 deterministic=deterministic,
+                starts=starts,
             )
         finally:
             np.random.set_state(np_state)  # noqa: NPY002

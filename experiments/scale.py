@@ -235,8 +235,13 @@ STAGES: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
+BUILD_STAGES = ("generate", "prepare", "encode", "fit")
+"""The stages run per size before the step stage (which runs for every size at the end)."""
+
+
 def _child(stage: str, root: Path, *args: int) -> dict[str, Any]:
-    """Run ``stage`` in a child process; its figures plus wall time and its own peak RSS."""
+    """Run ``stage`` in a child process; its figures plus wall time and its own peak RSS
+    (``STAGE_peak_rss_mb``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "shopsim.experiments.scale", stage, str(root), *map(str, args)]
     t0 = time.perf_counter()
@@ -246,6 +251,8 @@ def _child(stage: str, root: Path, *args: int) -> dict[str, Any]:
         raise RuntimeError(f"scale bench {stage} failed: {proc.stderr.strip()[-2000:]}")
     out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     out[f"{stage}_wall_s"] = round(wall, 1)
+    out[f"{stage}_peak_rss_mb"] = out.pop("peak_rss_mb")
+    print(f"scale {root.name}: {stage} done {out}", file=sys.stderr, flush=True)
     return out
 
 
@@ -259,24 +266,30 @@ def bench_catalog_scale(
     """
     base = Path(tempfile.mkdtemp(prefix="shopsim-scale-")) if work is None else Path(work)
     results: list[dict[str, Any]] = []
+    roots: list[Path] = []
     try:
         for n_items in sizes:
             root = base / f"items_{n_items}"
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
+            roots.append(root)
             row: dict[str, Any] = {"items": n_items, "events_requested": events_per_item * n_items}
-            for stage in STAGES:
+            for stage in BUILD_STAGES:
                 extra = (n_items, events_per_item * n_items) if stage == "generate" else ()
-                fig = _child(stage, root, *extra)
-                fig[f"{stage}_peak_rss_mb"] = fig.pop("peak_rss_mb")
-                row.update(fig)
-                print(f"scale {n_items:,} items: {stage} done {fig}", file=sys.stderr, flush=True)
+                row.update(_child(stage, root, *extra))
+            for name in ("shop", "data", "encoder"):  # only the simulator is stepped below
+                if not keep:
+                    shutil.rmtree(root / name, ignore_errors=True)
             results.append(row)
-            if not keep:
-                shutil.rmtree(root, ignore_errors=True)
+        # step times last and back to back, so every size is timed under the same machine load
+        for row, root in zip(results, roots, strict=True):
+            row.update(_child("step", root))
     finally:
-        if work is None and not keep:
-            shutil.rmtree(base, ignore_errors=True)
+        if not keep:
+            for root in roots:
+                shutil.rmtree(root, ignore_errors=True)
+            if work is None:
+                shutil.rmtree(base, ignore_errors=True)
     return scale_summary(results)
 
 

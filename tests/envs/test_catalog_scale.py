@@ -156,3 +156,33 @@ def test_cap_sessions_samples_valid_and_test_only(tmp_path) -> None:
     assert cap_sessions(log, 10**9) is log  # nothing to cut
     with pytest.raises(ShopsimError):
         SimulatorConfig(max_sessions=0)
+
+
+def test_scale_report_table_and_sizes() -> None:
+    from shopsim.experiments.scale import parse_sizes, scale_summary, scale_table
+
+    assert parse_sizes("10000,1e6") == [10_000, 1_000_000]
+    for bad in ("10,100", "ten", ""):
+        with pytest.raises(ShopsimError):
+            parse_sizes(bad)
+
+    def row(items: int, step: float, recall: float | None) -> dict[str, object]:
+        nb = {"kind": "exact"} if recall is None else {"kind": "approximate", "recall_at_m": recall}
+        return {
+            "items": items,
+            "events": 10 * items,
+            "prepare_rows_per_s": 1000,
+            "encode_s": 1.0,
+            "fit_s": 2.0,
+            "fit_peak_rss_mb": 2048.0,
+            "embedding_neighbours": nb,
+            "env_step_us": step,
+            "vec256_step_us": 10 * step,
+        }
+
+    rep = scale_summary([row(10_000, 100.0, None), row(1_000_000, 110.0, 0.93)])
+    assert rep["step_time_ratio"] == {"sizes": [10_000, 1_000_000], "env": 1.1, "vec256": 1.1}
+    table = scale_table(rep)
+    assert "| 1,000,000 | 10,000,000 |" in table
+    assert "| approximate | 0.93 |" in table
+    assert "| 2.00 |" in table  # peak RSS in GB

@@ -126,3 +126,16 @@ def test_bench_train_and_encoder_json(cli: CliRunner, toy_sim: Path, tmp_path: P
         assert row["learner_share"] == pytest.approx(1 - row["ratio"], abs=1e-3)
     assert report["groups"]["encoder"]["settings"]["items"] == 32
     assert report["headline"]["encoder_embed_vs_raw_transformers"] > 0
+
+
+def test_committed_before_report_is_a_full_run() -> None:
+    from shopsim.experiments.bench import GROUPS
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench" / "before.json"
+    report = json.loads(path.read_text())
+    _check_common(report, list(GROUPS))
+    assert report["git_commit"]
+    head = report["headline"]
+    for key in ("env_single_vs_sardine_n1000", "env_vec1024_vs_sardine_n1000", "ppo_train_vs_env"):
+        assert head[key] > 0, key
+    assert report["groups"]["env"]["reference"]["available"]

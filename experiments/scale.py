@@ -172,7 +172,12 @@ def _stage_fit(root: Path) -> dict[str, Any]:
 
 
 def step_times(
-    simulator: Path, *, n_candidates: int = 100, slate_size: int = 10, seconds: float = 2.0
+    simulator: Path,
+    *,
+    n_candidates: int = 100,
+    slate_size: int = 10,
+    seconds: float = 2.0,
+    split: str = "train",
 ) -> dict[str, Any]:
     """Median µs per step of ``ShopperEnv`` and per batched step of ``ShopperVecEnv`` (B =
     :data:`VEC_ENVS`) under uniformly random slates (5 timed runs after a warm-up run)."""
@@ -183,7 +188,7 @@ def step_times(
         run()
         return float(np.median([run() for _ in range(STEP_RUNS)]))
 
-    env = ShopperEnv(simulator, n_candidates=n_candidates, slate_size=slate_size)
+    env = ShopperEnv(simulator, n_candidates=n_candidates, slate_size=slate_size, split=split)
     env.core.precompute_start_pages()
     env.reset(seed=0)
     env.action_space.seed(0)
@@ -199,7 +204,9 @@ def step_times(
         return (time.perf_counter() - t0) / n * 1e6
 
     single_us = median(single)
-    vec = ShopperVecEnv(simulator, VEC_ENVS, n_candidates=n_candidates, slate_size=slate_size, seed=0)
+    vec = ShopperVecEnv(
+        simulator, VEC_ENVS, n_candidates=n_candidates, slate_size=slate_size, seed=0, split=split
+    )
     vec.core._start_cache = env.core._start_cache  # same simulator and split: share the first pages
     vec.reset()
     rng = np.random.default_rng(0)
@@ -223,7 +230,18 @@ def step_times(
 
 
 def _stage_step(root: Path) -> dict[str, Any]:
-    return step_times(root / "sim")
+    """Step times starting from the train sessions (as training does; their number grows with
+    the log, and beyond the engine's first-page cache resets compute their first page) and from
+    the test sessions (at most ``FIT_CONFIG["max_sessions"]``, all cached: the catalog's share)."""
+    out = step_times(root / "sim")
+    test = step_times(root / "sim", split="test")
+    out.update({f"{k}_test": v for k, v in test.items() if k.endswith(("_us", "_per_s"))})
+    from shopsim.envs.model.simulator import Simulator
+
+    sim = Simulator.load(root / "sim")
+    out["train_sessions"] = len(sim.episodes["train"])
+    out["test_sessions"] = len(sim.episodes["test"])
+    return out
 
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
@@ -308,14 +326,21 @@ def scale_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
             "env": round(hi["env_step_us"] / lo["env_step_us"], 3),
             f"vec{VEC_ENVS}": round(hi[f"vec{VEC_ENVS}_step_us"] / lo[f"vec{VEC_ENVS}_step_us"], 3),
         }
+        if "env_step_us_test" in lo and "env_step_us_test" in hi:
+            out["step_time_ratio"]["env_test"] = round(hi["env_step_us_test"] / lo["env_step_us_test"], 3)
+            out["step_time_ratio"][f"vec{VEC_ENVS}_test"] = round(
+                hi[f"vec{VEC_ENVS}_step_us_test"] / lo[f"vec{VEC_ENVS}_step_us_test"], 3
+            )
     return out
 
 
 def scale_table(report: dict[str, Any]) -> str:
     """The README table of a scale-bench JSON (one row per catalog size)."""
+    v = f"vec{VEC_ENVS}"
     head = (
         "| items | events | prepare rows/s | encode s | fit s | fit peak RSS GB | neighbours | recall@M "
-        f"| env step µs | vec{VEC_ENVS} step µs |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        f"| env step µs (train / test starts) | {v} step µs (train / test starts) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in report["sizes"]:
@@ -324,14 +349,15 @@ def scale_table(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['items']:,} | {r['events']:,} | {r['prepare_rows_per_s']:,} | {r['encode_s']} "
             f"| {r['fit_s']} | {r['fit_peak_rss_mb'] / 1024:.2f} | {nb.get('kind', '?')} "
-            f"| {'—' if recall is None else recall} | {r['env_step_us']} | {r[f'vec{VEC_ENVS}_step_us']} |"
+            f"| {'—' if recall is None else recall} | {r['env_step_us']} / {r.get('env_step_us_test', '—')} "
+            f"| {r[f'{v}_step_us']} / {r.get(f'{v}_step_us_test', '—')} |"
         )
     text = head + "\n".join(lines) + "\n"
     if "step_time_ratio" in report:
         q = report["step_time_ratio"]
         text += (
-            f"\nStep time ratio {q['sizes'][1]:,} / {q['sizes'][0]:,} items: env {q['env']}, "
-            f"vec{VEC_ENVS} {q[f'vec{VEC_ENVS}']}.\n"
+            f"\nStep time ratio {q['sizes'][1]:,} / {q['sizes'][0]:,} items: env {q['env']}, {v} {q[v]} "
+            f"(train starts); env {q.get('env_test', '—')}, {v} {q.get(f'{v}_test', '—')} (test starts).\n"
         )
     return text
 

@@ -74,6 +74,8 @@ EXPLORE = SOURCES.index("explore") + 1
 """Source code of uniformly random (exploration and top-up) candidates."""
 START_SEED = 20261123
 """Seeds the exploration items of an episode's first page (with the episode's index)."""
+START_BLOCK = 65_536
+"""Sessions whose start states are computed together (bounded memory on large logs)."""
 START_CACHE_SIZE = 50_000
 """Logged sessions whose first page is cached (the first this many of the split): bounded
 memory, ~14 KB per cached session at N = 100."""
@@ -203,8 +205,18 @@ class SessionStarts:
     def __init__(self, sim: Simulator, config: ShopperConfig) -> None:
         self.sim, self.config = sim, config
         episodes = sim.episodes[config.split]
-        self.state = sim.state_encoder(sim.catalog.vectors, episodes.hist, episodes.hist_ev)
-        self.price = history_price(sim.catalog, episodes.hist)
+        cat, n = sim.catalog, len(episodes)
+        # in blocks of sessions: the encoder's intermediates are O(sessions × history × d)
+        # (15 GB for a million sessions at once); one block below START_BLOCK sessions
+        self.state = np.concatenate(
+            [
+                sim.state_encoder(
+                    cat.vectors, episodes.hist[s : s + START_BLOCK], episodes.hist_ev[s : s + START_BLOCK]
+                )
+                for s in range(0, max(n, 1), START_BLOCK)
+            ]
+        )[:n]
+        self.price = history_price(cat, episodes.hist)
         size = min(len(episodes), START_CACHE_SIZE)
         self.pages = StartPages(size, config.n_candidates, len(CLICK_FEATURES), len(CAND_FEATURES))
 

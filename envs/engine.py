@@ -350,14 +350,31 @@ class ShopperBatch:
         pages = self._start_cache
         cached = pick < pages.size
         cached[cached] = pages.have[pick[cached]]
-        for r, e in zip(rows[~cached].tolist(), pick[~cached].tolist(), strict=True):
-            if e < pages.size and pages.have[e]:  # the same session twice in one batch
-                continue
-            self.draw_candidates(np.array([r]), np.random.default_rng([START_SEED, e]))
-            if e < pages.size:
-                pages.store(e, self.cand[r], self.cand_src[r], self.cand_phi[r], self.cand_feat[r])
+        todo_r, todo_e = rows[~cached], pick[~cached]
+        # the same session twice in one batch: drawn once (the rows' states are equal)
+        todo_e, first = np.unique(todo_e, return_index=True)
+        todo_r = todo_r[first]
+        if len(todo_r):
+            # one batched draw, each row from its own session's generator: the same numbers as
+            # one draw per row (a log with more sessions than the cache resets uncached rows
+            # every step)
+            self.draw_candidates(todo_r, [np.random.default_rng([START_SEED, e]) for e in todo_e.tolist()])
+            for r, e in zip(todo_r.tolist(), todo_e.tolist(), strict=True):
+                if e < pages.size:
+                    pages.store(e, self.cand[r], self.cand_src[r], self.cand_phi[r], self.cand_feat[r])
         hit = pick < pages.size
         hit[hit] = pages.have[pick[hit]]
+        if len(todo_r):  # uncached duplicates of a session drawn above copy its row
+            dup = ~cached & ~hit & ~np.isin(rows, todo_r)
+            if dup.any():
+                src = todo_r[np.searchsorted(todo_e, pick[dup])]
+                d = rows[dup]
+                self.cand[d], self.cand_src[d], self.cand_phi[d], self.cand_feat[d] = (
+                    self.cand[src],
+                    self.cand_src[src],
+                    self.cand_phi[src],
+                    self.cand_feat[src],
+                )
         if hit.any():
             r, e = rows[hit], pick[hit]
             self.cand[r], self.cand_src[r], self.cand_phi[r], self.cand_feat[r] = (
@@ -376,8 +393,9 @@ class ShopperBatch:
             self.reset_rows(row, np.random.default_rng(0), np.array([e]))
 
     # --- candidates ----------------------------------------------------------------------
-    def draw_candidates(self, rows: np.ndarray, rng: np.random.Generator) -> None:
-        """Draw the N candidates of shoppers ``rows`` from their current history.
+    def draw_candidates(self, rows: np.ndarray, rng: np.random.Generator | list[np.random.Generator]) -> None:
+        """Draw the N candidates of shoppers ``rows`` from their current history (random items
+        from ``rng``, or from ``rng[i]`` for row ``rows[i]`` when given one generator per row).
 
         The pool of each row is the precomputed retrieval list of its last item (embedding
         neighbours, transitions, co-occurrences by quota, then the most popular items) followed
@@ -393,7 +411,11 @@ class ShopperBatch:
         cat, n_items, N = self.cat, self.cat.n_items, self.cfg.n_candidates
         b = len(rows)
         last = self.hist[rows, 0]
-        pool = np.concatenate([self.item_pool[last], rng.integers(0, n_items, (b, self.n_random))], axis=1)
+        if isinstance(rng, list):  # one generator per row
+            explore = np.stack([g.integers(0, n_items, self.n_random) for g in rng])
+        else:
+            explore = rng.integers(0, n_items, (b, self.n_random))
+        pool = np.concatenate([self.item_pool[last], explore], axis=1)
         cand, csrc = first_valid(pool, self.pool_src, last, self.bought[rows], N, self._mark)
         n_bought = (self.bought[rows] >= 0).sum(1)
         short = np.flatnonzero(
@@ -406,8 +428,9 @@ class ShopperBatch:
             if want < self.cfg.slate_size:  # tiny catalog: bought items return (never bought twice)
                 want = min(N, n_items - 1)
                 exclude = np.r_[cand[r, :have], last[r]]
+            row_rng = rng[r] if isinstance(rng, list) else rng
             while have < want:
-                extra = rng.integers(0, n_items, 2 * N)
+                extra = row_rng.integers(0, n_items, 2 * N)
                 extra = extra[~np.isin(extra, exclude)]
                 extra = pd.unique(extra)[: want - have]
                 cand[r, have : have + len(extra)] = extra

@@ -83,3 +83,35 @@ def first_valid(
         if last[r] >= 0:
             mark[last[r]] = 0
     return cand, csrc
+
+
+@njit(cache=True, nogil=True)
+def search_in_segments(
+    keys: np.ndarray, starts: np.ndarray, segment: np.ndarray, query: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    """``np.searchsorted(keys, query)`` (left side), searching only ``keys[starts[s]:starts[s+1]]``
+    with ``s = segment`` for each query: exact whenever every key of segment s, and the query,
+    lie in the segment's key range (keys of earlier segments are smaller, of later ones larger).
+
+    The catalog's sorted ``item·span + t`` and pair keys: a global binary search over 10^7 keys
+    misses the cache at every level, a segment holds a few keys of one item (or one source item),
+    so the cost stays flat as the log grows. ``segment`` and ``query`` are flat and equally long;
+    a segment outside ``starts`` returns position 0 (callers mask those queries)."""
+    n = query.shape[0]
+    out = np.zeros(n, np.int64)
+    n_seg = starts.shape[0] - 1
+    for i in range(n):
+        s = segment[i]
+        if s < 0 or s >= n_seg:
+            continue
+        lo = starts[s]
+        hi = starts[s + 1]
+        q = query[i]
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if keys[mid] < q:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[i] = lo
+    return out

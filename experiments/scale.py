@@ -180,7 +180,9 @@ def step_times(
     split: str = "train",
 ) -> dict[str, Any]:
     """Median µs per step of ``ShopperEnv`` and per batched step of ``ShopperVecEnv`` (B =
-    :data:`VEC_ENVS`) under uniformly random slates (5 timed runs after a warm-up run)."""
+    :data:`VEC_ENVS`) under uniformly random slates (5 timed runs after a warm-up run), in the
+    observation mode the agents train with (``TRAINING_OBSERVATION``: no candidate-vector copy)."""
+    from shopsim.agents.training import TRAINING_OBSERVATION
     from shopsim.envs.env import ShopperEnv
     from shopsim.envs.vec_env import ShopperVecEnv
 
@@ -188,7 +190,13 @@ def step_times(
         run()
         return float(np.median([run() for _ in range(STEP_RUNS)]))
 
-    env = ShopperEnv(simulator, n_candidates=n_candidates, slate_size=slate_size, split=split)
+    env = ShopperEnv(
+        simulator,
+        n_candidates=n_candidates,
+        slate_size=slate_size,
+        split=split,
+        observation=TRAINING_OBSERVATION,
+    )
     env.core.precompute_start_pages()
     env.reset(seed=0)
     env.action_space.seed(0)
@@ -205,7 +213,13 @@ def step_times(
 
     single_us = median(single)
     vec = ShopperVecEnv(
-        simulator, VEC_ENVS, n_candidates=n_candidates, slate_size=slate_size, seed=0, split=split
+        simulator,
+        VEC_ENVS,
+        n_candidates=n_candidates,
+        slate_size=slate_size,
+        seed=0,
+        split=split,
+        observation=TRAINING_OBSERVATION,
     )
     vec.core._start_cache = env.core._start_cache  # same simulator and split: share the first pages
     vec.reset()

@@ -20,6 +20,7 @@ from scipy import sparse
 
 from shopsim.data.schema import EVENT_CODES
 from shopsim.data.sequences import session_sequences
+from shopsim.envs.kernels import search_in_segments
 
 CLICK_EVENTS = ("view", "click", "cart", "purchase")
 
@@ -84,6 +85,24 @@ class Catalog:
         ck, cv = _pair_index(self.cooc_idx, self.cooc_cnt)
         return np.r_[tk, ck + self.n_items**2], np.r_[tv, cv]
 
+    def _item_starts(self, which: str) -> np.ndarray:
+        """(I + 1,) where each item's keys start in the sorted ``act_keys`` / ``imp_keys``
+        (``which`` = "act" / "imp"): the segments :meth:`popularity_at` searches. Built once."""
+        cache = self.__dict__.setdefault("_starts", {})
+        if which not in cache:
+            keys = self.act_keys if which == "act" else self.imp_keys
+            cache[which] = np.searchsorted(
+                keys, np.arange(self.n_items + 1, dtype=np.int64) * int(self.span[0])
+            )
+        return cache[which]
+
+    @cached_property
+    def pair_starts(self) -> np.ndarray:
+        """(2·I + 1,) where the keys of each (table, source item) start in ``pairs[0]``: segment
+        ``table·I + src`` holds the keys in [segment·I, (segment + 1)·I)."""
+        n = self.n_items
+        return np.searchsorted(self.pairs[0], np.arange(2 * n + 1, dtype=np.int64) * n)
+
     def popularity_at(
         self, items: np.ndarray, t: np.ndarray, window: int = 86_400
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -100,21 +119,30 @@ class Catalog:
         base = it * span
         tt = np.minimum(np.maximum(t, 0), span - 1)[:, None]
         q = base + tt
-        lo = np.searchsorted(self.act_keys, base)
-        hi = np.searchsorted(self.act_keys, q)
+        # every key of item i lies in [i·span, (i+1)·span): search only the item's own keys
+        # (kernels.search_in_segments; equal to np.searchsorted over all keys)
+        flat = it.ravel()
+        act_start = self._item_starts("act")
+        lo = act_start[it]
+        hi = search_in_segments(self.act_keys, act_start, flat, q.ravel()).reshape(it.shape)
         c = hi - lo
-        recent = hi - np.searchsorted(self.act_keys, q - np.minimum(tt, window))
+        back = (q - np.minimum(tt, window)).ravel()
+        recent = hi - search_in_segments(self.act_keys, act_start, flat, back).reshape(it.shape)
         total = np.searchsorted(self.act_times, t)[:, None]
         pop = np.log((c + 1.0) / (total + self.n_items))
-        seen_keys = self.imp_keys if len(self.imp_keys) else self.act_keys
-        first_pos = np.searchsorted(seen_keys, base)
+        seen = "imp" if len(self.imp_keys) else "act"
+        seen_keys = self.imp_keys if seen == "imp" else self.act_keys
+        first_pos = self._item_starts(seen)[it]
         first = seen_keys[np.minimum(first_pos, max(len(seen_keys) - 1, 0))] - base if len(seen_keys) else tt
         age_h = np.where((first >= 0) & (first < tt), (tt - first) / 3600.0, 0.0)
         age = np.log1p(age_h).astype(np.float32)
         rec = np.log1p(recent).astype(np.float32)
         if len(self.imp_keys) == 0:
             return pop.astype(np.float32), np.zeros(items.shape, np.float32), age, rec
-        shown = np.searchsorted(self.imp_keys, q) - np.searchsorted(self.imp_keys, base)
+        imp_start = self._item_starts("imp")
+        shown = (
+            search_in_segments(self.imp_keys, imp_start, flat, q.ravel()).reshape(it.shape) - imp_start[it]
+        )
         p = float(self.prior_ctr[0])
         rate = np.clip((c + 10 * p) / (shown + 10), 1e-6, 1 - 1e-6)
         return pop.astype(np.float32), np.log(rate / (1 - rate)).astype(np.float32), age, rec

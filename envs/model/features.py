@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shopsim.data.schema import EventCode
+from shopsim.envs.kernels import search_in_segments
 from shopsim.envs.model.catalog import Catalog
 
 CLICK_FEATURES: tuple[str, ...] = (
@@ -185,7 +186,13 @@ def _transitions(cat: Catalog, hist: np.ndarray, items: np.ndarray) -> tuple[np.
     q = np.empty((*items.shape, 2), np.int64)
     q[..., 0] = hist[:, :1] * n + items
     q[..., 1] = q[..., 0] + n * n
-    pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    # search only the source item's own keys (equal to np.searchsorted over all of them);
+    # padded sources (-1) are masked below
+    seg = np.empty_like(q)
+    seg[..., 0] = np.broadcast_to(hist[:, :1], items.shape)
+    seg[..., 1] = seg[..., 0] + n
+    pos = search_in_segments(keys, cat.pair_starts, seg.ravel(), q.ravel()).reshape(q.shape)
+    pos = np.minimum(pos, len(keys) - 1)
     ok = (keys[pos] == q) & ((items >= 0) & (hist[:, :1] >= 0))[..., None]
     c = np.where(ok, vals[pos], 0.0)
     return np.log1p(c[..., 0]), np.log1p(c[..., 1])

@@ -482,3 +482,35 @@ def test_both_observation_modes_give_the_same_rollout(which: str, request: pytes
 
     assert _equal(strip(vec), idx)
     assert not table.flags.writeable
+
+
+def test_first_pages_beyond_the_cache_equal_cached_ones_and_one_reset_per_row(
+    rees46_sim: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log with more sessions than the first-page cache draws the uncached pages in one batch,
+    each from its session's own generator: the pages equal the cached ones and those of one
+    reset per row, also when one session starts in several rows of the batch."""
+    import shopsim.envs.engine as engine
+
+    sim = Simulator.load(rees46_sim)
+    cfg = ShopperConfig(slate_size=3, n_candidates=20)
+    pick = np.array([3, 3, 5, 7, 3, 5, 11, 2])
+    rows = np.arange(len(pick))
+
+    def pages(core: ShopperBatch) -> list[np.ndarray]:
+        return [core.cand.copy(), core.cand_src.copy(), core.cand_phi.copy(), core.cand_feat.copy()]
+
+    cached = ShopperBatch(sim, len(pick), cfg)
+    cached.reset_rows(rows, np.random.default_rng(0), pick)
+    monkeypatch.setattr(engine, "START_CACHE_SIZE", 0)
+    batched = ShopperBatch(sim, len(pick), cfg)
+    batched.reset_rows(rows, np.random.default_rng(0), pick)
+    one_by_one = ShopperBatch(sim, len(pick), cfg)
+    for r, e in zip(rows, pick, strict=True):
+        one_by_one.reset_rows(np.array([r]), np.random.default_rng(0), np.array([e]))
+    assert batched._start_cache.size == 0
+    for a, b, c in zip(pages(cached), pages(batched), pages(one_by_one), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(b, c)
+    assert np.array_equal(batched.cand[0], batched.cand[1])
+    assert (batched.cand[0] >= 0).sum() == 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shopsim.envs.kernels import count_in_prefix, first_valid
+from shopsim.envs.kernels import count_in_prefix, first_valid, search_in_segments
 
 
 def _first_valid_numpy(
@@ -60,3 +60,27 @@ def test_count_in_prefix_counts_only_the_filled_prefix(seed: int) -> None:
         prefix = log[r, : min(filled[r], s)]
         want = [0 if q < 0 else int((prefix == q).sum()) for q in query[r]]
         assert got[r].tolist() == want
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_search_in_segments_equals_a_global_searchsorted(seed: int) -> None:
+    """Keys ``segment·span + offset`` (the catalog's item·span + t and pair keys): searching
+    only the query's segment gives np.searchsorted's left position over all keys, including
+    empty segments, queries beyond a segment's last key and duplicate keys."""
+    rng = np.random.default_rng(seed)
+    n_seg, span = int(rng.choice([1, 7, 500])), int(rng.choice([3, 100, 10**6]))
+    n_keys = int(rng.integers(0, 2000))
+    keys = rng.integers(0, n_seg, n_keys) * span + rng.integers(0, max(span // 4, 1), n_keys)
+    keys = np.sort(np.r_[keys, keys[: n_keys // 3]]).astype(np.int64)  # with duplicates
+    starts = np.searchsorted(keys, np.arange(n_seg + 1, dtype=np.int64) * span)
+    seg = rng.integers(0, n_seg, 3000).astype(np.int64)
+    q = seg * span + rng.integers(0, span, 3000)
+    got = search_in_segments(keys, starts, seg, q)
+    np.testing.assert_array_equal(got, np.searchsorted(keys, q))
+
+
+def test_search_in_segments_returns_zero_outside_the_segments() -> None:
+    keys = np.array([0, 5, 12], np.int64)
+    starts = np.searchsorted(keys, np.arange(3, dtype=np.int64) * 10)
+    got = search_in_segments(keys, starts, np.array([-1, 2, 1]), np.array([3, 25, 12]))
+    np.testing.assert_array_equal(got, [0, 0, 2])

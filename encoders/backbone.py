@@ -52,13 +52,18 @@ def locate_backbone(name_or_path: str | Path = DEFAULT_BACKBONE) -> Path:
     )
 
 
+def weight_files(path: Path) -> list[Path]:
+    """The files of backbone folder ``path`` that identify it: weights and ``config.json``."""
+    return sorted(
+        p for p in path.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name == "config.json"
+    )
+
+
 def weights_hash(path: Path) -> str:
     """SHA-256 over the folder's weight files (identifies the backbone in cache manifests)."""
     from shopsim.encoders.cache import hash_files
 
-    return hash_files(
-        sorted(p for p in path.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name == "config.json")
-    )
+    return hash_files(weight_files(path))
 
 
 def load_backbone(path: Path) -> tuple[Any, Any]:

@@ -18,6 +18,9 @@ import numpy as np
 
 from shopsim.artifacts import atomic_file, write_text_atomic
 
+ENCODER_DATA_FILES = ("events.parquet", "items.parquet")
+"""The files of a prepared log an encoder depends on (hashed into its manifest)."""
+
 
 def hash_texts(texts: Iterable[str]) -> str:
     """SHA-256 of a sequence of texts (order matters)."""

@@ -25,7 +25,7 @@ from shopsim import __version__
 from shopsim.artifacts import verify_artifact
 from shopsim.data import SessionLog
 from shopsim.encoders.backbone import load_backbone, locate_backbone, weights_hash
-from shopsim.encoders.cache import cached, hash_files, hash_texts
+from shopsim.encoders.cache import ENCODER_DATA_FILES, cached, hash_files, hash_texts
 from shopsim.encoders.embed import embed_texts
 from shopsim.encoders.finetune import EncoderConfig, EncoderTrainer
 from shopsim.encoders.text import item_texts
@@ -218,7 +218,7 @@ def save_encoder(result: TrainedEncoder, cfg: EncoderConfig, out: Path) -> None:
 def encoder_manifest(data_dir: Path, cfg: EncoderConfig, **options: Any) -> dict[str, Any]:
     """What an encoder run's outputs depend on: the data, backbone, configuration and ``options``."""
     return {
-        "data": hash_files([data_dir / "events.parquet", data_dir / "items.parquet"]),
+        "data": hash_files([data_dir / name for name in ENCODER_DATA_FILES]),
         "backbone": weights_hash(locate_backbone(cfg.backbone)),
         "config": cfg.training_key(),
         **options,

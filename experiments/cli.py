@@ -454,6 +454,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``shopsim sweep CONFIG --grid KEY=V1,V2 … --seeds 0,1,2 --out DIR``: every grid point ×
+    seed as one ``shopsim run`` on Ray, then one table."""
+    from shopsim.experiments.sweep import (
+        check_address,
+        parse_grid,
+        parse_seeds,
+        plan_sweep,
+        require_ray,
+        run_sweep,
+    )
+
+    if args.threads < 1:
+        raise ShopsimError(f"--threads {args.threads}: give at least 1 torch thread per trial")
+    trials = plan_sweep(args.config, parse_grid(args.grid), parse_seeds(args.seeds), args.set)
+    require_ray()
+    check_address(args.address)
+    report = run_sweep(args.config, trials, args.out, threads=args.threads, address=args.address)
+    return 0 if all(t["status"] == "done" for t in report["trials"]) else 1
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """``shopsim quickstart``: ``run`` on the packaged quickstart.yaml."""
     from shopsim.experiments.config import load_config, packaged_config
@@ -730,6 +751,35 @@ def _add_experiments(sub: Any, want: Want) -> None:
         run.add_argument("--out", type=_out_dir, required=True, help="output folder")
         _add_set(run)
         run.set_defaults(func=cmd_run)
+    sw = sub.add_parser(
+        "sweep",
+        help="run a config over a grid of overrides × seeds on Ray, one table",
+        description="Every grid point × seed is one `shopsim run` of the overridden config, run as a "
+        "Ray Tune trial (locally, or on the Ray cluster at --address); the prepared log, encoder and "
+        "simulator are built once per distinct data/encoder/simulator sections before any trial "
+        "starts; finished trials are skipped when the same command is run again; writes "
+        "OUT/sweep.md and OUT/sweep.json (needs the ray extra: pip install 'shopsim[ray]').",
+    )
+    if want("sweep"):
+        sw.add_argument("config", metavar="CONFIG", help="experiment YAML or packaged config name")
+        sw.add_argument(
+            "--grid",
+            action="append",
+            default=[],
+            metavar="KEY=V1,V2",
+            help="a swept config key and its values (repeat for a product grid), "
+            "e.g. --grid reward.purchase=1,5",
+        )
+        sw.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+        sw.add_argument("--threads", type=int, default=1, help="CPUs and torch threads per trial (default 1)")
+        sw.add_argument(
+            "--address",
+            default=None,
+            help="HOST:PORT of a Ray head node (`ray start --head`); default: local",
+        )
+        sw.add_argument("--out", type=_out_dir, required=True, help="output folder of the sweep")
+        _add_set(sw)
+        sw.set_defaults(func=cmd_sweep)
     qs = sub.add_parser(
         "quickstart",
         help="run shopsim on the bundled REES46 sample (the packaged quickstart.yaml)",

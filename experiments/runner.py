@@ -28,6 +28,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,47 @@ STAGES = ("prepare", "encoder", "simulator", "agents")
 """The stages of a run, in order (what progress lines and the Ctrl-C message name)."""
 
 
-def run(cfg: RunConfig, out: Path, *, echo: Echo = print, command: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SharedStages:
+    """Prepared log, encoder and simulator folders built once for several runs (a sweep's trials
+    with equal ``data``, ``encoder`` and ``simulator`` sections): a run given them only reads them."""
+
+    data: Path
+    encoder: Path
+    simulator: Path
+
+
+def shared_key(cfg: RunConfig) -> str:
+    """What the shared stages of ``cfg`` depend on: its resolved data, encoder and simulator
+    sections (the latter two carry the run's seed)."""
+    resolved = cfg.resolved()
+    return _stage_key({k: resolved[k] for k in ("data", "encoder", "simulator")} | {"version": __version__})
+
+
+def build_shared(cfg: RunConfig, out: Path, echo: Echo = print) -> SharedStages:
+    """Build (or reuse) the prepare, encoder and simulator stages of ``cfg`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    check_ope(cfg, "config")
+    data_dir = prepare_stage(cfg, out / "data", echo)
+    check_prepared(cfg, SessionLog.load(data_dir))
+    enc_dir = encode_stage(cfg, data_dir, out / "encoder", echo)
+    return SharedStages(data_dir, enc_dir, fit_stage(cfg, data_dir, enc_dir, out / "simulator", echo))
+
+
+def run(
+    cfg: RunConfig,
+    out: Path,
+    *,
+    echo: Echo = print,
+    command: str | None = None,
+    shared: SharedStages | None = None,
+) -> dict[str, Any]:
     """Run (or reuse) every stage of ``cfg`` into ``out``; returns the results report.
 
     :param command: the command line that started the run, which the Ctrl-C message repeats
         as the way to resume (default: a generic ``shopsim run CONFIG --out OUT``).
+    :param shared: prepared log, encoder and simulator built beforehand for ``cfg``
+        (:func:`build_shared`): only read, never written; the agents stage runs into ``out``.
     """
     if out.exists() and not out.is_dir():
         raise ShopsimError(f"{out}: exists and is not a directory; choose another --out")
@@ -83,18 +120,24 @@ def run(cfg: RunConfig, out: Path, *, echo: Echo = print, command: str | None = 
             write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
             write_text_atomic(out / "provenance.json", json.dumps(provenance(), indent=2) + "\n")
             boundary("run:config-written")
-            with progress("prepare"):
+            if shared is not None:
                 check_ope(cfg, "config")
-                data_dir = prepare_stage(cfg, out / "data", echo)
-                # cheap checks that need the prepared log, before the expensive stages
-                check_prepared(cfg, SessionLog.load(data_dir))
-            boundary("run:data-done")
-            with progress("encoder"):
-                enc_dir = encode_stage(cfg, data_dir, out / "encoder", echo)
-            boundary("run:encoder-done")
-            with progress("simulator"):
-                sim_dir = fit_stage(cfg, data_dir, enc_dir, out / "simulator", echo)
-            boundary("run:simulator-done")
+                verify_artifact(shared.data, "log", "shopsim sweep (rebuilds the shared stages)")
+                check_prepared(cfg, SessionLog.load(shared.data))
+                data_dir, enc_dir, sim_dir = shared.data, shared.encoder, shared.simulator
+            else:
+                with progress("prepare"):
+                    check_ope(cfg, "config")
+                    data_dir = prepare_stage(cfg, out / "data", echo)
+                    # cheap checks that need the prepared log, before the expensive stages
+                    check_prepared(cfg, SessionLog.load(data_dir))
+                boundary("run:data-done")
+                with progress("encoder"):
+                    enc_dir = encode_stage(cfg, data_dir, out / "encoder", echo)
+                boundary("run:encoder-done")
+                with progress("simulator"):
+                    sim_dir = fit_stage(cfg, data_dir, enc_dir, out / "simulator", echo)
+                boundary("run:simulator-done")
             with progress("agents"):
                 report = agents_stage(cfg, data_dir, enc_dir, sim_dir, out, echo)
             _add_stage_times(out / "timing.json", progress)
@@ -194,6 +237,16 @@ class _Progress:
 
 
 # ---------------------------------------------------------------------- stage reuse
+def finished(out: Path) -> bool:
+    """True when the run folder ``out`` holds a results.json its agents-stage marker vouches for
+    (a run killed before or while writing it is not finished)."""
+    try:
+        stored = json.loads((out / STAGE_FILE).read_text())
+        return bool(stored.get("sha256") == _sha256(out / "results.json"))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
 def _stage_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 

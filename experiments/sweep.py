@@ -13,16 +13,26 @@ t interval over the seed-level Δs — with one seed, that run's own paired sess
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
-from collections.abc import Mapping, Sequence
+import socket
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shopsim.artifacts import write_text_atomic
 from shopsim.errors import ShopsimError
-from shopsim.experiments.config import load_named_config
+from shopsim.experiments.config import load_config, load_named_config, resolve_config
+from shopsim.experiments.runner import SharedStages, build_shared, finished, shared_key
+from shopsim.experiments.runner import run as run_config
 from shopsim.stats import t_mean_ci
+
+RAY_INSTALL = "pip install 'shopsim[ray]'"
 
 SCHEMA = "shopsim.sweep/1"
 """Version of sweep.json's layout."""
@@ -63,7 +73,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
             raise ShopsimError(f"--grid {item!r}: seeds are swept with --seeds 0,1,2, not --grid")
         if key in grid:
             raise ShopsimError(f"--grid {key}: given twice; list all its values in one --grid {key}=V1,V2")
-        values = [v.strip() for v in text.split(",")]
+        values = [v.strip() for v in _split_values(text)]
         if not text.strip() or any(not v for v in values):
             raise ShopsimError(
                 f"--grid {key}: empty value in {text!r}; give a comma-separated list such as {key}=1,2"
@@ -72,6 +82,19 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
             raise ShopsimError(f"--grid {key}: a value is repeated in {text!r}")
         grid[key] = values
     return grid
+
+
+def _split_values(text: str) -> list[str]:
+    """Split at commas outside brackets: ``[random,ppo],[random,dqn]`` is two list values."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [*out, cur]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -154,7 +177,9 @@ def aggregate(
         deployable: set[str] = set()
         for t in done:
             res = results[t.name]
-            deployable.add(str(res.get("references", {}).get("deployable")))
+            ref = (res.get("references") or {}).get("deployable")
+            if ref:
+                deployable.add(str(ref))
             for policy, entry in res.get("policies", {}).items():
                 sim = entry.get("sim") or {}
                 if "return_mean" not in sim:
@@ -228,6 +253,243 @@ def sweep_markdown(report: Mapping[str, Any]) -> str:
     return out + "\n"
 
 
+def require_ray() -> Any:
+    """The ``ray`` module, or one line saying how to install it."""
+    try:
+        import ray
+        import ray.tune
+    except ImportError:
+        raise ShopsimError(
+            f"shopsim sweep runs its trials on Ray, which is not installed: {RAY_INSTALL}"
+        ) from None
+    return ray
+
+
+def check_address(address: str | None) -> None:
+    """One line when a ``--address HOST:PORT`` cannot be reached (before anything starts)."""
+    if address in (None, "", "local", "auto"):
+        return
+    host, sep, port = str(address).removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ShopsimError(
+            f"--address {address!r}: expected HOST:PORT of a Ray head node (`ray start --head`)"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ShopsimError(
+            f"--address {address}: cannot reach a Ray head node there ({exc.strerror or exc}); "
+            "start one with `ray start --head` or check the address"
+        ) from None
+
+
+def _set_threads(n: int) -> None:
+    # Two torch processes with default threads on 2 cores thrash: every trial pins its own.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _trial_fn(spec: dict[str, Any]) -> dict[str, Any]:
+    """Body of one trial (also what runs when a trial runs in this process): one ``shopsim run``."""
+    _set_threads(int(spec["threads"]))
+    out = Path(spec["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(out / "trial.log", "a", encoding="utf-8") as log:
+        try:
+            # paths are absolute: Tune runs a trial in a folder of its own
+            cfg = load_config(
+                Path(spec["config"]),
+                list(spec["overrides"]),
+                where=spec["where"],
+                base_dir=Path(spec["base"]),
+            )
+            shared = SharedStages(*(Path(p) for p in spec["shared"]))
+            run_config(cfg, out, echo=lambda line: print(line, file=log, flush=True), shared=shared)
+        except Exception as exc:  # the trial's error is one line of the table; the others go on
+            traceback.print_exc(file=log)
+            error = (
+                f"{type(exc).__name__}: {_one_line(exc)}" if not isinstance(exc, ShopsimError) else str(exc)
+            )
+            return {"trial": spec["name"], "error": error, "elapsed_s": round(time.perf_counter() - t0, 1)}
+    return {"trial": spec["name"], "error": None, "elapsed_s": round(time.perf_counter() - t0, 1)}
+
+
+def run_sweep(
+    config: str | Path,
+    trials: Sequence[Trial],
+    out: Path,
+    *,
+    threads: int = 1,
+    address: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Build the shared stages once per distinct (data, encoder, simulator), run every unfinished
+    trial as a Ray Tune trial into ``out/trials/NAME``, and write ``sweep.json`` / ``sweep.md``.
+
+    A restarted sweep skips the trials whose run folder is :func:`finished`; a failed trial's
+    error is one line in the table and the other trials finish."""
+    ray = require_ray()
+    check_address(address)
+    out.mkdir(parents=True, exist_ok=True)
+    shared: dict[str, SharedStages] = {}
+    built: list[str] = []
+    trial_shared: dict[str, SharedStages] = {}
+    for t in trials:
+        cfg = load_named_config(config, list(t.overrides))
+        key = shared_key(cfg)[:16]
+        if key not in shared:
+            again = (out / "shared" / key / "simulator" / "simulator.json").is_file()
+            echo(
+                f"sweep: {'checking' if again else 'building'} shared stages {key} "
+                f"(prepared log, encoder, simulator) for {t.point_label}, seed {t.seed}"
+            )
+            shared[key] = build_shared(cfg, out / "shared" / key, echo=lambda _line: None)
+            if not again:
+                built.append(key)
+        trial_shared[t.name] = shared[key]
+    todo = [t for t in trials if not finished(out / "trials" / t.name)]
+    skipped = len(trials) - len(todo)
+    echo(
+        f"sweep: {len(trials)} trials, {skipped} already finished, {len(todo)} to run "
+        f"({threads} thread(s) each)"
+    )
+    errors: dict[str, str] = {}
+    elapsed: dict[str, float] = {}
+    if todo:
+        from ray import tune
+
+        path, where, base = resolve_config(config)
+        specs = {
+            t.name: {
+                "name": t.name,
+                "config": str(path.resolve()),
+                "where": where,
+                "base": str((base or path.resolve().parent).resolve()),
+                "overrides": list(t.overrides),
+                "threads": threads,
+                "out": str((out / "trials" / t.name).resolve()),
+                "shared": [
+                    str(p.resolve())
+                    for p in (
+                        trial_shared[t.name].data,
+                        trial_shared[t.name].encoder,
+                        trial_shared[t.name].simulator,
+                    )
+                ],
+            }
+            for t in todo
+        }
+
+        def trainable(param: dict[str, Any]) -> None:
+            tune.report(_trial_fn(param["spec"]))
+
+        if not ray.is_initialized():
+            ray.init(
+                address=address or None,
+                num_cpus=None if address else (os.cpu_count() or 1),
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+
+        class _Progress(tune.Callback):
+            """Done / running / failed with elapsed times, one line per trial event."""
+
+            def __init__(self) -> None:
+                self.t0 = time.perf_counter()
+                self.running: set[str] = set()
+                self.done = self.failed = 0
+
+            def _line(self, what: str) -> None:
+                echo(
+                    f"sweep [{time.perf_counter() - self.t0:6.0f} s] {what} — done {self.done + skipped}, "
+                    f"running {len(self.running)}, failed {self.failed} of {len(trials)}"
+                )
+
+            def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+                self.running.add(trial.config["spec"]["name"])
+                self._line(f"started {trial.config['spec']['name']}")
+
+            def on_trial_result(
+                self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+            ) -> None:
+                name = trial.config["spec"]["name"]
+                self.running.discard(name)
+                if result.get("error"):
+                    self.failed += 1
+                    self._line(f"FAILED {name} after {result.get('elapsed_s', 0):.0f} s: {result['error']}")
+                else:
+                    self.done += 1
+                    self._line(f"finished {name} in {result.get('elapsed_s', 0):.0f} s")
+
+            def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+                self.running.discard(trial.config["spec"]["name"])
+                self.failed += 1
+                self._line(f"FAILED {trial.config['spec']['name']}")
+
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": threads}),
+            param_space={"spec": tune.grid_search(list(specs.values()))},
+            run_config=tune.RunConfig(
+                name=f"tune-{time.strftime('%Y%m%dT%H%M%S')}",
+                storage_path=str((out / "ray").resolve()),
+                verbose=0,
+                callbacks=[_Progress()],
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            ),
+        )
+        grid = tuner.fit()
+        for i in range(len(grid)):
+            result = grid[i]
+            name = result.config["spec"]["name"] if result.config else "?"
+            metrics = result.metrics or {}
+            if result.error is not None:
+                errors[name] = _one_line(result.error)
+            elif metrics.get("error"):
+                errors[name] = str(metrics["error"]).splitlines()[0][:300]
+            if "elapsed_s" in metrics:
+                elapsed[name] = float(metrics["elapsed_s"])
+    results: dict[str, dict[str, Any]] = {}
+    for t in trials:
+        folder = out / "trials" / t.name
+        if finished(folder):
+            results[t.name] = json.loads((folder / "results.json").read_text())
+        elif t.name not in errors:
+            errors[t.name] = "did not finish (see its trial.log)"
+    report = aggregate(trials, results, errors)
+    report["shared_stages"] = sorted(shared)
+    report["shared_stages_built"] = built  # by this invocation (a restarted sweep reuses them)
+    report["trials"] = [
+        {
+            "name": t.name,
+            "point": dict(t.point),
+            "seed": t.seed,
+            "status": "done" if t.name in results else "failed",
+            "reused": t.name in results and t not in todo,
+            "elapsed_s": elapsed.get(t.name),
+            "error": errors.get(t.name),
+        }
+        for t in trials
+    ]
+    write_text_atomic(out / "sweep.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "sweep.md", sweep_markdown(report))
+    echo(f"sweep: {len(results)} done, {len(trials) - len(results)} failed; table in {out / 'sweep.md'}")
+    return report
+
+
+def _one_line(exc: BaseException) -> str:
+    cause: BaseException = exc
+    while getattr(cause, "cause", None) is not None:  # Ray wraps the trial's own exception
+        cause = cause.cause  # type: ignore[attr-defined]
+    text = str(cause).strip().splitlines()
+    last = next((ln for ln in reversed(text) if ln.strip()), type(cause).__name__)
+    return last[:300]
+
+
 __all__ = [
     "SCHEMA",
     "Trial",
@@ -235,6 +497,8 @@ __all__ = [
     "parse_grid",
     "parse_seeds",
     "plan_sweep",
+    "require_ray",
+    "run_sweep",
     "sweep_markdown",
     "trial_name",
 ]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +132,44 @@ def test_aggregate_is_the_t_interval_over_seed_means_and_lists_failures() -> Non
     table = sweep_markdown(report)
     for text in ("RuntimeError: out of memory", "(n=3)", "itemknn"):
         assert text in table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--grid", "agents.ppo.steps=100,lots"],
+            "shopsim: error: sweep grid point agents.ppo.steps=lots: quickstart.yaml: agents.ppo.steps: "
+            "Input should be a valid integer",
+        ),
+        (["--grid", "agents.ppo.steps="], "shopsim: error: --grid agents.ppo.steps: empty value in ''"),
+        (
+            ["--address", "127.0.0.1:1"],
+            "shopsim: error: --address 127.0.0.1:1: cannot reach a Ray head node there",
+        ),
+        (
+            ["--address", "nowhere"],
+            "shopsim: error: --address 'nowhere': expected HOST:PORT of a Ray head node",
+        ),
+        (["--threads", "0"], "shopsim: error: --threads 0: give at least 1 torch thread per trial"),
+    ],
+)
+def test_sweep_bad_input_is_one_line_exit_2_before_any_trial(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "shopsim.experiments.cli",
+        "sweep",
+        "quickstart",
+        *args,
+        "--out",
+        str(tmp_path / "s"),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(message)
+    assert not (tmp_path / "s").exists()

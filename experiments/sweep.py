@@ -388,13 +388,21 @@ def run_sweep(
             tune.report(_trial_fn(param["spec"]))
 
         if not ray.is_initialized():
-            ray.init(
-                address=address or None,
-                num_cpus=None if address else (os.cpu_count() or 1),
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            try:
+                ray.init(
+                    address=address or None,
+                    num_cpus=None if address else (os.cpu_count() or 1),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+            except Exception as exc:  # e.g. the cluster's auth token is missing here
+                raise ShopsimError(
+                    f"--address {address or 'local'}: Ray could not start or connect "
+                    f"({_one_line(exc)[:200]}); "
+                    "a cluster started by `ray start --head` wants RAY_AUTH_MODE=token and its token "
+                    "(`ray get-auth-token` on the head) in RAY_AUTH_TOKEN or ~/.ray/auth_token"
+                ) from None
 
         class _Progress(tune.Callback):
             """Done / running / failed with elapsed times, one line per trial event."""

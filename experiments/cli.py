@@ -457,14 +457,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``shopsim sweep CONFIG --grid KEY=V1,V2 … --seeds 0,1,2 --out DIR``: every grid point ×
     seed as one ``shopsim run`` on Ray, then one table."""
-    from shopsim.experiments.sweep import (
-        check_address,
-        parse_grid,
-        parse_seeds,
-        plan_sweep,
-        require_ray,
-        run_sweep,
-    )
+    from shopsim.experiments.distributed import check_address, require_ray
+    from shopsim.experiments.sweep import parse_grid, parse_seeds, plan_sweep, run_sweep
 
     if args.threads < 1:
         raise ShopsimError(f"--threads {args.threads}: give at least 1 torch thread per trial")
@@ -613,8 +607,20 @@ def cmd_ope_validate(args: argparse.Namespace) -> int:
     for flag, path in (("--sim", args.sim), ("--models", args.models), ("--data", args.data)):
         if path is not None and not path.is_dir():
             raise ShopsimError(f"{flag} {path}: no such folder")
+    if args.address is not None and not args.ray:
+        raise ShopsimError(f"--address {args.address}: only with --ray (the serial validation runs here)")
     cfg: ValidateConfig = config_from_args(args, ValidateConfig)
-    report = run_validation(args.sim, args.out, cfg, models=args.models, data=args.data, results=args.results)
+    report = run_validation(
+        args.sim,
+        args.out,
+        cfg,
+        models=args.models,
+        data=args.data,
+        results=args.results,
+        ray=args.ray,
+        address=args.address,
+        threads=args.threads,
+    )
     print(validation_markdown(report))
     extra = f"; added ope blocks to {args.results}" if args.results else ""
     print(f"  wrote {args.out}/ope_validation.json, ope_validation.md, plots/ope_validation.png{extra}")
@@ -902,6 +908,22 @@ def _add_ope(sub: Any, want: Want) -> None:
     val.add_argument("--models", type=Path, help="folder with ppo.zip / dqn.zip (a quickstart's models/)")
     val.add_argument("--data", type=Path, help="prepared log: adds the itemknn, als and bpr baselines")
     val.add_argument("--results", type=Path, help="a results.json to annotate with per-policy ope blocks")
+    val.add_argument(
+        "--ray",
+        action="store_true",
+        help="run the logging repeats and on-policy truths as Ray tasks (same results as serial)",
+    )
+    val.add_argument(
+        "--address",
+        default=None,
+        help="with --ray: HOST:PORT of a Ray head node (`ray start --head`); default: local",
+    )
+    val.add_argument(
+        "--threads",
+        type=_number(int, ge=1),
+        default=1,
+        help="with --ray: CPUs and torch/BLAS threads per task (default 1)",
+    )
     add_config_flags(val, ValidateConfig)
     val.set_defaults(func=cmd_ope_validate, config_cls=ValidateConfig)
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import socket
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -28,14 +26,17 @@ from typing import Any
 from shopsim.artifacts import write_text_atomic
 from shopsim.errors import ShopsimError
 from shopsim.experiments.config import load_config, load_named_config, resolve_config
+from shopsim.experiments.distributed import check_address, connect, one_line, require_ray, set_threads
 from shopsim.experiments.runner import SharedStages, build_shared, finished, shared_key
 from shopsim.experiments.runner import run as run_config
 from shopsim.stats import t_mean_ci
 
-RAY_INSTALL = "pip install 'shopsim[ray]'"
-
 SCHEMA = "shopsim.sweep/1"
-"""Version of sweep.json's layout."""
+"""Version of sweep.json's layout (docs/schemas/sweep.schema.json)."""
+
+METRICS = {"revenue_per_session": "revenue_ci95", "purchase_rate": "purchase_rate_ci95", "ctr": "ctr_ci95"}
+"""Shop metrics aggregated beside the return (whose weights a grid may change): results.json
+key → the key of that run's own interval."""
 
 
 @dataclass(frozen=True)
@@ -184,9 +185,14 @@ def aggregate(
                 sim = entry.get("sim") or {}
                 if "return_mean" not in sim:
                     continue
-                slot = per_policy.setdefault(policy, {"ret": [], "ret_ci": [], "d": [], "d_ci": []})
+                slot = per_policy.setdefault(
+                    policy, {"ret": [], "ret_ci": [], "d": [], "d_ci": [], **{m: [] for m in METRICS}}
+                )
                 slot["ret"].append(float(sim["return_mean"]))
                 slot["ret_ci"].append(sim.get("return_ci95"))
+                for metric, ci_key in METRICS.items():
+                    if metric in sim:
+                        slot[metric].append((float(sim[metric]), sim.get(ci_key)))
                 delta = sim.get("minus_deployable")
                 if delta is not None:
                     slot["d"].append(float(delta["diff"]))
@@ -197,6 +203,11 @@ def aggregate(
                 "minus_deployable": (
                     _interval(s["d"], s["d_ci"][0] if len(s["d"]) == 1 else None) if s["d"] else None
                 ),
+                **{
+                    m: _interval([v for v, _ in s[m]], s[m][0][1] if len(s[m]) == 1 else None)
+                    for m in METRICS
+                    if s[m]
+                },
             }
             for p, s in per_policy.items()
         }
@@ -228,19 +239,21 @@ def _fmt(d: Mapping[str, Any] | None) -> str:
 def sweep_markdown(report: Mapping[str, Any]) -> str:
     """The sweep table: per grid point, a line per policy with return and Δ vs deployable."""
     lines = [
-        "| grid point | policy | return (95% t-interval over seeds) | Δ vs deployable reference |",
-        "|---|---|---|---|",
+        "| grid point | policy | return (95% t-interval over seeds) | Δ vs deployable reference "
+        "| revenue per session |",
+        "|---|---|---|---|---|",
     ]
     failed: list[str] = []
     for row in report["rows"]:
         ref = "/".join(row["deployable"]) or "—"
         for policy, p in sorted(row["policies"].items(), key=lambda kv: -kv[1]["return"]["mean"]):
             lines.append(
-                f"| {row['label']} | {policy} | {_fmt(p['return'])} | {_fmt(p['minus_deployable'])} |"
+                f"| {row['label']} | {policy} | {_fmt(p['return'])} | {_fmt(p['minus_deployable'])} "
+                f"| {_fmt(p.get('revenue_per_session'))} |"
             )
         for m in row["missing"]:
             failed.append(f"- {row['label']}, trial `{m['trial']}`: {m['error']}")
-        lines.append(f"| {row['label']} | *deployable reference* | {ref} | |")
+        lines.append(f"| {row['label']} | *deployable reference* | {ref} | | |")
     caption = (
         "Mean session return per grid point over its seeds, with the Student-t 95% interval over "
         "the seed means (n seeds); Δ is the paired difference against each run's deployable "
@@ -253,48 +266,81 @@ def sweep_markdown(report: Mapping[str, Any]) -> str:
     return out + "\n"
 
 
-def require_ray() -> Any:
-    """The ``ray`` module, or one line saying how to install it."""
-    try:
-        import ray
-        import ray.tune
-    except ImportError:
-        raise ShopsimError(
-            f"shopsim sweep runs its trials on Ray, which is not installed: {RAY_INSTALL}"
-        ) from None
-    return ray
+PANELS = {
+    "return": "session return (the run's reward)",
+    "revenue_per_session": "revenue per session",
+    "purchase_rate": "sessions with a purchase",
+    "ctr": "click-through rate",
+}
+"""What each plot of :func:`plot_sweep` shows, one panel per column."""
 
 
-def check_address(address: str | None) -> None:
-    """One line when a ``--address HOST:PORT`` cannot be reached (before anything starts)."""
-    if address in (None, "", "local", "auto"):
-        return
-    host, sep, port = str(address).removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        raise ShopsimError(
-            f"--address {address!r}: expected HOST:PORT of a Ray head node (`ray start --head`)"
+def plot_sweep(report: Mapping[str, Any], folder: Path) -> list[Path]:
+    """One figure per swept key, ``folder/sweep_KEY.png``: each policy's seed mean and 95%
+    t-interval against the key's values (in ``--grid`` order), a panel per metric of
+    :data:`PANELS` and a row per combination of the other keys' values."""
+    from shopsim.plots import pyplot, save_figure
+
+    rows = list(report["rows"])
+    keys = [k for k in (rows[0]["point"] if rows else {})]
+    paths: list[Path] = []
+    for key in keys:
+        values = list(dict.fromkeys(str(r["point"][key]) for r in rows))
+        others = [k for k in keys if k != key]
+        combos = list(dict.fromkeys(tuple(str(r["point"][k]) for k in others) for r in rows))
+        plt = pyplot(folder)
+        fig, axes = plt.subplots(
+            len(combos), len(PANELS), figsize=(3.6 * len(PANELS), 2.9 * len(combos)), squeeze=False
         )
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as exc:
-        raise ShopsimError(
-            f"--address {address}: cannot reach a Ray head node there ({exc.strerror or exc}); "
-            "start one with `ray start --head` or check the address"
-        ) from None
-
-
-def _set_threads(n: int) -> None:
-    # Two torch processes with default threads on 2 cores thrash: every trial pins its own.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(n)
-    import torch
-
-    torch.set_num_threads(n)
+        policies = sorted({p for r in rows for p in r["policies"]})
+        for i, combo in enumerate(combos):
+            sub = {
+                str(r["point"][key]): r for r in rows if tuple(str(r["point"][k]) for k in others) == combo
+            }
+            for j, (metric, label) in enumerate(PANELS.items()):
+                ax = axes[i][j]
+                for n, policy in enumerate(policies):
+                    xs: list[float] = []
+                    ys: list[float] = []
+                    err: list[list[float]] = [[], []]
+                    for x, value in enumerate(values):
+                        entry = (sub.get(value) or {}).get("policies", {}).get(policy, {}).get(metric)
+                        if not entry:
+                            continue
+                        lo, hi = entry["ci95"]
+                        m = entry["mean"]
+                        xs.append(x + 0.06 * (n - (len(policies) - 1) / 2))  # dodge overlapping bars
+                        ys.append(m)
+                        err[0].append(m - lo if lo is not None else 0.0)
+                        err[1].append(hi - m if hi is not None else 0.0)
+                    if xs:
+                        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=policy, color=f"C{n % 10}")
+                ax.set_xticks(range(len(values)), values, rotation=15, fontsize=8)
+                ax.set_xlabel(key, fontsize=8)
+                title = (
+                    label
+                    if not others
+                    else f"{label}\n" + ", ".join(f"{k}={v}" for k, v in zip(others, combo, strict=True))
+                )
+                ax.set_title(title, fontsize=8)
+        legend = {
+            label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels(), strict=True)
+        }
+        handles, labels = list(legend.values()), list(legend)
+        if handles:
+            fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
+        fig.suptitle(f"Sweep over {key}: seed mean, 95% t-interval over seeds", fontsize=10)
+        fig.tight_layout(rect=(0, 0.07, 1, 0.96))
+        path = folder / f"sweep_{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}.png"
+        save_figure(fig, path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
 
 
 def _trial_fn(spec: dict[str, Any]) -> dict[str, Any]:
     """Body of one trial (also what runs when a trial runs in this process): one ``shopsim run``."""
-    _set_threads(int(spec["threads"]))
+    set_threads(int(spec["threads"]))
     out = Path(spec["out"])
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -312,7 +358,7 @@ def _trial_fn(spec: dict[str, Any]) -> dict[str, Any]:
         except Exception as exc:  # the trial's error is one line of the table; the others go on
             traceback.print_exc(file=log)
             error = (
-                f"{type(exc).__name__}: {_one_line(exc)}" if not isinstance(exc, ShopsimError) else str(exc)
+                f"{type(exc).__name__}: {one_line(exc)}" if not isinstance(exc, ShopsimError) else str(exc)
             )
             return {"trial": spec["name"], "error": error, "elapsed_s": round(time.perf_counter() - t0, 1)}
     return {"trial": spec["name"], "error": None, "elapsed_s": round(time.perf_counter() - t0, 1)}
@@ -332,7 +378,7 @@ def run_sweep(
 
     A restarted sweep skips the trials whose run folder is :func:`finished`; a failed trial's
     error is one line in the table and the other trials finish."""
-    ray = require_ray()
+    require_ray()
     check_address(address)
     out.mkdir(parents=True, exist_ok=True)
     shared: dict[str, SharedStages] = {}
@@ -387,22 +433,7 @@ def run_sweep(
         def trainable(param: dict[str, Any]) -> None:
             tune.report(_trial_fn(param["spec"]))
 
-        if not ray.is_initialized():
-            try:
-                ray.init(
-                    address=address or None,
-                    num_cpus=None if address else (os.cpu_count() or 1),
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
-            except Exception as exc:  # e.g. the cluster's auth token is missing here
-                raise ShopsimError(
-                    f"--address {address or 'local'}: Ray could not start or connect "
-                    f"({_one_line(exc)[:200]}); "
-                    "a cluster started by `ray start --head` wants RAY_AUTH_MODE=token and its token "
-                    "(`ray get-auth-token` on the head) in RAY_AUTH_TOKEN or ~/.ray/auth_token"
-                ) from None
+        connect(address)
 
         class _Progress(tune.Callback):
             """Done / running / failed with elapsed times, one line per trial event."""
@@ -456,7 +487,7 @@ def run_sweep(
             name = result.config["spec"]["name"] if result.config else "?"
             metrics = result.metrics or {}
             if result.error is not None:
-                errors[name] = _one_line(result.error)
+                errors[name] = one_line(result.error)
             elif metrics.get("error"):
                 errors[name] = str(metrics["error"]).splitlines()[0][:300]
             if "elapsed_s" in metrics:
@@ -485,17 +516,12 @@ def run_sweep(
     ]
     write_text_atomic(out / "sweep.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "sweep.md", sweep_markdown(report))
-    echo(f"sweep: {len(results)} done, {len(trials) - len(results)} failed; table in {out / 'sweep.md'}")
+    plots = plot_sweep(report, out / "plots")
+    echo(
+        f"sweep: {len(results)} done, {len(trials) - len(results)} failed; table in {out / 'sweep.md'}, "
+        f"plots: {', '.join(p.name for p in plots) or 'none'}"
+    )
     return report
-
-
-def _one_line(exc: BaseException) -> str:
-    cause: BaseException = exc
-    while getattr(cause, "cause", None) is not None:  # Ray wraps the trial's own exception
-        cause = cause.cause  # type: ignore[attr-defined]
-    text = str(cause).strip().splitlines()
-    last = next((ln for ln in reversed(text) if ln.strip()), type(cause).__name__)
-    return last[:300]
 
 
 __all__ = [
@@ -505,7 +531,7 @@ __all__ = [
     "parse_grid",
     "parse_seeds",
     "plan_sweep",
-    "require_ray",
+    "plot_sweep",
     "run_sweep",
     "sweep_markdown",
     "trial_name",

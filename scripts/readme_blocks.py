@@ -15,6 +15,8 @@ the folder holds headroom.json, else ``results``):
 * ``data``     — the prepare summary (``format_summary`` of DIR/data/report.json or DIR/report.json);
 * ``fidelity`` — the simulator's fidelity summary (DIR/simulator/fidelity.json);
 * ``encoder``  — the encoder's next-item table (DIR/encoder/eval.json);
+* ``ope_engines`` — serial vs Ray wall time of one ``shopsim ope validate`` and whether their
+  findings are identical (DIR/serial/ and DIR/ray/ope_validation.json);
 * ``timing``   — wall times of the stages and of the agents stage's steps (DIR/timing.json;
   varies run to run, so never inside a block that CI compares).
 
@@ -191,6 +193,14 @@ def _timing(src: Path) -> str:
     return "\n".join(["| stage or step | seconds |", "|---|---|", *rows])
 
 
+def _ope_engines(src: Path) -> str:
+    from shopsim.experiments.ope_validate import engines_markdown
+
+    return engines_markdown(
+        _json(src / "serial" / "ope_validation.json"), _json(src / "ray" / "ope_validation.json")
+    )
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "results": _results,
     "headroom": _headroom,
@@ -198,6 +208,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "fidelity": _fidelity,
     "encoder": _encoder,
     "timing": _timing,
+    "ope_engines": _ope_engines,
 }
 """What each ``kind=`` renders (from the source folder)."""
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,27 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED_DATA = Path(os.environ.get("SHOPSIM_SHARED_DATA", "data-sets-not-configured"))
 """Where the full public data sets live (REES46 head, UCI, H&M, MIND, OBD); only the opt-in
 ``real_data`` tests read them."""
+
+
+def tiny_toy_config(**sections: Any) -> dict[str, Any]:
+    """A ``shopsim run`` config on the bundled toy shop with the smallest budgets every stage
+    still runs with (1 encoder epoch, no simulator baselines or calibration, 3-item slates of
+    10 candidates); ``sections`` (e.g. ``agents=…``, ``evaluation=…``) are added or replace
+    whole sections."""
+    config: dict[str, Any] = {
+        "seed": 0,
+        "data": {"source": "sample:toy", "format": "events", "split": [0.6, 0.2, 0.2]},
+        "encoder": {"epochs": 1, "n_boot": 10, "progress": False},
+        "simulator": {
+            "baselines": False,
+            "calibrate": False,
+            "negatives": 2,
+            "hidden": 0,
+            "replay_slate_size": 3,
+        },
+        "shop": {"slate_size": 3, "n_candidates": 10},
+    }
+    return {**config, **sections}
 
 
 def shared(name: str) -> Path:

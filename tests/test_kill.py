@@ -30,7 +30,7 @@ import yaml
 from shopsim.artifacts import BOUNDARIES
 from shopsim.data import sample_path
 from shopsim.errors import ShopsimError
-from shopsim.tests.helpers import load_encoder, load_log, load_sim
+from shopsim.tests.helpers import load_encoder, load_log, load_sim, tiny_toy_config
 
 SAMPLE = sample_path("toy")
 PREPARE = ["data", "prepare", SAMPLE, "--format", "events", "--split", "0.6,0.2,0.2"]
@@ -269,21 +269,10 @@ def test_fit_killed_at_each_boundary(fitted: dict[str, Any], tmp_path: Path, at:
 
 
 # --------------------------------------------------------------------------- shopsim run
-TINY_RUN = {
-    "seed": 0,
-    "data": {"source": "sample:toy", "format": "events", "split": [0.6, 0.2, 0.2]},
-    "encoder": {"epochs": 1, "n_boot": 10, "progress": False},
-    "simulator": {
-        "baselines": False,
-        "calibrate": False,
-        "negatives": 2,
-        "hidden": 0,
-        "replay_slate_size": 3,
-    },
-    "shop": {"slate_size": 3, "n_candidates": 10},
-    "agents": {"policies": ["random", "popularity"]},
-    "evaluation": {"episodes": 50, "n_boot": 50},
-}
+TINY_RUN = tiny_toy_config(
+    agents={"policies": ["random", "popularity"]},
+    evaluation={"episodes": 50, "n_boot": 50},
+)
 
 
 @pytest.fixture(scope="module")

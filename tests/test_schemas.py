@@ -31,6 +31,7 @@ NAMES = (
     "ope_obd",
     "manifest",
     "headroom",
+    "sweep",
 )
 
 

@@ -238,6 +238,12 @@ def test_ope_validate_on_the_toy_shop(toy_sim: Path, tmp_path: Path, cli: CliRun
         ),
         (["--models", "{tmp}"], "{tmp}: no ppo.zip or dqn.zip; pass the models/ folder a quickstart wrote"),
         (["--results", "{tmp}/r.json", "--n-logged", "100"], "{tmp}/r.json: no such results.json"),
+        (
+            ["--address", "127.0.0.1:1"],
+            "--address 127.0.0.1:1: only with --ray (the serial validation runs here)",
+        ),
+        (["--ray", "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: cannot reach a Ray head node there"),
+        (["--ray", "--threads", "0"], "argument --threads: '0': expected an integer ≥ 1"),
     ],
 )
 def test_ope_validate_bad_inputs_are_one_line(

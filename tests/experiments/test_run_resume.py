@@ -15,19 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-RUN: dict[str, Any] = {
-    "seed": 0,
-    "data": {"source": "sample:toy", "format": "events", "split": [0.6, 0.2, 0.2]},
-    "encoder": {"epochs": 1, "n_boot": 10, "progress": False},
-    "simulator": {
-        "baselines": False,
-        "calibrate": False,
-        "negatives": 2,
-        "hidden": 0,
-        "replay_slate_size": 3,
-    },
-    "shop": {"slate_size": 3, "n_candidates": 10},
-    "agents": {
+from shopsim.tests.helpers import tiny_toy_config
+
+RUN: dict[str, Any] = tiny_toy_config(
+    agents={
         "policies": ["random", "popularity", "ppo", "dqn"],
         "n_envs": 4,
         # PPO without checkpoints, so the one checkpoint boundary hit is SlateQ's (PPO is then
@@ -41,8 +32,8 @@ RUN: dict[str, Any] = {
             "checkpoint_every": 256,
         },
     },
-    "evaluation": {"episodes": 60, "n_boot": 50, "offline": False},
-}
+    evaluation={"episodes": 60, "n_boot": 50, "offline": False},
+)
 
 
 def _env(**extra: str) -> dict[str, str]:

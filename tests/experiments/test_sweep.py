@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from shopsim.errors import ShopsimError
-from shopsim.experiments.sweep import aggregate, parse_grid, parse_seeds, plan_sweep, sweep_markdown
+from shopsim.experiments.sweep import (
+    aggregate,
+    parse_grid,
+    parse_seeds,
+    plan_sweep,
+    plot_sweep,
+    sweep_markdown,
+)
 from shopsim.stats import t_mean_ci
 
 
@@ -103,6 +110,8 @@ def _result(ret: float, delta: float) -> dict:
                     "return_mean": ret,
                     "return_ci95": [ret - 0.1, ret + 0.1],
                     "minus_deployable": {"diff": delta, "ci95": [delta - 0.2, delta + 0.2]},
+                    "revenue_per_session": 10 * ret,
+                    "revenue_ci95": [10 * ret - 1, 10 * ret + 1],
                 }
             },
             "itemknn": {
@@ -173,3 +182,21 @@ def test_sweep_bad_input_is_one_line_exit_2_before_any_trial(
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith(message)
     assert not (tmp_path / "s").exists()
+
+
+def test_revenue_is_aggregated_and_every_swept_key_gets_a_plot(tmp_path: Path) -> None:
+    grid = parse_grid(["reward.purchase=1,5", "agents.ppo.steps=200,400"])
+    trials = plan_sweep("quickstart", grid, [0, 1])
+    results = {t.name: _result(1.0 + t.seed + int(t.point[0][1]), 0.1) for t in trials}
+    report = aggregate(trials, results)
+    row = report["rows"][0]  # reward.purchase=1, agents.ppo.steps=200: returns 2.0 and 3.0
+    m, lo, hi = t_mean_ci([20.0, 30.0])
+    assert row["policies"]["ppo"]["revenue_per_session"] == {"mean": m, "ci95": [lo, hi], "n": 2}
+    assert "revenue_per_session" not in row["policies"]["itemknn"]  # not in its results: not invented
+    assert f"| {m:+.3f} [{lo:+.3f}, {hi:+.3f}] (n=2) |" in sweep_markdown(report)
+    paths = plot_sweep(report, tmp_path / "plots")
+    assert [p.name for p in paths] == ["sweep_reward.purchase.png", "sweep_agents.ppo.steps.png"]
+    from PIL import Image
+
+    for p in paths:  # a row per value of the other key, a panel per metric
+        assert Image.open(p).size == (int(3.6 * 4 * 110), int(2.9 * 2 * 110))

@@ -13,26 +13,17 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
 from shopsim.experiments.runner import finished
+from shopsim.tests.helpers import tiny_toy_config
 
 pytest.importorskip("ray", reason="the ray extra is installed by scripts/bootstrap.sh")
 
-TINY = {
-    "seed": 0,
-    "data": {"source": "sample:toy", "format": "events", "split": [0.6, 0.2, 0.2]},
-    "encoder": {"epochs": 1, "n_boot": 10, "progress": False},
-    "simulator": {
-        "baselines": False,
-        "calibrate": False,
-        "negatives": 2,
-        "hidden": 0,
-        "replay_slate_size": 3,
-    },
-    "shop": {"slate_size": 3, "n_candidates": 10},
-    "agents": {
+TINY = tiny_toy_config(
+    agents={
         "policies": ["random", "ppo"],
         "n_envs": 4,
         "ppo": {"steps": 256, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "checkpoint_every": 0},
@@ -44,8 +35,8 @@ TINY = {
             "checkpoint_every": 0,
         },
     },
-    "evaluation": {"episodes": 30, "n_boot": 20, "offline": False},
-}
+    evaluation={"episodes": 30, "n_boot": 20, "offline": False},
+)
 GRID = ["--grid", "agents.policies=[random,ppo],[random,dqn]", "--grid", "reward.purchase=1,5"]
 
 
@@ -98,6 +89,10 @@ def test_a_killed_sweep_restarted_finishes_without_rerunning_finished_trials(tmp
     assert len(report["rows"]) == 4
     assert all(p["return"]["n"] == 3 for row in report["rows"] for p in row["policies"].values())
     assert "(n=3)" in (out / "sweep.md").read_text()
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs/schemas/sweep.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(report)
+    for key in ("agents.policies", "reward.purchase"):  # one plot per swept key
+        assert (out / "plots" / f"sweep_{key}.png").stat().st_size > 10_000
 
     # a trial equals `shopsim run` of the same overrides (same thread count)
     trial = next(

@@ -5,6 +5,7 @@ and writes the same report as the serial command for the same seeds (only ``timi
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -44,10 +45,15 @@ def test_ray_validation_equals_the_serial_one(toy_sim: Path, tmp_path: Path) -> 
         jsonschema.Draft202012Validator(schema).validate(doc)
     assert len(on_ray["repeats"]) == 3
     assert len(on_ray["truth"]) == 6
-    assert report_differences(serial, on_ray) == []
-    assert "Findings identical to serial: **yes**" in engines_markdown(serial, on_ray)
+    assert report_differences(serial, on_ray) == {}
+    assert "Findings identical to serial: **yes**, bit for bit" in engines_markdown(serial, on_ray)
     changed = {**on_ray, "truth": {**on_ray["truth"], "random": {}}}
-    assert report_differences(serial, changed) == ["truth"]
+    assert report_differences(serial, changed) == {"truth": math.inf}
+    nudged = json.loads(json.dumps(on_ray))
+    nudged["checks"]["session/dr"]["rel_error_mean"] *= 1 + 1e-14
+    assert list(report_differences(serial, nudged)) == ["checks"]
+    assert report_differences(serial, nudged, rtol=1e-12) == {}
+    assert "**equal to a relative 1e-14** (checks: floating-point" in engines_markdown(serial, nudged)
     for doc in (serial, on_ray):
         del doc["timing_s"], doc["execution"]
     assert on_ray == serial  # every truth, estimate, interval, check and diagnostic

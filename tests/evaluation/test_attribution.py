@@ -115,3 +115,22 @@ def test_deletion_top_attributed_click_features_move_the_click_probability_most(
     assert len(top_moves) == 300
     assert np.mean(top_moves) > 2 * np.mean(random_moves)
     assert np.mean(np.array(top_moves) >= np.array(random_moves)) > 0.8  # item by item, too
+
+
+def test_shopper_view_adds_up_and_labels_the_hidden_intent(toy_sim: Path) -> None:
+    from shopsim.envs.model.features import CLICK_FEATURES, INTENT_FEATURES
+    from shopsim.envs.vec_env import ShopperVecEnv
+    from shopsim.evaluation.explain.shopper import shopper_views
+
+    env = ShopperVecEnv(toy_sim, 4, slate_size=3, n_candidates=10, split="test", seed=1)
+    env.reset()
+    phi = env.core.cand_phi[0][env.core.cand[0] >= 0]
+    views = shopper_views(env.sim, phi)
+    g = env.sim.click.logit(phi)
+    for v, row, gi in zip(views, phi, g, strict=True):
+        assert abs(v.logit - gi) < 1e-5  # the engine computes in float32, the attribution in float64
+        assert abs(sum(c.contribution for c in v.contributions) - (v.logit - v.baseline_logit)) < 1e-9
+        assert abs(v.p_click - 1 / (1 + np.exp(-(v.logit + env.sim.click_offset)))) < 1e-12
+        assert sorted(c.feature for c in v.contributions) == sorted(CLICK_FEATURES)
+        assert {c.feature for c in v.contributions if c.simulator_only} == set(INTENT_FEATURES)
+        assert all(c.value == row[CLICK_FEATURES.index(c.feature)] for c in v.contributions)

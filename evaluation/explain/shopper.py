@@ -1,0 +1,83 @@
+"""The shopper model's view of a shown item: its click probability and why.
+
+The simulated shopper clicks item *i* in slot *p* with probability ``e(p) · σ(g(φᵢ) + c)``
+(:mod:`shopsim.envs.engine`): ``g`` is the fitted click scorer over the named click features
+φ (:data:`~shopsim.envs.model.features.CLICK_FEATURES`), ``c`` the calibration offset, ``e`` the
+slot's examination. The logit ``g(φᵢ)`` is split exactly over the features
+(:func:`~shopsim.evaluation.explain.attribution.shapley`) against the train-split mean of the
+features (the mean the scorer standardises with), so the contributions add up to
+``g(φᵢ) − g(mean)``. Features computed from the simulated shopper's hidden intent (the logged
+session's future, :data:`~shopsim.envs.model.features.INTENT_FEATURES`) are marked
+``simulator_only``: no shop sees them when it decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from shopsim.envs.model.features import CLICK_FEATURES, INTENT_FEATURES
+from shopsim.envs.model.simulator import Simulator
+from shopsim.evaluation.explain.attribution import shapley
+
+
+@dataclass(frozen=True)
+class FeatureContribution:
+    """One click feature's part of an item's click logit."""
+
+    feature: str
+    value: float
+    """The feature for this shopper and item."""
+    baseline: float
+    """Its train-split mean."""
+    contribution: float
+    """Its exact Shapley value in the click logit."""
+    simulator_only: bool
+    """Read from the simulated shopper's hidden intent (no shop can see it)."""
+
+
+@dataclass(frozen=True)
+class ShopperView:
+    """The shopper model's click probability of one item and its attribution."""
+
+    p_click: float
+    """σ(g + c): the click probability if the slot is examined."""
+    logit: float
+    """g(φ), without the calibration offset."""
+    baseline_logit: float
+    """g(train mean of φ)."""
+    contributions: list[FeatureContribution]
+    """Every click feature, largest |contribution| first; they sum to logit − baseline_logit."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form."""
+        return asdict(self)
+
+
+def shopper_views(sim: Simulator, phi: np.ndarray) -> list[ShopperView]:
+    """The shopper model's view of each row of ``phi`` (items, click features)."""
+    scorer = sim.click
+    base = np.asarray(scorer.mean, dtype=np.float64)
+    out = []
+    for a in shapley(scorer.logit, np.atleast_2d(phi), base, CLICK_FEATURES):
+        row = {name: j for j, name in enumerate(CLICK_FEATURES)}
+        x = np.atleast_2d(phi)[len(out)]
+        out.append(
+            ShopperView(
+                p_click=float(1.0 / (1.0 + np.exp(-(a.value + sim.click_offset)))),
+                logit=a.value,
+                baseline_logit=a.base,
+                contributions=[
+                    FeatureContribution(
+                        name, float(x[row[name]]), float(base[row[name]]), c, name in INTENT_FEATURES
+                    )
+                    for name, c in a.ranked()
+                ],
+            )
+        )
+    return out
+
+
+__all__ = ["FeatureContribution", "ShopperView", "shopper_views"]

@@ -60,10 +60,10 @@ def shopper_views(sim: Simulator, phi: np.ndarray) -> list[ShopperView]:
     """The shopper model's view of each row of ``phi`` (items, click features)."""
     scorer = sim.click
     base = np.asarray(scorer.mean, dtype=np.float64)
-    out = []
-    for a in shapley(scorer.logit, np.atleast_2d(phi), base, CLICK_FEATURES):
-        row = {name: j for j, name in enumerate(CLICK_FEATURES)}
-        x = np.atleast_2d(phi)[len(out)]
+    rows = np.atleast_2d(np.asarray(phi, dtype=np.float64))
+    column = {name: j for j, name in enumerate(CLICK_FEATURES)}
+    out: list[ShopperView] = []
+    for x, a in zip(rows, shapley(scorer.logit, rows, base, CLICK_FEATURES), strict=True):
         out.append(
             ShopperView(
                 p_click=float(1.0 / (1.0 + np.exp(-(a.value + sim.click_offset)))),
@@ -71,7 +71,7 @@ def shopper_views(sim: Simulator, phi: np.ndarray) -> list[ShopperView]:
                 baseline_logit=a.base,
                 contributions=[
                     FeatureContribution(
-                        name, float(x[row[name]]), float(base[row[name]]), c, name in INTENT_FEATURES
+                        name, float(x[column[name]]), float(base[column[name]]), c, name in INTENT_FEATURES
                     )
                     for name, c in a.ranked()
                 ],

@@ -1,0 +1,75 @@
+"""A learned policy's own view: exact completeness of the split of PPO's score and of SlateQ's
+item value and choice logit, the explained score is the one the policy ranks by, and two
+policies that show the same item get different splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+
+from shopsim.agents.ppo import SlatePointerPolicy
+from shopsim.agents.slateq import SlateQ, SlateQPolicy
+from shopsim.envs.vec_env import ShopperVecEnv
+from shopsim.errors import ShopsimError
+from shopsim.evaluation.explain.policy_view import PLAYERS, input_baseline, policy_attributions
+
+
+def _obs(env: ShopperVecEnv, i: int) -> dict[str, np.ndarray]:
+    return {k: v[i] for k, v in env.core.observe().items()}  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def agents(toy_sim: Path) -> tuple[PPO, SlateQ, ShopperVecEnv]:
+    env = ShopperVecEnv(toy_sim, 8, slate_size=3, n_candidates=10, seed=0)
+    ppo = PPO(SlatePointerPolicy, env, n_steps=32, batch_size=64, n_epochs=2, seed=0)  # type: ignore[arg-type]
+    ppo.learn(512)
+    dqn = SlateQ(SlateQPolicy, env, seed=0, learning_starts=64, buffer_size=1000, batch_size=32)  # type: ignore[arg-type]
+    dqn.learn(512)
+    test = ShopperVecEnv(toy_sim, 6, slate_size=3, n_candidates=10, split="test", seed=4)
+    test.reset()
+    return ppo, dqn, test
+
+
+def test_splits_add_up_and_explain_the_score_the_policy_ranks_by(
+    agents: tuple[PPO, SlateQ, ShopperVecEnv],
+) -> None:
+    ppo, dqn, env = agents
+    base_env = ShopperVecEnv(env.sim, 16, slate_size=3, n_candidates=10, split="train", seed=9)
+    base_env.reset()
+    starts = [_obs(base_env, i) for i in range(16)]
+    obs = _obs(env, 0)
+    valid = np.flatnonzero(obs["cand_mask"] > 0.5)
+    for agent, heads in ((ppo, ("score",)), (dqn, ("item_value", "choice_logit"))):
+        baseline = input_baseline(agent, starts)
+        for head in heads:
+            atts = policy_attributions(agent, obs, valid, baseline, head)
+            assert [a.players for a in atts] == [PLAYERS] * len(valid)
+            assert max(a.completeness_gap for a in atts) < 1e-9
+            t = {
+                k: torch.as_tensor(v[None])
+                for k, v in obs.items()
+                if k in agent.policy.observation_space.spaces
+            }
+            with torch.no_grad():
+                if head == "score":
+                    own = agent.policy._encode(t)[0][0].numpy()
+                else:
+                    net = agent.policy.q_net if head == "item_value" else agent.policy.choice_net
+                    own = net(t, agent.policy.candidate_vectors(t))[0][0].numpy()
+            np.testing.assert_allclose([a.value for a in atts], own[valid], atol=1e-4)  # float64 vs float32
+    p = policy_attributions(ppo, obs, valid[:1], input_baseline(ppo, starts), "score")[0]
+    q = policy_attributions(dqn, obs, valid[:1], input_baseline(dqn, starts), "item_value")[0]
+    assert not np.allclose(
+        p.contributions / np.abs(p.contributions).sum(), q.contributions / np.abs(q.contributions).sum()
+    )
+
+
+def test_a_head_the_policy_does_not_have_is_one_line(agents: tuple[PPO, SlateQ, ShopperVecEnv]) -> None:
+    ppo, _, env = agents
+    obs = _obs(env, 0)
+    with pytest.raises(ShopsimError, match="explain: SlatePointerPolicy has no 'item_value' to explain"):
+        policy_attributions(ppo, obs, np.array([0]), np.zeros(1), "item_value")

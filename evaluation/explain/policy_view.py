@@ -1,5 +1,8 @@
 """A learned policy's own view of a candidate: its score for the item, split over its inputs.
 
+For SlateQ also :func:`slateq_value_split`: the item value Q̄(s, i) as the immediate reward of a
+click on it plus the long-term rest (they sum to Q̄ exactly).
+
 PPO's pointer policy scores candidate *i* from ``[item vector, agent-visible features, shopper
 state, item vector ⊙ state]`` of that candidate alone (:class:`~shopsim.agents.ppo.SlatePointerPolicy`),
 and SlateQ's item value Q̄(s, i) and choice logit g(s, i) likewise
@@ -16,12 +19,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from shopsim.envs.model.features import CAND_FEATURES
+from shopsim.envs.model.features import CAND, CAND_FEATURES
+from shopsim.envs.rewards import WeightedReward
 from shopsim.errors import ShopsimError
 from shopsim.evaluation.explain.attribution import Attribution, shapley
 
@@ -99,4 +104,44 @@ def policy_attributions(
     return shapley(item_model(agent, head), x, baseline, PLAYERS, groups, chunk=1 << 15)
 
 
-__all__ = ["HEADS", "PLAYERS", "candidate_inputs", "input_baseline", "item_model", "policy_attributions"]
+@dataclass(frozen=True)
+class ValueSplit:
+    """SlateQ's value of a candidate if it is clicked, split in two (they sum to ``item_value``)."""
+
+    item_value: float
+    """Q̄(s, i), the agent's own estimate (float64 evaluation of its network)."""
+    immediate: float
+    """The expected reward of the click itself: the reward's click weight, plus its purchase
+    and revenue weights times the item's train purchase-per-click rate (and price), plus the
+    novelty term — read from the agent-visible ``buy_rate``, ``log_price`` and ``pop``."""
+    long_term: float
+    """item_value − immediate: what the agent expects from the rest of the session (and the
+    reward terms not priced above: cross-category and basket purchases)."""
+
+
+def slateq_value_split(
+    agent: Any, obs: dict[str, np.ndarray], candidates: np.ndarray, reward: WeightedReward
+) -> list[ValueSplit]:
+    """Immediate vs long-term value of each of ``candidates`` for a SlateQ agent under ``reward``."""
+    q = item_model(agent, "item_value")(candidate_inputs(agent, obs)[np.asarray(candidates)])
+    feat = np.asarray(obs["cand_feat"], dtype=np.float64)[np.asarray(candidates)]
+    p_buy = 1.0 / (1.0 + np.exp(-feat[:, CAND["buy_rate"]]))
+    price = np.expm1(feat[:, CAND["log_price"]])
+    immediate = (
+        reward.click
+        + (reward.purchase + reward.revenue * price) * p_buy
+        - reward.novelty * feat[:, CAND["pop"]]  # novelty pays −log popularity per click
+    )
+    return [ValueSplit(float(v), float(i), float(v - i)) for v, i in zip(q, immediate, strict=True)]
+
+
+__all__ = [
+    "HEADS",
+    "PLAYERS",
+    "ValueSplit",
+    "candidate_inputs",
+    "input_baseline",
+    "item_model",
+    "policy_attributions",
+    "slateq_value_split",
+]

@@ -73,3 +73,24 @@ def test_a_head_the_policy_does_not_have_is_one_line(agents: tuple[PPO, SlateQ, 
     obs = _obs(env, 0)
     with pytest.raises(ShopsimError, match="explain: SlatePointerPolicy has no 'item_value' to explain"):
         policy_attributions(ppo, obs, np.array([0]), np.zeros(1), "item_value")
+
+
+def test_slateq_value_splits_into_immediate_and_long_term(agents: tuple[PPO, SlateQ, ShopperVecEnv]) -> None:
+    from shopsim.envs.model.features import CAND
+    from shopsim.envs.rewards import WeightedReward
+    from shopsim.evaluation.explain.policy_view import candidate_inputs, item_model, slateq_value_split
+
+    _, dqn, env = agents
+    obs = _obs(env, 1)
+    valid = np.flatnonzero(obs["cand_mask"] > 0.5)
+    q = item_model(dqn, "item_value")(candidate_inputs(dqn, obs)[valid])
+    for reward in (WeightedReward(), WeightedReward(click=1.0, purchase=5.0, revenue=0.1)):
+        splits = slateq_value_split(dqn, obs, valid, reward)
+        for s, qi in zip(splits, q, strict=True):
+            assert abs(s.immediate + s.long_term - s.item_value) < 1e-6
+            assert abs(s.item_value - qi) < 1e-12
+    clicks_only = slateq_value_split(dqn, obs, valid, WeightedReward())
+    assert all(s.immediate == 1.0 for s in clicks_only)  # a click is worth its weight, no more
+    buy = slateq_value_split(dqn, obs, valid, WeightedReward(click=0.0, purchase=1.0))
+    rate = 1 / (1 + np.exp(-obs["cand_feat"][valid, CAND["buy_rate"]].astype(np.float64)))
+    np.testing.assert_allclose([s.immediate for s in buy], rate, rtol=1e-12)

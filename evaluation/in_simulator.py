@@ -8,6 +8,7 @@ comparing two separate intervals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,11 @@ from shopsim.envs.engine import SessionStarts, ShopperBatch, ShopperConfig
 from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import RewardFn, make_reward
 from shopsim.stats import bootstrap_mean_ci, bootstrap_ratio_ci, paired_difference_ci
+
+StepObserver = Callable[[int, ShopperBatch, dict[str, np.ndarray], np.ndarray, np.ndarray], None]
+"""``observer(batch_start, engine, observation, slates, alive)`` before each step's response:
+row r of the batch is evaluation episode ``batch_start + r``; ``slates`` (B, k) are candidate
+positions; ``alive`` (B,) marks the rows still in their session."""
 
 
 @dataclass
@@ -71,12 +77,16 @@ def evaluate_policy_in_sim(
     batch: int = 500,
     deterministic: bool = True,
     starts: SessionStarts | None = None,
+    observer: StepObserver | None = None,
 ) -> EpisodeResults:
     """Play ``episodes`` logged sessions (chosen by ``seed``) with ``policy``; B at a time.
 
     :param starts: the episode starts of this simulator and ``config``
         (:class:`~shopsim.envs.engine.SessionStarts`) to share between calls — evaluating
         several policies on the same sessions computes them once; the results are the same.
+    :param observer: called on every step of every batch with what was shown and what
+        happened (:data:`StepObserver`); it must not change its arguments. ``shopsim explain``
+        reads the evaluated slates through it, so they are the evaluation's own.
     """
     cfg = config or ShopperConfig(split="test")
     reward_fn = make_reward(reward)
@@ -96,7 +106,11 @@ def evaluate_policy_in_sim(
         alive = np.ones(b, bool)
         acc = {k: np.zeros(b) for k in out}
         while alive.any():
-            slate, _ = policy.predict(core.observe(), deterministic=deterministic)
+            obs = core.observe()
+            slate, _ = policy.predict(obs, deterministic=deterministic)
+            before = alive.copy()
+            if observer is not None:
+                observer(start, core, obs, np.asarray(slate).reshape(b, -1), before)
             ev, left, trunc = core.step_slate(np.asarray(slate).reshape(b, -1), rng)
             r = np.asarray(reward_fn(ev), dtype=float)
             acc["returns"] += r * alive

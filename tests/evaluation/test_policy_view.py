@@ -94,3 +94,38 @@ def test_slateq_value_splits_into_immediate_and_long_term(agents: tuple[PPO, Sla
     buy = slateq_value_split(dqn, obs, valid, WeightedReward(click=0.0, purchase=1.0))
     rate = 1 / (1 + np.exp(-obs["cand_feat"][valid, CAND["buy_rate"]].astype(np.float64)))
     np.testing.assert_allclose([s.immediate for s in buy], rate, rtol=1e-12)
+
+
+def test_explain_episode_for_a_ranker_and_both_agents(agents: tuple[PPO, SlateQ, ShopperVecEnv]) -> None:
+    import json
+
+    from shopsim.agents.registry import PolicyContext, build_policies
+    from shopsim.envs.engine import ShopperConfig
+    from shopsim.evaluation.explain.session import explain_episode
+
+    ppo, dqn, env = agents
+    base_env = ShopperVecEnv(env.sim, 16, slate_size=3, n_candidates=10, split="train", seed=9)
+    base_env.reset()
+    starts = [_obs(base_env, i) for i in range(16)]
+    pols = {
+        "popularity": build_policies(["popularity"], PolicyContext(3))["popularity"],
+        "ppo": ppo,
+        "dqn": dqn,
+    }
+    cfg = ShopperConfig(slate_size=3, n_candidates=10, split="test")
+    bases = {n: input_baseline(pols[n], starts) for n in ("ppo", "dqn")}
+    doc = explain_episode(env.sim, pols, 7, episodes=40, config=cfg, seed=1, batch=20, baselines=bases)
+    json.dumps(doc, allow_nan=False)  # JSON-ready
+    assert set(doc["policies"]) == {"popularity", "ppo", "dqn"}
+    for name, p in doc["policies"].items():
+        assert p["steps"], name
+        for step in p["steps"]:
+            assert len(step["slate"]) == 3
+            for item in step["slate"]:
+                assert item["shopper"]["completeness_gap"] < 1e-9
+                assert ("policy" in item) == (name != "popularity")
+                for head in item.get("policy", {}).values():
+                    assert head["completeness_gap"] < 1e-9
+                if name == "dqn":
+                    s = item["value_split"]
+                    assert abs(s["immediate"] + s["long_term"] - s["item_value"]) < 1e-6

@@ -1,0 +1,119 @@
+"""Explain one evaluation episode: every slate each policy showed, and for every item in it the
+shop's evidence, the shopper model's view and (learned agents) the policy's own view.
+
+The JSON-ready result of :func:`explain_episode` is what ``shopsim explain`` prints and the run
+report draws; its parts are documented in :mod:`.reasons`, :mod:`.shopper`,
+:mod:`.policy_view` and :mod:`.replay`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from shopsim.envs.engine import ShopperConfig
+from shopsim.envs.model.simulator import Simulator
+from shopsim.envs.rewards import WeightedReward
+from shopsim.evaluation.explain.policy_view import HEADS, policy_attributions, slateq_value_split
+from shopsim.evaluation.explain.reasons import item_reasons, price_bands
+from shopsim.evaluation.explain.replay import replay_episode
+from shopsim.evaluation.explain.shopper import shopper_views
+
+
+def _agent_kind(policy: Any) -> str | None:
+    inner = getattr(policy, "policy", None)
+    if inner is None:
+        return None
+    if hasattr(inner, "q_net"):
+        return "dqn"
+    if hasattr(inner, "cand_net"):
+        return "ppo"
+    return None
+
+
+def explain_episode(
+    sim: Simulator,
+    policies: dict[str, Any],
+    episode: int,
+    *,
+    episodes: int,
+    config: ShopperConfig,
+    seed: int,
+    batch: int = 500,
+    reward: WeightedReward | None = None,
+    baselines: dict[str, np.ndarray] | None = None,
+    top: int = 5,
+) -> dict[str, Any]:
+    """Every policy's slates in evaluation episode ``episode`` with the reasons for each item.
+
+    :param baselines: per learned agent, the input baseline of its attributions
+        (:func:`~.policy_view.input_baseline`); agents without one get no policy view.
+    :param top: contributions listed per attribution (largest |contribution| first); the
+        completeness gap is reported over all of them.
+    """
+    cat = sim.catalog
+    bands = price_bands(cat)
+    reward = reward or WeightedReward()
+    out: dict[str, Any] = {"episode": episode, "episodes": episodes, "seed": seed, "policies": {}}
+    for name, policy in policies.items():
+        steps = replay_episode(sim, policy, episode, episodes=episodes, config=config, seed=seed, batch=batch)
+        kind = _agent_kind(policy)
+        rows = []
+        for st in steps:
+            views = shopper_views(sim, st.click_features)
+            policy_view: dict[str, list[Any]] = {}
+            if kind is not None and baselines and name in baselines:
+                for head in HEADS[kind]:
+                    policy_view[head] = policy_attributions(
+                        policy, st.observation, st.positions, baselines[name], head
+                    )
+            splits = (
+                slateq_value_split(policy, st.observation, st.positions, reward) if kind == "dqn" else None
+            )
+            slate = []
+            for slot, item in enumerate(st.items.tolist()):
+                v = views[slot]
+                entry: dict[str, Any] = {
+                    "slot": slot,
+                    "item": str(cat.item_ids[item]),
+                    "code": int(item),
+                    "category": int(cat.category[item]),
+                    "reasons": item_reasons(cat, st.history, item, bands=bands).as_dict(),
+                    "shopper": {
+                        "p_click": v.p_click,
+                        "logit": v.logit,
+                        "baseline_logit": v.baseline_logit,
+                        "completeness_gap": abs(
+                            sum(c.contribution for c in v.contributions) - (v.logit - v.baseline_logit)
+                        ),
+                        "contributions": [c.__dict__ for c in v.contributions[:top]],
+                    },
+                }
+                if policy_view:
+                    entry["policy"] = {
+                        head: {
+                            "value": atts[slot].value,
+                            "baseline": atts[slot].base,
+                            "completeness_gap": atts[slot].completeness_gap,
+                            "contributions": [
+                                {"input": p, "contribution": c} for p, c in atts[slot].ranked()[:top]
+                            ],
+                        }
+                        for head, atts in policy_view.items()
+                    }
+                if splits is not None:
+                    entry["value_split"] = splits[slot].__dict__
+                slate.append(entry)
+            rows.append(
+                {
+                    "step": st.step,
+                    "history": [str(cat.item_ids[i]) for i in st.history if i >= 0],
+                    "slate": slate,
+                }
+            )
+        out["policies"][name] = {"steps": rows}
+    return out
+
+
+__all__ = ["explain_episode"]

@@ -88,7 +88,7 @@ def test_more_than_twenty_players_is_refused() -> None:
 
 
 def test_deletion_top_attributed_click_features_move_the_click_probability_most(toy_sim: Path) -> None:
-    """Faithfulness on the fitted click model of the toy shop: on 300 real candidate rows,
+    """Faithfulness on the fitted click model of the toy shop: on 150 real candidate rows,
     resetting the 3 features with the largest |φ| to the baseline (the train mean the scorer
     standardises with) changes P(click) more than resetting 3 random features."""
     from shopsim.envs.model.features import CLICK_FEATURES
@@ -97,7 +97,7 @@ def test_deletion_top_attributed_click_features_move_the_click_probability_most(
     env = ShopperVecEnv(toy_sim, 30, slate_size=3, n_candidates=10, split="test", seed=3)
     env.reset()
     ok = env.core.cand >= 0
-    rows = env.core.cand_phi[ok][:300]
+    rows = env.core.cand_phi[ok][:150]
     scorer = env.sim.click
     base = scorer.mean.astype(np.float64)
     atts = shapley(scorer.logit, rows, base, CLICK_FEATURES)
@@ -112,7 +112,7 @@ def test_deletion_top_attributed_click_features_move_the_click_probability_most(
             z = row.copy()
             z[idx] = base[idx]
             into.append(abs(p(z[None])[0] - p(row[None])[0]))
-    assert len(top_moves) == 300
+    assert len(top_moves) == 150
     assert np.mean(top_moves) > 2 * np.mean(random_moves)
     assert np.mean(np.array(top_moves) >= np.array(random_moves)) > 0.8  # item by item, too
 

@@ -42,7 +42,7 @@ def test_splits_add_up_and_explain_the_score_the_policy_ranks_by(
     base_env.reset()
     starts = [_obs(base_env, i) for i in range(16)]
     obs = _obs(env, 0)
-    valid = np.flatnonzero(obs["cand_mask"] > 0.5)
+    valid = np.flatnonzero(obs["cand_mask"] > 0.5)[:3]  # 2^18 network evaluations per candidate
     for agent, heads in ((ppo, ("score",)), (dqn, ("item_value", "choice_logit"))):
         baseline = input_baseline(agent, starts)
         for head in heads:
@@ -96,6 +96,7 @@ def test_slateq_value_splits_into_immediate_and_long_term(agents: tuple[PPO, Sla
     np.testing.assert_allclose([s.immediate for s in buy], rate, rtol=1e-12)
 
 
+@pytest.mark.slow  # ~10 s: every step of three policies, 2^18 network evaluations per attributed item
 def test_explain_episode_for_a_ranker_and_both_agents(agents: tuple[PPO, SlateQ, ShopperVecEnv]) -> None:
     import json
 

@@ -34,7 +34,7 @@ from shopsim.agents.training import train_agent, training_env
 from shopsim.artifacts import atomic_file, boundary
 from shopsim.envs.engine import SessionStarts
 from shopsim.envs.model.simulator import Simulator
-from shopsim.evaluation.in_simulator import EpisodeResults, evaluate_policy_in_sim
+from shopsim.evaluation.in_simulator import EpisodeResults, StepObserver, evaluate_policy_in_sim
 from shopsim.experiments.config import RunConfig
 
 Echo = Callable[[str], None]
@@ -120,7 +120,7 @@ def evaluate_policies(
             continue
         if starts is None:  # the sessions' starts, computed once for every policy
             starts = SessionStarts(sim, cfg.shop_for(split))
-        results[name] = _evaluate(cfg, sim, pol, split, n, deterministic, starts)
+        results[name] = evaluate_one(cfg, sim, pol, split, n, deterministic, starts)
         if path is not None and key is not None:
             _save_results(path, key, results[name])
             boundary("evaluate:policy-done")
@@ -129,7 +129,7 @@ def evaluate_policies(
     return results
 
 
-def _evaluate(
+def evaluate_one(
     cfg: RunConfig,
     sim: Simulator,
     pol: Any,
@@ -137,7 +137,11 @@ def _evaluate(
     n: int,
     deterministic: bool,
     starts: SessionStarts | None = None,
+    observer: StepObserver | None = None,
 ) -> EpisodeResults:
+    """One policy on ``n`` episodes of ``split`` exactly as the run evaluates it (engine seed
+    ``seed + 1``, numpy and torch global generators seeded and restored); ``observer`` sees
+    every step (``shopsim explain`` replays an episode through it)."""
     # sampled slates (PPO) draw from torch's global generator: seeded here, so the result does
     # not depend on what ran before (training, or nothing when the model was reused)
     np_state = np.random.get_state()  # noqa: NPY002 - restored below
@@ -154,6 +158,7 @@ def _evaluate(
                 seed=cfg.seed + 1,
                 deterministic=deterministic,
                 starts=starts,
+                observer=observer,
             )
         finally:
             np.random.set_state(np_state)  # noqa: NPY002

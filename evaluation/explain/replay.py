@@ -10,6 +10,7 @@ test checks it against a full evaluation).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 from shopsim.envs.engine import ShopperBatch, ShopperConfig
 from shopsim.envs.model.simulator import Simulator
 from shopsim.errors import ShopsimError
-from shopsim.evaluation.in_simulator import evaluate_policy_in_sim
+from shopsim.evaluation.in_simulator import StepObserver, evaluate_policy_in_sim
 
 
 @dataclass
@@ -38,18 +39,14 @@ class ReplayedStep:
     """The agent's observation of this shopper at this step (unbatched)."""
 
 
-def replay_episode(
-    sim: Simulator,
-    policy: Any,
-    episode: int,
-    *,
-    episodes: int,
-    config: ShopperConfig,
-    seed: int,
-    batch: int = 500,
-) -> list[ReplayedStep]:
-    """The steps of evaluation episode ``episode`` (0-based, of ``episodes`` drawn with
-    ``seed``) as ``policy`` played it in :func:`evaluate_policy_in_sim` with the same arguments."""
+Play = Callable[[int, StepObserver], Any]
+"""``play(episodes, observer)``: the evaluation of one policy on the first ``episodes`` of its
+episode list, calling ``observer`` on every step (e.g. a run's own evaluation call)."""
+
+
+def replay(play: Play, episode: int, *, episodes: int, batch: int = 500) -> list[ReplayedStep]:
+    """The steps of evaluation episode ``episode`` (0-based, of ``episodes``) as ``play`` —
+    an evaluation in batches of ``batch`` — played it."""
     if not 0 <= episode < episodes:
         raise ShopsimError(
             f"explain: episode {episode} is not one of the {episodes} evaluated (0..{episodes - 1})"
@@ -77,10 +74,28 @@ def replay_episode(
             )
         )
 
-    evaluate_policy_in_sim(
-        sim, policy, episodes=upto, config=config, seed=seed, batch=batch, observer=observe
-    )
+    play(upto, observe)
     return steps
 
 
-__all__ = ["ReplayedStep", "replay_episode"]
+def replay_episode(
+    sim: Simulator,
+    policy: Any,
+    episode: int,
+    *,
+    episodes: int,
+    config: ShopperConfig,
+    seed: int,
+    batch: int = 500,
+) -> list[ReplayedStep]:
+    """:func:`replay` of :func:`evaluate_policy_in_sim` with these arguments."""
+
+    def play(n: int, observer: StepObserver) -> Any:
+        return evaluate_policy_in_sim(
+            sim, policy, episodes=n, config=config, seed=seed, batch=batch, observer=observer
+        )
+
+    return replay(play, episode, episodes=episodes, batch=batch)
+
+
+__all__ = ["Play", "ReplayedStep", "replay", "replay_episode"]

@@ -8,6 +8,7 @@ report draws; its parts are documented in :mod:`.reasons`, :mod:`.shopper`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from shopsim.envs.model.simulator import Simulator
 from shopsim.envs.rewards import WeightedReward
 from shopsim.evaluation.explain.policy_view import HEADS, policy_attributions, slateq_value_split
 from shopsim.evaluation.explain.reasons import item_reasons, price_bands
-from shopsim.evaluation.explain.replay import replay_episode
+from shopsim.evaluation.explain.replay import ReplayedStep, replay_episode
 from shopsim.evaluation.explain.shopper import shopper_views
 
 
@@ -44,6 +45,7 @@ def explain_episode(
     reward: WeightedReward | None = None,
     baselines: dict[str, np.ndarray] | None = None,
     top: int = 5,
+    replay_fn: Callable[[str, Any], list[ReplayedStep]] | None = None,
 ) -> dict[str, Any]:
     """Every policy's slates in evaluation episode ``episode`` with the reasons for each item.
 
@@ -51,13 +53,21 @@ def explain_episode(
         (:func:`~.policy_view.input_baseline`); agents without one get no policy view.
     :param top: contributions listed per attribution (largest |contribution| first); the
         completeness gap is reported over all of them.
+    :param replay_fn: ``(name, policy) → steps``: how to replay the episode (a run passes its
+        own evaluation call); default :func:`~.replay.replay_episode` with these arguments.
     """
     cat = sim.catalog
     bands = price_bands(cat)
     reward = reward or WeightedReward()
     out: dict[str, Any] = {"episode": episode, "episodes": episodes, "seed": seed, "policies": {}}
     for name, policy in policies.items():
-        steps = replay_episode(sim, policy, episode, episodes=episodes, config=config, seed=seed, batch=batch)
+        steps = (
+            replay_fn(name, policy)
+            if replay_fn is not None
+            else replay_episode(
+                sim, policy, episode, episodes=episodes, config=config, seed=seed, batch=batch
+            )
+        )
         kind = _agent_kind(policy)
         rows = []
         for st in steps:

@@ -589,6 +589,20 @@ def cmd_headroom(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """``shopsim explain RUN``: why each item is in the slates of one evaluated session."""
+    from shopsim.artifacts import write_text_atomic
+    from shopsim.experiments.explain import explain_run, explain_text
+
+    doc = explain_run(args.run, policies=args.policy, episode=args.episode, seed=args.seed, top=args.top)
+    if args.json is not None:
+        write_text_atomic(args.json, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    print(explain_text(doc))
+    if args.json is not None:
+        print(f"  wrote {args.json}")
+    return 0
+
+
 def cmd_ope_obd(args: argparse.Namespace) -> int:
     """``shopsim ope obd DIR --out OUT``: each OBD logging policy's CTR from the other's logs."""
     from shopsim.experiments.ope_obd import obd_markdown, run_obd
@@ -872,6 +886,34 @@ def _add_headroom(sub: Any, want: Want) -> None:
     hr.set_defaults(func=cmd_headroom)
 
 
+def _add_explain(sub: Any, want: Want) -> None:
+    ex = sub.add_parser(
+        "explain",
+        help="why each item is in the slates of one evaluated session of a run",
+        description="Replay one test episode of a finished run through the run's own evaluation and, for "
+        "every item each policy showed, list the shop's evidence (nearest history items in the encoder's "
+        "space, shared category and price band, bought/viewed together with lift), the shopper model's "
+        "click probability with an exact Shapley split of its logit over the click features, and for "
+        "PPO and SlateQ the policy's own score split over its inputs (SlateQ: immediate vs long-term value).",
+    )
+    if not want("explain"):
+        return
+    ex.add_argument("run", type=_existing("folder"), help="a finished run folder (shopsim run … --out RUN)")
+    ex.add_argument(
+        "--policy", action="append", default=None, help="a policy of the run (repeatable; default: all)"
+    )
+    ex.add_argument(
+        "--episode",
+        type=_number(int, ge=0),
+        default=None,
+        help="test episode index (default: drawn with --seed)",
+    )
+    ex.add_argument("--seed", type=_seed, default=0, help="seed of the drawn episode")
+    ex.add_argument("--top", type=_number(int, ge=1), default=5, help="contributions listed per attribution")
+    ex.add_argument("--json", type=Path, default=None, help="also write the explanation as JSON here")
+    ex.set_defaults(func=cmd_explain)
+
+
 def _add_ope(sub: Any, want: Want) -> None:
     ope = sub.add_parser("ope", help="off-policy evaluation")
     if not want("ope"):
@@ -1040,7 +1082,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         return command is None or command == name
 
     adders = (_add_data, _add_encode, _add_simulator, _add_experiments, _add_study, _add_ope, _add_bench)
-    for add in (*adders, _add_headroom):
+    for add in (*adders, _add_headroom, _add_explain):
         add(sub, want)
     return parser
 

@@ -86,4 +86,63 @@ def explain_run(
         replay_fn=lambda name, pol: replay(replayer(name, pol), episode, episodes=n),
     )
     doc["run"] = str(run)
+    for name, entry in doc["policies"].items():  # what the run's own evaluation recorded for it
+        npz = run / "evaluation" / "test" / f"{name}.npz"
+        if npz.is_file():
+            with np.load(npz) as z:
+                entry["evaluated"] = {
+                    "return": float(z["returns"][episode]),
+                    "steps": int(z["steps"][episode]),
+                    "clicks": float(z["clicks"][episode]),
+                }
     return doc
+
+
+def _fmt_item(item: dict[str, Any]) -> list[str]:
+    r = item["reasons"]
+    why = []
+    if r["nearest_history"]:
+        n = r["nearest_history"][0]
+        why.append(f"similar to history item {n['item']} (cosine {n['similarity']:.2f})")
+    if r["same_category"]:
+        why.append(f"same category as {r['same_category']} history item(s)")
+    if r["price_band"] is not None and r["same_price_band"]:
+        why.append(f"price band {r['price_band'] + 1}/5 like {r['same_price_band']} history item(s)")
+    for t in r["together"][:2]:
+        why.append(f"{t['table']} with history item {t['item']}: {t['count']}× (lift {t['lift']:.1f})")
+    sh = item["shopper"]
+    top = ", ".join(
+        f"{c['feature']}{' [simulator-only]' if c['simulator_only'] else ''} {c['contribution']:+.2f}"
+        for c in sh["contributions"][:3]
+    )
+    lines = [
+        f"  {item['slot'] + 1}. item {item['item']} (category {item['category']}) — "
+        + ("; ".join(why) or "no shop evidence beyond the model"),
+        f"     shopper model: P(click) {sh['p_click']:.3f}; logit {sh['logit']:+.2f} vs mean "
+        f"{sh['baseline_logit']:+.2f}: {top}",
+    ]
+    for head, v in item.get("policy", {}).items():
+        parts = ", ".join(f"{c['input']} {c['contribution']:+.2f}" for c in v["contributions"][:3])
+        lines.append(f"     policy {head}: {v['value']:+.2f} vs mean {v['baseline']:+.2f}: {parts}")
+    if "value_split" in item:
+        vs = item["value_split"]
+        lines.append(
+            f"     SlateQ value {vs['item_value']:+.2f} = immediate {vs['immediate']:+.2f} "
+            f"+ long-term {vs['long_term']:+.2f}"
+        )
+    return lines
+
+
+def explain_text(doc: dict[str, Any]) -> str:
+    """The terminal form of an explanation."""
+    out = [f"test episode {doc['episode']} of {doc['episodes']} ({doc['run']})"]
+    for name, entry in doc["policies"].items():
+        ev = entry.get("evaluated")
+        tail = f" — the run's evaluation: return {ev['return']:g} in {ev['steps']} page(s)" if ev else ""
+        out.append(f"\n{name}{tail}")
+        for st in entry["steps"]:
+            hist = ", ".join(st["history"][:5]) or "none"
+            out.append(f" page {st['step'] + 1} (history, most recent first: {hist})")
+            for item in st["slate"]:
+                out.extend(_fmt_item(item))
+    return "\n".join(out)

@@ -33,6 +33,15 @@ def _agent_kind(policy: Any) -> str | None:
     return None
 
 
+def _with_ids(reasons: dict[str, Any], item_ids: np.ndarray) -> dict[str, Any]:
+    """The reasons with the shop's item ids in place of catalog codes (``code`` keeps the code)."""
+    for key in ("nearest_history", "together"):
+        for entry in reasons[key]:
+            entry["code"] = entry["item"]
+            entry["item"] = str(item_ids[entry["item"]])
+    return reasons
+
+
 def explain_episode(
     sim: Simulator,
     policies: dict[str, Any],
@@ -89,7 +98,9 @@ def explain_episode(
                     "item": str(cat.item_ids[item]),
                     "code": int(item),
                     "category": int(cat.category[item]),
-                    "reasons": item_reasons(cat, st.history, item, bands=bands).as_dict(),
+                    "reasons": _with_ids(
+                        item_reasons(cat, st.history, item, bands=bands).as_dict(), cat.item_ids
+                    ),
                     "shopper": {
                         "p_click": v.p_click,
                         "logit": v.logit,

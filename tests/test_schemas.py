@@ -32,6 +32,7 @@ NAMES = (
     "manifest",
     "headroom",
     "sweep",
+    "explain",
 )
 
 

@@ -10,11 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
 from shopsim.tests.helpers import tiny_toy_config
 
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs/schemas/explain.schema.json").read_text())
 RUN = tiny_toy_config(
     agents={
         "policies": ["random", "popularity", "cooccurrence", "click_model_greedy", "ppo", "dqn"],
@@ -54,6 +56,7 @@ def test_explain_every_policy_of_the_run(run: Path, tmp_path: Path) -> None:
         proc = _shopsim("explain", run, "--episode", episode, "--json", tmp_path / "x.json", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
         doc = json.loads((tmp_path / "x.json").read_text())
+        jsonschema.Draft202012Validator(SCHEMA).validate(doc)
         assert set(doc["policies"]) == {p for p in results["policies"] if p != "ppo_sampled"}
         for name, entry in doc["policies"].items():
             assert len(entry["steps"]) == entry["evaluated"]["steps"], (name, episode)

@@ -70,7 +70,7 @@ def explain_run(
     # SlateQ's immediate value is priced with the run's weights; a custom reward callable: clicks
     reward = fn if isinstance(fn, WeightedReward) else WeightedReward()
 
-    def replayer(name: str, pol: Any) -> Any:
+    def play(pol: Any) -> Any:  # the run's own evaluation call, with the replay's observer
         return lambda k, obs: evaluate_one(cfg, sim, pol, "test", k, True, observer=obs)
 
     doc = explain_session.explain_episode(
@@ -83,7 +83,7 @@ def explain_run(
         reward=reward,
         baselines=baselines,
         top=top,
-        replay_fn=lambda name, pol: replay(replayer(name, pol), episode, episodes=n),
+        replay_fn=lambda _name, pol: replay(play(pol), episode, episodes=n),
     )
     doc["run"] = str(run)
     for name, entry in doc["policies"].items():  # what the run's own evaluation recorded for it

@@ -282,7 +282,7 @@ def plot_sweep(report: Mapping[str, Any], folder: Path) -> list[Path]:
     from shopsim.plots import pyplot, save_figure
 
     rows = list(report["rows"])
-    keys = [k for k in (rows[0]["point"] if rows else {})]
+    keys = list(rows[0]["point"]) if rows else []
     paths: list[Path] = []
     for key in keys:
         values = list(dict.fromkeys(str(r["point"][key]) for r in rows))

@@ -38,6 +38,23 @@ def tiny_toy_config(**sections: Any) -> dict[str, Any]:
     return {**config, **sections}
 
 
+def tiny_agents(policies: list[str]) -> dict[str, Any]:
+    """The ``agents`` section of a tiny run: ``policies`` with 256-step PPO and SlateQ budgets
+    and no checkpoints (with :func:`tiny_toy_config`, a run of a minute or two)."""
+    return {
+        "policies": list(policies),
+        "n_envs": 4,
+        "ppo": {"steps": 256, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "checkpoint_every": 0},
+        "dqn": {
+            "steps": 256,
+            "buffer_size": 400,
+            "learning_starts": 64,
+            "batch_size": 32,
+            "checkpoint_every": 0,
+        },
+    }
+
+
 def shared(name: str) -> Path:
     """Path of a full data set under ``$SHOPSIM_SHARED_DATA`` (tests marked ``real_data``, which
     run only on request: ``make test-real-data``); a clear failure when it is absent."""

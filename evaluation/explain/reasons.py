@@ -80,7 +80,7 @@ def price_bands(cat: Catalog) -> np.ndarray:
 def nearest_history(cat: Catalog, hist: np.ndarray, item: int, k: int = 3) -> list[Neighbour]:
     """The ``k`` history items (codes ≥ 0, distinct) nearest to ``item`` by cosine, nearest
     first (ties: the most recent first); the item itself is left out."""
-    h = pd_unique([int(i) for i in hist if i >= 0 and i != item])
+    h = _distinct([int(i) for i in hist if i >= 0 and i != item])
     if not h:
         return []
     sims = cat.vectors[h].astype(np.float64) @ cat.vectors[item].astype(np.float64)
@@ -88,7 +88,7 @@ def nearest_history(cat: Catalog, hist: np.ndarray, item: int, k: int = 3) -> li
     return [Neighbour(h[i], float(sims[i])) for i in order]
 
 
-def pd_unique(values: list[int]) -> list[int]:
+def _distinct(values: list[int]) -> list[int]:
     """``values`` without repeats, first occurrence kept (history order: most recent first)."""
     return list(dict.fromkeys(values))
 
@@ -107,7 +107,7 @@ def together(cat: Catalog, hist: np.ndarray, item: int) -> list[Together]:
     share = np.exp(cat.popularity.astype(np.float64))
     share = share / share.sum()
     out: list[Together] = []
-    for h in pd_unique([int(i) for i in hist if i >= 0 and i != item]):
+    for h in _distinct([int(i) for i in hist if i >= 0 and i != item]):
         for table, name in ((0, "transition"), (1, "co-occurrence")):
             count, total = _pair_count(cat, table, h, item)
             if count:

@@ -105,9 +105,7 @@ def explain_episode(
                         "p_click": v.p_click,
                         "logit": v.logit,
                         "baseline_logit": v.baseline_logit,
-                        "completeness_gap": abs(
-                            sum(c.contribution for c in v.contributions) - (v.logit - v.baseline_logit)
-                        ),
+                        "completeness_gap": v.completeness_gap,
                         "contributions": [c.__dict__ for c in v.contributions[:top]],
                     },
                 }

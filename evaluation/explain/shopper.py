@@ -51,6 +51,11 @@ class ShopperView:
     contributions: list[FeatureContribution]
     """Every click feature, largest |contribution| first; they sum to logit − baseline_logit."""
 
+    @property
+    def completeness_gap(self) -> float:
+        """|Σ contributions − (logit − baseline_logit)|: 0 up to rounding."""
+        return abs(sum(c.contribution for c in self.contributions) - (self.logit - self.baseline_logit))
+
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form."""
         return asdict(self)

@@ -14,22 +14,11 @@ import jsonschema
 import pytest
 import yaml
 
-from shopsim.tests.helpers import tiny_toy_config
+from shopsim.tests.helpers import tiny_agents, tiny_toy_config
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs/schemas/explain.schema.json").read_text())
 RUN = tiny_toy_config(
-    agents={
-        "policies": ["random", "popularity", "cooccurrence", "click_model_greedy", "ppo", "dqn"],
-        "n_envs": 4,
-        "ppo": {"steps": 256, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "checkpoint_every": 0},
-        "dqn": {
-            "steps": 256,
-            "buffer_size": 400,
-            "learning_starts": 64,
-            "batch_size": 32,
-            "checkpoint_every": 0,
-        },
-    },
+    agents=tiny_agents(["random", "popularity", "cooccurrence", "click_model_greedy", "ppo", "dqn"]),
     evaluation={"episodes": 40, "n_boot": 20, "offline": False},
 )
 

@@ -18,23 +18,12 @@ import pytest
 import yaml
 
 from shopsim.experiments.runner import finished
-from shopsim.tests.helpers import tiny_toy_config
+from shopsim.tests.helpers import tiny_agents, tiny_toy_config
 
 pytest.importorskip("ray", reason="the ray extra is installed by scripts/bootstrap.sh")
 
 TINY = tiny_toy_config(
-    agents={
-        "policies": ["random", "ppo"],
-        "n_envs": 4,
-        "ppo": {"steps": 256, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "checkpoint_every": 0},
-        "dqn": {
-            "steps": 256,
-            "buffer_size": 400,
-            "learning_starts": 64,
-            "batch_size": 32,
-            "checkpoint_every": 0,
-        },
-    },
+    agents=tiny_agents(["random", "ppo"]),
     evaluation={"episodes": 30, "n_boot": 20, "offline": False},
 )
 GRID = ["--grid", "agents.policies=[random,ppo],[random,dqn]", "--grid", "reward.purchase=1,5"]

@@ -8,7 +8,7 @@ OUT ?= runs/demo
 # The strict editable install (what mypy needs) links files one by one, so a new module needs
 # a reinstall: track the list of package files and reinstall when it changes.
 PKG_LIST := $(VENV)/.package-files
-$(shell mkdir -p $(VENV) && find src data encoders envs agents evaluation experiments tests -type f \( -name '*.py' -o -name '*.gz' -o -name '*.md' -o -name '*.yaml' \) 2>/dev/null | sort > $(PKG_LIST).new && (cmp -s $(PKG_LIST).new $(PKG_LIST) || mv $(PKG_LIST).new $(PKG_LIST)); rm -f $(PKG_LIST).new)
+$(shell mkdir -p $(VENV) && find src data encoders envs agents evaluation experiments tests -type f \( -name '*.py' -o -name '*.gz' -o -name '*.md' -o -name '*.yaml' -o -name '*.j2' \) 2>/dev/null | sort > $(PKG_LIST).new && (cmp -s $(PKG_LIST).new $(PKG_LIST) || mv $(PKG_LIST).new $(PKG_LIST)); rm -f $(PKG_LIST).new)
 
 $(VENV)/.installed: pyproject.toml scripts/bootstrap.sh $(PKG_LIST)
 	bash scripts/bootstrap.sh $(VENV)

@@ -66,6 +66,13 @@ def paired_difference(
     return {"diff": diff, "ci95": [lo, hi], "episodes": len(a.returns)}
 
 
+def evaluated_episodes(sim: Simulator, split: str, episodes: int, seed: int) -> np.ndarray:
+    """(episodes,) the logged sessions of ``split`` (indices into ``sim.episodes[split]``) that
+    an evaluation of ``episodes`` episodes with engine seed ``seed`` plays, in order (drawn with
+    replacement)."""
+    return np.random.default_rng(seed).integers(0, len(sim.episodes[split]), episodes)
+
+
 def evaluate_policy_in_sim(
     sim: Simulator,
     policy: SlatePolicy,
@@ -90,7 +97,7 @@ def evaluate_policy_in_sim(
     """
     cfg = config or ShopperConfig(split="test")
     reward_fn = make_reward(reward)
-    pick = np.random.default_rng(seed).integers(0, len(sim.episodes[cfg.split]), episodes)
+    pick = evaluated_episodes(sim, cfg.split, episodes, seed)
     out = {
         k: np.zeros(episodes)
         for k in ("returns", "clicks", "purchases", "revenue", "steps", "shown", "first")

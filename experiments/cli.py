@@ -594,12 +594,27 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from shopsim.artifacts import write_text_atomic
     from shopsim.experiments.explain import explain_run, explain_text
 
-    doc = explain_run(args.run, policies=args.policy, episode=args.episode, seed=args.seed, top=args.top)
+    doc = explain_run(
+        args.run,
+        policies=args.policy,
+        episode=args.episode,
+        session=args.session,
+        seed=args.seed,
+        top=args.top,
+    )
     if args.json is not None:
         write_text_atomic(args.json, json.dumps(doc, indent=2, allow_nan=False) + "\n")
     print(explain_text(doc))
     if args.json is not None:
         print(f"  wrote {args.json}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``shopsim report RUN``: (re)draw the run's report.html."""
+    from shopsim.experiments.run_report import write_report
+
+    write_report(args.run, sessions=args.sessions)
     return 0
 
 
@@ -902,16 +917,44 @@ def _add_explain(sub: Any, want: Want) -> None:
     ex.add_argument(
         "--policy", action="append", default=None, help="a policy of the run (repeatable; default: all)"
     )
-    ex.add_argument(
+    which = ex.add_mutually_exclusive_group()
+    which.add_argument(
         "--episode",
         type=_number(int, ge=0),
         default=None,
         help="test episode index (default: drawn with --seed)",
     )
+    which.add_argument(
+        "--session",
+        default=None,
+        help="a logged test session id: its first evaluated episode (ids: shopsim explain … --json)",
+    )
     ex.add_argument("--seed", type=_seed, default=0, help="seed of the drawn episode")
     ex.add_argument("--top", type=_number(int, ge=1), default=5, help="contributions listed per attribution")
     ex.add_argument("--json", type=Path, default=None, help="also write the explanation as JSON here")
     ex.set_defaults(func=cmd_explain)
+
+
+def _add_report(sub: Any, want: Want) -> None:
+    rp = sub.add_parser(
+        "report",
+        help="(re)draw a run's report.html: the whole run on one self-contained page",
+        description="Render RUN/report.html from a finished run folder: the configuration, the data "
+        "report, the encoder's held-out metrics, the simulator's fidelity with its plots, the results table "
+        "with intervals and paired differences, the learning curves, the OPE block when present, and "
+        "example test sessions with explained slates. Images are embedded and the page has no script: it "
+        "opens from disk, offline. `shopsim run` writes it at the end of every run.",
+    )
+    if not want("report"):
+        return
+    rp.add_argument("run", type=_existing("folder"), help="a finished run folder (shopsim run … --out RUN)")
+    rp.add_argument(
+        "--sessions",
+        type=_number(int, ge=0),
+        default=3,
+        help="example test sessions to explain (0: none; default 3)",
+    )
+    rp.set_defaults(func=cmd_report)
 
 
 def _add_ope(sub: Any, want: Want) -> None:
@@ -1082,7 +1125,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         return command is None or command == name
 
     adders = (_add_data, _add_encode, _add_simulator, _add_experiments, _add_study, _add_ope, _add_bench)
-    for add in (*adders, _add_headroom, _add_explain):
+    for add in (*adders, _add_headroom, _add_explain, _add_report):
         add(sub, want)
     return parser
 

@@ -11,6 +11,9 @@ import numpy as np
 from shopsim.artifacts import write_bytes_atomic
 from shopsim.plots import pyplot, save_figure
 
+RESULTS_SCHEMA = "shopsim.results/2"
+"""Version of results.json's layout (docs/schemas/results.schema.json)."""
+
 
 def results_markdown(report: dict[str, Any]) -> str:
     """The results table people read (results.md), best policy first, with paired differences

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,8 +59,10 @@ from shopsim.evaluation.next_item import summarize
 from shopsim.experiments.agent_stage import evaluate_policies, train_policies
 from shopsim.experiments.config import RunConfig, check_prepared, selected_policies
 from shopsim.experiments.encode import eval_markdown, run_encode
+from shopsim.experiments.explain import SHARED_FILE
 from shopsim.experiments.ope_stage import check_ope, ope_markdown, run_ope_stage
-from shopsim.experiments.reporting import results_markdown, write_plots
+from shopsim.experiments.reporting import RESULTS_SCHEMA, results_markdown, write_plots
+from shopsim.experiments.run_report import write_report
 
 Echo = Callable[[str], None]
 STAGE_FILE = "stage.json"
@@ -125,7 +128,12 @@ def run(
                 verify_artifact(shared.data, "log", "shopsim sweep (rebuilds the shared stages)")
                 check_prepared(cfg, SessionLog.load(shared.data))
                 data_dir, enc_dir, sim_dir = shared.data, shared.encoder, shared.simulator
+                # where the report and `shopsim explain` find this run's log, encoder and simulator
+                parts = ("data", "encoder", "simulator")
+                where = {k: os.path.relpath(getattr(shared, k), out) for k in parts}
+                write_text_atomic(out / SHARED_FILE, json.dumps(where) + "\n")
             else:
+                (out / SHARED_FILE).unlink(missing_ok=True)  # this run builds its own stages
                 with progress("prepare"):
                     check_ope(cfg, "config")
                     data_dir = prepare_stage(cfg, out / "data", echo)
@@ -141,6 +149,7 @@ def run(
             with progress("agents"):
                 report = agents_stage(cfg, data_dir, enc_dir, sim_dir, out, echo)
             _add_stage_times(out / "timing.json", progress)
+            write_report(out, echo=echo)
     except KeyboardInterrupt:
         how = command or f"shopsim run CONFIG --out {out}"
         echo(
@@ -198,6 +207,7 @@ def provenance() -> dict[str, Any]:
 RUN_FILES = (
     ("results.md", "the results table (policies, intervals, paired differences)"),
     ("results.json", "the same, machine-readable (docs/schemas/results.schema.json)"),
+    ("report.html", "the whole run on one page (open it in a browser; shopsim report DIR redraws it)"),
     ("plots/", "returns, per-policy metrics, learning curves, fidelity plots"),
     ("config.yaml", "the resolved config the results came from"),
     ("timing.json", "seconds per stage and per step of the agents stage"),
@@ -508,7 +518,3 @@ def results_report(
             entry["offline"] = offline[name]
         report["policies"][name] = entry
     return report
-
-
-RESULTS_SCHEMA = "shopsim.results/2"
-"""Version of results.json's layout (docs/schemas/results.schema.json)."""

@@ -28,11 +28,16 @@ Simulator-bound policies read the engine's state: they are
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from shopsim.agents.policy import EngineBoundPolicy, ScoringPolicy, batched, random_valid_slates
 from shopsim.envs.model.features import CAND_FEATURES, CLICK_FEATURES, INTENT_FEATURES
 from shopsim.envs.model.response import _sigmoid
+
+if TYPE_CHECKING:
+    from shopsim.envs.engine import ShopperBatch
 
 POP, COOC, CTR = (CAND_FEATURES.index(f) for f in ("pop", "cooc", "ctr"))
 
@@ -105,6 +110,17 @@ class TwoTowerSlate(ScoringPolicy):
         return np.einsum("bnd,bd->bn", obs["cand"], obs["user"])
 
 
+def click_model_logits(core: ShopperBatch, *, use_intent: bool = False) -> np.ndarray:
+    """(B, N) the fitted click model's logit of every candidate of every shopper of ``core``
+    (hidden intent zeroed unless ``use_intent``), plus the what-if dynamics' click terms: what
+    ``click_model_greedy`` (``click_model_oracle``) ranks by."""
+    phi = core.cand_phi.copy()
+    if not use_intent:
+        phi[..., [CLICK_FEATURES.index(f) for f in INTENT_FEATURES]] = 0.0
+    g = core.sim.click.logit(phi.reshape(-1, phi.shape[-1])).reshape(core.cand.shape)
+    return g + core.whatif_logit(core.cand)  # zero unless what-if dynamics are on
+
+
 class ClickModelGreedy(EngineBoundPolicy):
     """Ranks candidates by the simulator's fitted click model (see the module docstring)."""
 
@@ -116,12 +132,7 @@ class ClickModelGreedy(EngineBoundPolicy):
         self.name = "click_model_oracle" if use_intent else "click_model_greedy"
 
     def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        core = self.bound_engine()
-        phi = core.cand_phi.copy()
-        if not self.use_intent:
-            phi[..., [CLICK_FEATURES.index(f) for f in INTENT_FEATURES]] = 0.0
-        g = core.sim.click.logit(phi.reshape(-1, phi.shape[-1])).reshape(core.cand.shape)
-        g = g + core.whatif_logit(core.cand)  # zero unless what-if dynamics are on
+        g = click_model_logits(self.bound_engine(), use_intent=self.use_intent)
         if g.shape[0] != obs["cand_mask"].shape[0]:
             raise RuntimeError(f"{self.name}: observation batch does not match the bound simulator")
         return g

@@ -10,12 +10,13 @@ test checks it against a full evaluation).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from shopsim.agents.baselines.slates import click_model_logits
 from shopsim.envs.engine import ShopperBatch, ShopperConfig
 from shopsim.envs.model.simulator import Simulator
 from shopsim.errors import ShopsimError
@@ -33,10 +34,15 @@ class ReplayedStep:
     """(k,) the slate's item codes, in slot order."""
     positions: np.ndarray
     """(k,) the slate as positions among the candidates."""
+    candidates: np.ndarray
+    """(N,) the item codes of this step's candidates (-1: none)."""
     click_features: np.ndarray
     """(k, F) the shown items' click features (:data:`~shopsim.envs.model.features.CLICK_FEATURES`)."""
     observation: dict[str, np.ndarray]
     """The agent's observation of this shopper at this step (unbatched)."""
+    greedy_logits: np.ndarray
+    """(N,) what ``click_model_greedy`` ranks the candidates by at this step (-inf: not a valid
+    candidate), to compare a policy's slate with the greedy ranker's."""
 
 
 Play = Callable[[int, StepObserver], Any]
@@ -47,32 +53,48 @@ episode list, calling ``observer`` on every step (e.g. a run's own evaluation ca
 def replay(play: Play, episode: int, *, episodes: int, batch: int = 500) -> list[ReplayedStep]:
     """The steps of evaluation episode ``episode`` (0-based, of ``episodes``) as ``play`` —
     an evaluation in batches of ``batch`` — played it."""
-    if not 0 <= episode < episodes:
-        raise ShopsimError(
-            f"explain: episode {episode} is not one of the {episodes} evaluated (0..{episodes - 1})"
-        )
-    first = episode // batch * batch
-    # the episode list of `n` episodes starts with the one of fewer: play only up to this batch
-    upto = min(episodes, first + batch)
-    row = episode - first
-    steps: list[ReplayedStep] = []
+    return replay_many(play, [episode], episodes=episodes, batch=batch)[episode]
+
+
+def replay_many(
+    play: Play, wanted: Sequence[int], *, episodes: int, batch: int = 500
+) -> dict[int, list[ReplayedStep]]:
+    """:func:`replay` of several episodes in one evaluation (played up to the batch of the
+    last of them): episode → its steps."""
+    for episode in wanted:
+        if not 0 <= episode < episodes:
+            raise ShopsimError(
+                f"explain: episode {episode} is not one of the {episodes} evaluated (0..{episodes - 1})"
+            )
+    rows: dict[int, list[tuple[int, int]]] = {}  # batch start → (row, episode)
+    for episode in sorted(set(wanted)):
+        first = episode // batch * batch
+        rows.setdefault(first, []).append((episode - first, episode))
+    # the episode list of `n` episodes starts with the one of fewer: play only up to the last batch
+    upto = min(episodes, max(rows) + batch)
+    steps: dict[int, list[ReplayedStep]] = {e: [] for e in set(wanted)}
 
     def observe(
         start: int, core: ShopperBatch, obs: dict[str, np.ndarray], slates: np.ndarray, alive: np.ndarray
     ) -> None:
-        if start != first or not alive[row]:
+        here = [(row, e) for row, e in rows.get(start, ()) if alive[row]]
+        if not here:
             return
-        pos = slates[row].astype(np.int64)
-        steps.append(
-            ReplayedStep(
-                step=len(steps),
-                history=core.hist[row].copy(),
-                items=core.cand[row, pos].copy(),
-                positions=pos.copy(),
-                click_features=core.cand_phi[row, pos].astype(np.float64),
-                observation={k: np.array(v[row]) for k, v in obs.items()},
+        greedy = click_model_logits(core)
+        for row, episode in here:
+            pos = slates[row].astype(np.int64)
+            steps[episode].append(
+                ReplayedStep(
+                    step=len(steps[episode]),
+                    history=core.hist[row].copy(),
+                    items=core.cand[row, pos].copy(),
+                    positions=pos.copy(),
+                    candidates=core.cand[row].copy(),
+                    click_features=core.cand_phi[row, pos].astype(np.float64),
+                    observation={k: np.array(v[row]) for k, v in obs.items()},
+                    greedy_logits=np.where(obs["cand_mask"][row].astype(bool), greedy[row], -np.inf),
+                )
             )
-        )
 
     play(upto, observe)
     return steps
@@ -98,4 +120,4 @@ def replay_episode(
     return replay(play, episode, episodes=episodes, batch=batch)
 
 
-__all__ = ["Play", "ReplayedStep", "replay", "replay_episode"]
+__all__ = ["Play", "ReplayedStep", "replay", "replay_episode", "replay_many"]

@@ -42,6 +42,13 @@ def _with_ids(reasons: dict[str, Any], item_ids: np.ndarray) -> dict[str, Any]:
     return reasons
 
 
+def greedy_ranking(logits: np.ndarray) -> np.ndarray:
+    """Candidate positions in the greedy ranker's order (highest click logit first; ties by
+    position, as its top-k slate breaks them); invalid candidates (-inf) left out."""
+    valid = np.flatnonzero(np.isfinite(logits))
+    return valid[np.argsort(-logits[valid], kind="stable")]
+
+
 def explain_episode(
     sim: Simulator,
     policies: dict[str, Any],
@@ -55,6 +62,7 @@ def explain_episode(
     baselines: dict[str, np.ndarray] | None = None,
     top: int = 5,
     replay_fn: Callable[[str, Any], list[ReplayedStep]] | None = None,
+    pages: int | None = None,
 ) -> dict[str, Any]:
     """Every policy's slates in evaluation episode ``episode`` with the reasons for each item.
 
@@ -64,6 +72,8 @@ def explain_episode(
         completeness gap is reported over all of them.
     :param replay_fn: ``(name, policy) → steps``: how to replay the episode (a run passes its
         own evaluation call); default :func:`~.replay.replay_episode` with these arguments.
+    :param pages: explain only each policy's first ``pages`` pages (``pages_shown`` still
+        counts all of them); None: every page.
     """
     cat = sim.catalog
     bands = price_bands(cat)
@@ -79,7 +89,7 @@ def explain_episode(
         )
         kind = _agent_kind(policy)
         rows = []
-        for st in steps:
+        for st in steps if pages is None else steps[:pages]:
             views = shopper_views(sim, st.click_features)
             policy_view: dict[str, list[Any]] = {}
             if kind is not None and baselines and name in baselines:
@@ -90,6 +100,9 @@ def explain_episode(
             splits = (
                 slateq_value_split(policy, st.observation, st.positions, reward) if kind == "dqn" else None
             )
+            greedy = greedy_ranking(st.greedy_logits)
+            greedy_slate = greedy[: len(st.items)]
+            rank = {int(p): r + 1 for r, p in enumerate(greedy)}  # candidate position → greedy rank
             slate = []
             for slot, item in enumerate(st.items.tolist()):
                 v = views[slot]
@@ -98,6 +111,7 @@ def explain_episode(
                     "item": str(cat.item_ids[item]),
                     "code": int(item),
                     "category": int(cat.category[item]),
+                    "greedy_rank": rank.get(int(st.positions[slot])),
                     "reasons": _with_ids(
                         item_reasons(cat, st.history, item, bands=bands).as_dict(), cat.item_ids
                     ),
@@ -129,9 +143,14 @@ def explain_episode(
                     "step": st.step,
                     "history": [str(cat.item_ids[i]) for i in st.history if i >= 0],
                     "slate": slate,
+                    "greedy": {
+                        "slate": [str(cat.item_ids[st.candidates[p]]) for p in greedy_slate],
+                        "shared": int(np.isin(st.positions, greedy_slate).sum()),
+                        "candidates": len(greedy),
+                    },
                 }
             )
-        out["policies"][name] = {"steps": rows}
+        out["policies"][name] = {"steps": rows, "pages_shown": len(steps)}
     return out
 
 

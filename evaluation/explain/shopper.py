@@ -4,7 +4,8 @@ The simulated shopper clicks item *i* in slot *p* with probability ``e(p) · σ(
 (:mod:`shopsim.envs.engine`): ``g`` is the fitted click scorer over the named click features
 φ (:data:`~shopsim.envs.model.features.CLICK_FEATURES`), ``c`` the calibration offset, ``e`` the
 slot's examination. The logit ``g(φᵢ)`` is split exactly over the features
-(:func:`~shopsim.evaluation.explain.attribution.shapley`) against the train-split mean of the
+(:func:`~shopsim.evaluation.explain.attribution.shapley_from_values`, the coalition values
+through the scorer's affine first layer: :func:`click_coalition_logits`) against the train-split mean of the
 features (the mean the scorer standardises with), so the contributions add up to
 ``g(φᵢ) − g(mean)``. Features computed from the simulated shopper's hidden intent (the logged
 session's future, :data:`~shopsim.envs.model.features.INTENT_FEATURES`) are marked
@@ -20,7 +21,7 @@ import numpy as np
 
 from shopsim.envs.model.features import CLICK_FEATURES, INTENT_FEATURES
 from shopsim.envs.model.simulator import Simulator
-from shopsim.evaluation.explain.attribution import shapley
+from shopsim.evaluation.explain.attribution import coalitions, shapley_from_values
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,37 @@ class ShopperView:
         return asdict(self)
 
 
+def click_coalition_logits(scorer: Any, x: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """(2ⁿ,) the click scorer's logit ``g`` on every coalition of the features of ``x`` (the
+    others at ``baseline``), in :func:`~.attribution.coalitions` order — the values
+    ``shapley(scorer.logit, …)`` would evaluate, through the scorer's affine first layer: the
+    pre-activation of a coalition is the baseline's plus the sum of its members' columns, so no
+    2ⁿ × features input table is built."""
+    members = coalitions(len(x))
+    step = (np.asarray(x, dtype=np.float64) - baseline) / scorer.std  # standardised change per feature
+    z0 = (baseline - scorer.mean) / scorer.std
+    w1 = np.asarray(scorer.w1, dtype=np.float64)
+    w2 = np.asarray(scorer.w2, dtype=np.float64).reshape(-1)
+    if not w1.shape[1]:  # a linear scorer: the logit itself is affine
+        return np.asarray(z0 @ w2 + scorer.b2 + members.astype(np.float64) @ (step * w2))
+    # float32 past the (float64) baseline pre-activation, 6× faster than float64 on 2ⁿ × hidden,
+    # as the engine scores clicks; the Shapley sums over these values are float64, so
+    # completeness holds to rounding
+    pre = (z0 @ w1 + scorer.b1).astype(np.float32) + members.astype(np.float32) @ (step[:, None] * w1).astype(
+        np.float32
+    )
+    return np.tanh(pre).astype(np.float64) @ w2 + scorer.b2
+
+
 def shopper_views(sim: Simulator, phi: np.ndarray) -> list[ShopperView]:
     """The shopper model's view of each row of ``phi`` (items, click features)."""
     scorer = sim.click
     base = np.asarray(scorer.mean, dtype=np.float64)
     rows = np.atleast_2d(np.asarray(phi, dtype=np.float64))
     column = {name: j for j, name in enumerate(CLICK_FEATURES)}
+    values = np.stack([click_coalition_logits(scorer, x, base) for x in rows])
     out: list[ShopperView] = []
-    for x, a in zip(rows, shapley(scorer.logit, rows, base, CLICK_FEATURES), strict=True):
+    for x, a in zip(rows, shapley_from_values(values, CLICK_FEATURES), strict=True):
         out.append(
             ShopperView(
                 p_click=float(1.0 / (1.0 + np.exp(-(a.value + sim.click_offset)))),

@@ -93,6 +93,8 @@ def test_deletion_top_attributed_click_features_move_the_click_probability_most(
     standardises with) changes P(click) more than resetting 3 random features."""
     from shopsim.envs.model.features import CLICK_FEATURES
     from shopsim.envs.vec_env import ShopperVecEnv
+    from shopsim.evaluation.explain.attribution import shapley_from_values
+    from shopsim.evaluation.explain.shopper import click_coalition_logits
 
     env = ShopperVecEnv(toy_sim, 30, slate_size=3, n_candidates=10, split="test", seed=3)
     env.reset()
@@ -100,7 +102,10 @@ def test_deletion_top_attributed_click_features_move_the_click_probability_most(
     rows = env.core.cand_phi[ok][:150]
     scorer = env.sim.click
     base = scorer.mean.astype(np.float64)
-    atts = shapley(scorer.logit, rows, base, CLICK_FEATURES)
+    # the product's route (shopper_views): coalition logits through the first layer
+    atts = shapley_from_values(
+        np.stack([click_coalition_logits(scorer, r, base) for r in rows]), CLICK_FEATURES
+    )
     assert max(a.completeness_gap for a in atts) < 1e-9
     rng = np.random.default_rng(0)
     p = lambda z: 1 / (1 + np.exp(-scorer.logit(z)))  # noqa: E731
@@ -134,3 +139,25 @@ def test_shopper_view_adds_up_and_labels_the_hidden_intent(toy_sim: Path) -> Non
         assert sorted(c.feature for c in v.contributions) == sorted(CLICK_FEATURES)
         assert {c.feature for c in v.contributions if c.simulator_only} == set(INTENT_FEATURES)
         assert all(c.value == row[CLICK_FEATURES.index(c.feature)] for c in v.contributions)
+
+
+def test_the_click_scorers_first_layer_shortcut_gives_the_masked_logits(toy_sim: Path) -> None:
+    """click_coalition_logits equals the scorer evaluated on all 2^F masked feature rows, for
+    the fitted (tanh) scorer and for a linear one."""
+    import dataclasses
+
+    from shopsim.envs.model.simulator import Simulator
+    from shopsim.evaluation.explain.attribution import model_coalition_values
+    from shopsim.evaluation.explain.shopper import click_coalition_logits
+
+    scorer = Simulator.load(toy_sim).click
+    rng = np.random.default_rng(3)
+    linear = dataclasses.replace(
+        scorer, w1=np.zeros((scorer.w1.shape[0], 0)), b1=np.zeros(0), w2=rng.normal(size=scorer.w1.shape[0])
+    )
+    for model in (scorer, linear):
+        x = scorer.mean + rng.normal(size=scorer.mean.shape) * scorer.std
+        base = scorer.mean + rng.normal(size=scorer.mean.shape) * 0.1 * scorer.std
+        fast = click_coalition_logits(model, x, base)
+        # tanh in float32 in the shortcut (exact for the linear scorer)
+        np.testing.assert_allclose(fast, model_coalition_values(model.logit, x, base), rtol=0, atol=1e-5)

@@ -15,7 +15,15 @@ from shopsim.agents.ppo import SlatePointerPolicy
 from shopsim.agents.slateq import SlateQ, SlateQPolicy
 from shopsim.envs.vec_env import ShopperVecEnv
 from shopsim.errors import ShopsimError
-from shopsim.evaluation.explain.policy_view import PLAYERS, input_baseline, policy_attributions
+from shopsim.evaluation.explain.attribution import model_coalition_values
+from shopsim.evaluation.explain.policy_view import (
+    PLAYERS,
+    candidate_inputs,
+    coalition_values,
+    input_baseline,
+    item_model,
+    policy_attributions,
+)
 
 
 def _obs(env: ShopperVecEnv, i: int) -> dict[str, np.ndarray]:
@@ -130,3 +138,27 @@ def test_explain_episode_for_a_ranker_and_both_agents(agents: tuple[PPO, SlateQ,
                 if name == "dqn":
                     s = item["value_split"]
                     assert abs(s["immediate"] + s["long_term"] - s["item_value"]) < 1e-6
+
+
+def test_the_first_layer_shortcut_gives_the_values_of_the_masked_network(
+    agents: tuple[PPO, SlateQ, ShopperVecEnv],
+) -> None:
+    """coalition_values (corners of item × state, feature columns summed) equals the network
+    evaluated on all 2^18 masked inputs, for every head."""
+    ppo, dqn, env = agents
+    obs = _obs(env, 1)
+    x = candidate_inputs(ppo, obs)[np.flatnonzero(obs["cand_mask"] > 0.5)[0]]
+    rng = np.random.default_rng(0)
+    for agent, heads in ((ppo, ("score",)), (dqn, ("item_value", "choice_logit"))):
+        rows = candidate_inputs(agent, obs)
+        x = rows[np.flatnonzero(obs["cand_mask"] > 0.5)[0]]
+        baseline = rows.mean(axis=0) + rng.normal(0, 0.1, rows.shape[1])
+        d = int(agent.policy.observation_space["user"].shape[0])
+        f = len(PLAYERS) - 2
+        groups = [list(range(d)), *([d + j] for j in range(f)), list(range(d + f, 2 * d + f))]
+        for head in heads:
+            fast = coalition_values(agent, head, x, baseline)
+            slow = model_coalition_values(item_model(agent, head), x, baseline, groups)
+            assert fast.shape == (1 << len(PLAYERS),)
+            # the shortcut runs the layers after the first in float32, as the agent does
+            np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-5)

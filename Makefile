@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: demo test test-slow test-real-data test-notebooks readme-check readme-sources lint format type bench headroom clean
+.PHONY: demo test test-slow test-browser test-real-data test-notebooks readme-check readme-sources lint format type bench headroom clean
 
 # The strict editable install (what mypy needs) links files one by one, so a new module needs
 # a reinstall: track the list of package files and reinstall when it changes.
@@ -24,6 +24,11 @@ test: $(VENV)/.installed
 ## test-slow: only the tests marked slow
 test-slow: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m slow
+
+## test-browser: report.html in Debian's headless chromium (SHOPSIM_REPORT_RUN=DIR: that run's
+## report; default: a tiny toy run). Needs: apt-get install chromium chromium-driver
+test-browser: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m browser
 
 ## test-real-data: the format tests on the full public data sets (SHOPSIM_SHARED_DATA=DIR)
 test-real-data: $(VENV)/.installed

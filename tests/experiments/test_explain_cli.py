@@ -182,7 +182,7 @@ def test_every_run_writes_a_self_contained_report(run: Path, tmp_path: Path) -> 
         "Data",
         "Configuration",
     ):
-        assert f">{section}</h2>" in text
+        assert f"<h2>{section}" in text
     assert text.count('class="session"') == 3
     before = (run / "report.html").stat().st_mtime_ns
     proc = _shopsim("report", run, "--sessions", "1", cwd=tmp_path)

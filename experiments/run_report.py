@@ -16,8 +16,8 @@ disagree.
 from __future__ import annotations
 
 import base64
-import html
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ batch: replaying a later episode would replay every batch before it)."""
 EXAMPLE_PAGES = 4
 """Pages of each example session drawn per policy (the rest: ``shopsim explain``)."""
 
-Echo = Any
+Echo = Callable[[str], None]
 
 
 # ---------------------------------------------------------------------- checks
@@ -352,7 +352,6 @@ def render_report(run: Path, *, sessions: int = EXAMPLE_SESSIONS, echo: Echo = p
         examples_among=EXAMPLES_AMONG,
         example_pages=EXAMPLE_PAGES,
         version=__version__,
-        esc=html.escape,
     )
     return page
 

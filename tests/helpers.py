@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +98,67 @@ def load_sim(d: Path) -> None:
     from shopsim.envs.model.simulator import Simulator
 
     Simulator.load(d)
+
+
+FORK_ENV = {k: v for k, v in os.environ.items() if k != "SHOPSIM_TRACEBACK"} | {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+"""The environment of the forking interpreter: one thread, no traceback switch."""
+
+_SERVER = r"""
+import json, os, sys, traceback
+import shopsim.experiments.cli as cli
+import shopsim.experiments.config, shopsim.experiments.ope_validate, shopsim.data  # the slow imports, once
+for line in sys.stdin:
+    req = json.loads(line)
+    sys.stdout.flush(); sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(os.open(req["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
+        os.dup2(os.open(req["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+        os.chdir(req["cwd"])
+        sys.argv = ["shopsim", *req["argv"]]
+        try:
+            code = cli.main()
+        except SystemExit as exc:  # argparse's exits
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        except BaseException:  # what the console script would show: the traceback, exit 1
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(code)  # skips the ~2 s teardown of torch & co; the console-script tests cover exit
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+class Forker:
+    """One interpreter with shopsim imported; :meth:`run` forks it to run ``main(argv)`` with its
+    own argv, working folder, stdout, stderr and exit code (bad-input tables: a fresh
+    interpreter per case costs ~5 s)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=FORK_ENV,
+        )
+
+    def run(self, argv: list[str], cwd: Path) -> tuple[int, str, str]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        out, err = self.root / "stdout", self.root / "stderr"
+        req = {"argv": argv, "cwd": str(cwd), "out": str(out), "err": str(err)}
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        code = int(self.proc.stdout.readline())
+        return code, out.read_text(errors="replace"), err.read_text(errors="replace")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)

@@ -4,17 +4,16 @@ traceback, no "Exception ignored" (issue 14, class 5); Ctrl-C: ``shopsim: interr
 Each case runs the CLI's ``main`` in its own process, with its own argv, working folder, stdout,
 stderr and exit code. Starting a fresh interpreter costs ~5 s for the commands whose flags come
 from the stage configs (they import torch), so the table's processes are forked from one
-interpreter that imported shopsim once (:class:`_Forker`): the child runs ``main`` as the console
-script does, with the exit code it returns, and leaves with ``os._exit`` (the interpreter's
-teardown would cost ~2 s a case). What the fork cannot show — start-up, the import phase,
-interpreter shutdown, Ctrl-C, a closed pipe — is tested on the real console script
+interpreter that imported shopsim once (:class:`~shopsim.tests.helpers.Forker`): the child runs
+``main`` as the console script does, with the exit code it returns, and leaves with ``os._exit``
+(the interpreter's teardown would cost ~2 s a case). What the fork cannot show — start-up, the
+import phase, interpreter shutdown, Ctrl-C, a closed pipe — is tested on the real console script
 (``test_console_script_*``, ``test_closed_stdout_is_quiet``, ``test_ctrl_c_*``).
 """
 
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import signal
 import subprocess
@@ -26,61 +25,11 @@ from pathlib import Path
 import pytest
 
 from shopsim.data import sample_path
+from shopsim.tests.helpers import Forker
 
 SHOPSIM = Path(sys.executable).with_name("shopsim")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ENV.pop("SHOPSIM_TRACEBACK", None)
-
-_SERVER = r"""
-import json, os, sys, traceback
-import shopsim.experiments.cli as cli
-import shopsim.experiments.config, shopsim.experiments.ope_validate, shopsim.data  # the slow imports, once
-for line in sys.stdin:
-    req = json.loads(line)
-    sys.stdout.flush(); sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.dup2(os.open(req["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
-        os.dup2(os.open(req["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
-        os.chdir(req["cwd"])
-        sys.argv = ["shopsim", *req["argv"]]
-        try:
-            code = cli.main()
-        except SystemExit as exc:  # argparse's exits
-            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-        except BaseException:  # what the console script would show: the traceback, exit 1
-            traceback.print_exc()
-            code = 1
-        sys.stdout.flush(); sys.stderr.flush()
-        os._exit(code)  # skips the ~2 s teardown of torch & co; the console-script tests cover exit
-    _, status = os.waitpid(pid, 0)
-    print(os.waitstatus_to_exitcode(status), flush=True)
-"""
-
-
-class _Forker:
-    """One interpreter with shopsim imported; :meth:`run` forks it to run ``main(argv)``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV
-        )
-
-    def run(self, argv: list[str], cwd: Path) -> tuple[int, str, str]:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        out, err = self.root / "stdout", self.root / "stderr"
-        req = {"argv": argv, "cwd": str(cwd), "out": str(out), "err": str(err)}
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
-        code = int(self.proc.stdout.readline())
-        return code, out.read_text(errors="replace"), err.read_text(errors="replace")
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +61,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def forker(work: Path) -> Iterator[_Forker]:
-    f = _Forker(work.parent)
+def forker(work: Path) -> Iterator[Forker]:
+    f = Forker(work.parent)
     yield f
     f.close()
 
@@ -313,12 +262,12 @@ CASES: list[tuple[str, list[str], str | None]] = [
 
 
 @pytest.mark.parametrize(("argv", "phrase"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line(forker: _Forker, work: Path, argv: list[str], phrase: str | None) -> None:
+def test_bad_input_is_one_line(forker: Forker, work: Path, argv: list[str], phrase: str | None) -> None:
     code, _, err = forker.run(argv, work)
     _assert_one_line(code, err, phrase)
 
 
-def test_corrupt_artifacts_are_one_line(forker: _Forker, work: Path, tmp_path: Path) -> None:
+def test_corrupt_artifacts_are_one_line(forker: Forker, work: Path, tmp_path: Path) -> None:
     """A prepared folder whose files were replaced, emptied or garbled (end to end; the loaders'
     own tests cover each file)."""
     code, _, err = forker.run(["data", "prepare", "sample.csv", *EV, "--out", str(tmp_path / "d")], work)
@@ -333,7 +282,7 @@ def test_corrupt_artifacts_are_one_line(forker: _Forker, work: Path, tmp_path: P
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod 0o500, so the folder stays writable")
-def test_unwritable_out_is_one_line(forker: _Forker, work: Path, tmp_path: Path) -> None:
+def test_unwritable_out_is_one_line(forker: Forker, work: Path, tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
@@ -344,14 +293,14 @@ def test_unwritable_out_is_one_line(forker: _Forker, work: Path, tmp_path: Path)
     _assert_one_line(code, err, "not writable")
 
 
-def test_os_error_during_the_work_is_one_line(forker: _Forker, work: Path) -> None:
+def test_os_error_during_the_work_is_one_line(forker: Forker, work: Path) -> None:
     """A write the OS refuses after the parse-time checks passed (/proc accepts no new files,
     even for root): one line naming the path and the OS's reason."""
     code, _, err = forker.run([*P, "sample.csv", *EV, "--out", "/proc/shopsim-test"], work)
     _assert_one_line(code, err, "/proc")
 
 
-def test_good_input_still_works(forker: _Forker, work: Path, tmp_path: Path) -> None:
+def test_good_input_still_works(forker: Forker, work: Path, tmp_path: Path) -> None:
     code, out, err = forker.run([*I, "sample.csv", *EV, "--split", "0.6,0.2,0.2"], work)
     assert (code, err) == (0, "")
     assert "rows in 60" in out

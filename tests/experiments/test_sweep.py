@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from shopsim.experiments.sweep import (
     sweep_markdown,
 )
 from shopsim.stats import t_mean_ci
+from shopsim.tests.helpers import Forker
 
 
 def test_plan_is_every_point_times_every_seed_with_the_points_overrides() -> None:
@@ -143,6 +143,15 @@ def test_aggregate_is_the_t_interval_over_seed_means_and_lists_failures() -> Non
         assert text in table
 
 
+@pytest.fixture(scope="module")
+def forker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forker]:
+    """The sweep's argv run by ``main`` in processes forked from one interpreter (as the CLI
+    bad-input table does: a fresh interpreter per case costs ~5 s)."""
+    f = Forker(tmp_path_factory.mktemp("sweep_forks"))
+    yield f
+    f.close()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -164,22 +173,12 @@ def test_aggregate_is_the_t_interval_over_seed_means_and_lists_failures() -> Non
     ],
 )
 def test_sweep_bad_input_is_one_line_exit_2_before_any_trial(
-    args: list[str], message: str, tmp_path: Path
+    forker: Forker, args: list[str], message: str, tmp_path: Path
 ) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "shopsim.experiments.cli",
-        "sweep",
-        "quickstart",
-        *args,
-        "--out",
-        str(tmp_path / "s"),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert res.returncode == 2
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
+    code, _, err = forker.run(["sweep", "quickstart", *args, "--out", str(tmp_path / "s")], tmp_path)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith(message)
     assert not (tmp_path / "s").exists()
 

@@ -62,7 +62,7 @@ from shopsim.experiments.encode import eval_markdown, run_encode
 from shopsim.experiments.explain import SHARED_FILE
 from shopsim.experiments.ope_stage import check_ope, ope_markdown, run_ope_stage
 from shopsim.experiments.reporting import RESULTS_SCHEMA, results_markdown, write_plots
-from shopsim.experiments.run_report import write_report
+from shopsim.experiments.run_report import REPORT_FILE, write_report
 
 Echo = Callable[[str], None]
 STAGE_FILE = "stage.json"
@@ -149,7 +149,12 @@ def run(
             with progress("agents"):
                 report = agents_stage(cfg, data_dir, enc_dir, sim_dir, out, echo)
             _add_stage_times(out / "timing.json", progress)
-            write_report(out, echo=echo)
+            page = out / REPORT_FILE
+            if page.is_file() and page.stat().st_mtime_ns >= (out / "results.json").stat().st_mtime_ns:
+                # written (atomically) after these very results: a rerun that reused them keeps it
+                echo(f"report: kept {page} (drawn from these results; shopsim report {out} redraws it)")
+            else:
+                write_report(out, echo=echo)
     except KeyboardInterrupt:
         how = command or f"shopsim run CONFIG --out {out}"
         echo(

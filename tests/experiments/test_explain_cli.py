@@ -185,6 +185,12 @@ def test_every_run_writes_a_self_contained_report(run: Path, tmp_path: Path) -> 
         assert f"<h2>{section}" in text
     assert text.count('class="session"') == 3
     before = (run / "report.html").stat().st_mtime_ns
+    # the same run again reuses its results and keeps the report drawn from them
+    proc = _shopsim("run", run.parent / "tiny.yaml", "--out", run, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "agents: reused" in proc.stdout
+    assert f"report: kept {run / 'report.html'}" in proc.stdout
+    assert (run / "report.html").stat().st_mtime_ns == before
     proc = _shopsim("report", run, "--sessions", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (run / "report.html").stat().st_mtime_ns > before

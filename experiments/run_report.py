@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,9 @@ from shopsim.experiments.reporting import METRICS, RESULTS_SCHEMA
 
 REPORT_FILE = "report.html"
 EXAMPLE_SESSIONS = 3
-"""Test sessions the report explains."""
+"""Test sessions the report explains (``shopsim report --sessions``; for ``shopsim run``,
+``$SHOPSIM_REPORT_SESSIONS`` when set)."""
+SESSIONS_ENV = "SHOPSIM_REPORT_SESSIONS"
 EXAMPLES_AMONG = 500
 """The example sessions are chosen among the first evaluated test episodes (one evaluation
 batch: replaying a later episode would replay every batch before it)."""
@@ -46,6 +49,17 @@ EXAMPLE_PAGES = 4
 """Pages of each example session drawn per policy (the rest: ``shopsim explain``)."""
 
 Echo = Callable[[str], None]
+
+
+def run_report_sessions() -> int:
+    """Example sessions the report of ``shopsim run`` explains: ``$SHOPSIM_REPORT_SESSIONS``
+    (e.g. 0 in test suites that run many tiny runs), else :data:`EXAMPLE_SESSIONS`."""
+    raw = os.environ.get(SESSIONS_ENV)
+    if raw is None or raw == "":
+        return EXAMPLE_SESSIONS
+    if not raw.isdigit():
+        raise ShopsimError(f"{SESSIONS_ENV}={raw!r}: expected a whole number of sessions ≥ 0 (or unset it)")
+    return int(raw)
 
 
 # ---------------------------------------------------------------------- checks
@@ -365,4 +379,12 @@ def write_report(run: Path, *, sessions: int = EXAMPLE_SESSIONS, echo: Echo = pr
     return path
 
 
-__all__ = ["REPORT_FILE", "check_run", "example_episodes", "render_report", "run_versions", "write_report"]
+__all__ = [
+    "REPORT_FILE",
+    "check_run",
+    "example_episodes",
+    "render_report",
+    "run_report_sessions",
+    "run_versions",
+    "write_report",
+]

@@ -62,7 +62,7 @@ from shopsim.experiments.encode import eval_markdown, run_encode
 from shopsim.experiments.explain import SHARED_FILE
 from shopsim.experiments.ope_stage import check_ope, ope_markdown, run_ope_stage
 from shopsim.experiments.reporting import RESULTS_SCHEMA, results_markdown, write_plots
-from shopsim.experiments.run_report import REPORT_FILE, write_report
+from shopsim.experiments.run_report import REPORT_FILE, run_report_sessions, write_report
 
 Echo = Callable[[str], None]
 STAGE_FILE = "stage.json"
@@ -154,7 +154,7 @@ def run(
                 # written (atomically) after these very results: a rerun that reused them keeps it
                 echo(f"report: kept {page} (drawn from these results; shopsim report {out} redraws it)")
             else:
-                write_report(out, echo=echo)
+                write_report(out, sessions=run_report_sessions(), echo=echo)
     except KeyboardInterrupt:
         how = command or f"shopsim run CONFIG --out {out}"
         echo(

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# Every `shopsim run` writes report.html with explained example sessions (~30 s on a tiny run,
+# most of it the agents' exact attributions). The suites run dozens of tiny runs that are about
+# something else: their reports are drawn without example sessions (in this process and the
+# CLI subprocesses it starts). The report's own tests ask for sessions explicitly.
+os.environ.setdefault("SHOPSIM_REPORT_SESSIONS", "0")
 
 
 @pytest.fixture

@@ -28,7 +28,8 @@ RUN = tiny_toy_config(
 
 
 def _shopsim(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # the run's report explains its 3 example sessions, as for a user (conftest turns them off)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SHOPSIM_REPORT_SESSIONS": "3"}
     cmd = [sys.executable, "-m", "shopsim.experiments.cli", *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
 

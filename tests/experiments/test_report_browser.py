@@ -54,7 +54,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         evaluation={"episodes": 40, "n_boot": 20, "offline": False},
     )
     (root / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SHOPSIM_REPORT_SESSIONS": "3"}
     cmd = [sys.executable, "-m", "shopsim.experiments.cli", "run", "tiny.yaml", "--out", "run"]
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -3,14 +3,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: demo test test-slow test-browser test-real-data test-notebooks readme-check readme-sources lint format type bench headroom clean
+.PHONY: constraints demo test test-slow test-browser test-real-data test-notebooks readme-check readme-sources lint format type bench headroom clean
 
 # The strict editable install (what mypy needs) links files one by one, so a new module needs
 # a reinstall: track the list of package files and reinstall when it changes.
 PKG_LIST := $(VENV)/.package-files
 $(shell mkdir -p $(VENV) && find src data encoders envs agents evaluation experiments tests -type f \( -name '*.py' -o -name '*.gz' -o -name '*.md' -o -name '*.yaml' -o -name '*.j2' \) 2>/dev/null | sort > $(PKG_LIST).new && (cmp -s $(PKG_LIST).new $(PKG_LIST) || mv $(PKG_LIST).new $(PKG_LIST)); rm -f $(PKG_LIST).new)
 
-$(VENV)/.installed: pyproject.toml scripts/bootstrap.sh $(PKG_LIST)
+$(VENV)/.installed: pyproject.toml scripts/bootstrap.sh scripts/constraints.txt $(PKG_LIST)
 	bash scripts/bootstrap.sh $(VENV)
 
 ## demo: run shopsim on the bundled sample logs (writes $(OUT))
@@ -85,6 +85,11 @@ readme-sources: $(VENV)/.installed
 readme-check: $(VENV)/.installed
 	rm -rf runs/readme-check && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/shopsim quickstart --out runs/readme-check
 	$(BIN)/python scripts/readme_blocks.py --check quickstart --source quickstart=runs/readme-check
+
+## constraints: pin scripts/constraints.txt to this venv's versions (then: make readme-sources)
+constraints: $(VENV)/.installed
+	{ sed -n '/^#/p' scripts/constraints.txt; $(BIN)/pip freeze | grep -v '^-e\|^shopsim\|^torch=='; } > scripts/constraints.txt.new
+	mv scripts/constraints.txt.new scripts/constraints.txt
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

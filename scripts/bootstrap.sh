@@ -26,5 +26,7 @@ fi
 echo "bootstrap: installing shopsim and its dependencies"
 # strict editable mode: static analysers (mypy) can see through it. The notebooks extra runs
 # notebooks/ in CI (make test-notebooks).
-"$VENV/bin/python" -m pip install -q -e ".[dev,notebooks,ray,browser]" --config-settings editable_mode=strict
+# scripts/constraints.txt: the exact versions of every dependency (reproducible CI and README blocks).
+"$VENV/bin/python" -m pip install -q -c "$(dirname "$0")/constraints.txt" -e ".[dev,notebooks,ray,browser]" \
+  --config-settings editable_mode=strict
 touch "$VENV/.installed"

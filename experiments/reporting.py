@@ -46,11 +46,11 @@ def results_markdown(report: dict[str, Any]) -> str:
         s = e["sim"]
         off = e.get("offline", {})
         lines.append(
-            f"| {name} | {e['kind']} | {_ci(s['return_mean'], s['return_ci95'], 3)} "
+            f"| {name} | {e['kind']} | {interval_text(s['return_mean'], s['return_ci95'], 3)} "
             f"| {_diff(s.get('minus_deployable'))} | {_diff(s.get('minus_click_model_greedy'))} "
-            f"| {_ci(s['ctr'], s.get('ctr_ci95'), 4)} "
-            f"| {_ci(s['purchase_rate'], s.get('purchase_rate_ci95'), 4)} "
-            f"| {_ci(s['revenue_per_session'], s.get('revenue_ci95'), 2)} "
+            f"| {interval_text(s['ctr'], s.get('ctr_ci95'), 4)} "
+            f"| {interval_text(s['purchase_rate'], s.get('purchase_rate_ci95'), 4)} "
+            f"| {interval_text(s['revenue_per_session'], s.get('revenue_ci95'), 2)} "
             f"| {_fmt(off.get('recall@10'))} | {_fmt(off.get('ndcg@10'))} |"
         )
     lines += [
@@ -66,7 +66,8 @@ def results_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _ci(x: float, ci: list[float] | None, digits: int) -> str:
+def interval_text(x: float, ci: list[float] | None, digits: int) -> str:
+    """``x [lo, hi]`` with ``digits`` decimals (``x`` alone without an interval)."""
     if ci is None:
         return f"{x:.{digits}f}"
     return f"{x:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"

@@ -35,7 +35,7 @@ from shopsim.errors import ShopsimError
 from shopsim.experiments.encode import eval_markdown
 from shopsim.experiments.explain import RunExplainer, run_stage_dirs
 from shopsim.experiments.ope_stage import ope_markdown
-from shopsim.experiments.reporting import METRICS, RESULTS_SCHEMA
+from shopsim.experiments.reporting import METRICS, RESULTS_SCHEMA, interval_text
 
 REPORT_FILE = "report.html"
 EXAMPLE_SESSIONS = 3
@@ -177,10 +177,6 @@ def image_uri(path: Path) -> str | None:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _interval(x: float, ci: list[float] | None, digits: int) -> str:
-    return f"{x:.{digits}f}" if not ci else f"{x:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-
-
 def results_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per policy of results.json (best return first): the cells of the results table."""
     rows = []
@@ -188,7 +184,7 @@ def results_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     refs = results.get("references", {})
     for name, e in order:
         s = e["sim"]
-        cells = [_interval(s[key], s.get(ci), 4 if key != "return_mean" else 3) for key, ci, _ in METRICS]
+        cells = [interval_text(s[key], s.get(ci), 4 if key != "return_mean" else 3) for key, ci, _ in METRICS]
         diffs = []
         for label in ("deployable", "click_model_greedy"):
             d = s.get(f"minus_{label}")
